@@ -1,0 +1,129 @@
+"""Every default of l2g lives here, and nowhere else.
+
+Each stage has a small frozen dataclass of parameters. A preset's ``name``
+encodes the parameters that change what is stored on disk (hloc style), so it
+doubles as the cache / index folder name.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+FORMAT_VERSION = 1  # bump when the on-disk index layout changes
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DATA_DIR = REPO_ROOT / "data"
+DEMO_DIR = DATA_DIR / "demo"
+REALBENCH_DIR = REPO_ROOT.parent / "shared" / "data" / "realbench-dev"
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm")
+
+
+@dataclass(frozen=True)
+class ImageConfig:
+    max_side: int = 1024            # longest side after loading (px); larger images are downscaled
+    max_pixels: int = 120_000_000   # decoded-size cap: above it the file is refused as a decompression bomb
+    max_bytes: int = 200_000_000    # file-size cap (bytes)
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    extractor: str = "sift"         # key in l2g.features.EXTRACTORS
+    num_features: int = 2000        # at most this many keypoints per image (strongest response first)
+    rootsift: bool = True           # Hellinger kernel: L1-normalise, sqrt (Arandjelovic & Zisserman 2012)
+    max_side: int = 1024            # images are resized so that the longest side is at most this
+    backend: str = "pyramid"        # Kornia SIFT descriptor backend: 'pyramid' (fast on CPU) or 'patch'
+    upright: bool = False           # skip orientation estimation
+
+    @property
+    def name(self) -> str:
+        root = "root" if self.rootsift else "plain"
+        up = "-up" if self.upright else ""
+        return f"{self.extractor}-{root}-n{self.num_features}-s{self.max_side}-{self.backend}{up}"
+
+
+@dataclass(frozen=True)
+class IndexConfig:
+    kind: str = "auto"              # 'auto' | 'flat' | 'ivf' | 'ivfsq8'
+    exact_max: int = 2_000_000      # 'auto': exact (Flat) search up to this many descriptors, IVF above
+    nlist: int = 0                  # IVF lists; 0 = about 4*sqrt(N), clamped to [64, 16384]
+    nprobe: int = 16                # IVF lists visited per query descriptor
+    train_sample: int = 200_000     # descriptors sampled (fixed seed) to train the IVF quantiser
+    add_chunk: int = 200_000        # descriptors added per call (keeps peak memory flat)
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    knn: int = 50                   # neighbours per query descriptor; each image counts its first hit only
+    kernel: str = "cann"            # 'cann': f(r) = max(0, 1 - (r/p0)^alpha)^(1/alpha); 'gauss': exp(-(r/p0)^2)
+    p0: float = 0.30                # kernel bandwidth in L2 distance of unit-norm descriptors
+    alpha: float = 0.85             # kernel shape (CANN release: 0.85)
+    shortlist: int = 200            # M: images kept from local search
+    max_matches: int = 500          # matched pairs kept per shortlisted image (for drawing)
+
+
+@dataclass(frozen=True)
+class GraphConfig:
+    top_n: int = 200                # neighbours kept per gallery image in the similarity graph
+
+
+@dataclass(frozen=True)
+class RerankConfig:
+    k: int = 100                    # shortlist head that is re-ranked
+    dim: int = 32                   # embedding dimension d
+    method: str = "smacof"          # 'classical' | 'smacof'
+    transform: str = "1-s"          # similarity -> dissimilarity: '1-s' | 'sqrt(1-s)' | '-log(s)'
+    normalise: str = "p99"          # similarity scale: 'p99' | 'max' | 'rank'
+    w: float = 0.0                  # blend weight of the global descriptor cosine
+    smacof_max_iter: int = 300
+    smacof_eps: float = 1e-6        # relative stress change that stops SMACOF
+
+
+@dataclass(frozen=True)
+class GlobalConfig:
+    words: int = 64                 # VLAD codebook size
+    pca_dim: int = 256              # PCA-whitened output dimension (clamped to what the data allow)
+    train_sample: int = 100_000     # descriptors used for k-means
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class VerifyConfig:
+    top: int = 50                   # global shortlist head re-ranked by spatial verification
+    ransac_thresh: float = 8.0      # reprojection threshold (px, at max_side resolution)
+    ransac_iters: int = 2000
+    ratio: float = 0.0              # 0: mutual nearest neighbours only; >0 adds Lowe's ratio test
+    min_inliers: int = 4
+
+
+@dataclass(frozen=True)
+class L2GConfig:
+    image: ImageConfig = field(default_factory=ImageConfig)
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    index: IndexConfig = field(default_factory=IndexConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
+    graph: GraphConfig = field(default_factory=GraphConfig)
+    rerank: RerankConfig = field(default_factory=RerankConfig)
+    globaldesc: GlobalConfig = field(default_factory=GlobalConfig)
+    verify: VerifyConfig = field(default_factory=VerifyConfig)
+
+    def replace(self, **sections) -> "L2GConfig":
+        """Return a copy with whole sections or ``section__field=value`` keys replaced."""
+        out = self
+        for key, value in sections.items():
+            if "__" in key:
+                sec, fld = key.split("__", 1)
+                value = dataclasses.replace(getattr(out, sec), **{fld: value})
+                key = sec
+            out = dataclasses.replace(out, **{key: value})
+        return out
+
+
+DEFAULT = L2GConfig()
+
+
+def asdict(obj) -> dict:
+    """Plain-dict view of any config dataclass (for manifests and JSON)."""
+    return dataclasses.asdict(obj)

@@ -1,0 +1,231 @@
+"""Local features: keypoints and 128-D descriptors for one image.
+
+The default extractor is Kornia's hand-crafted DoG + SIFT
+(``SIFTFeatureScaleSpace``, ``descriptor_backend='pyramid'``), which needs no
+downloaded weights. Learned extractors are registered beside it and are only
+offered when their weights are already on disk.
+
+Rows are vectors: descriptors are ``(N, 128) float32``, keypoints ``(N, 5)``.
+"""
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from .config import DATA_DIR, FeatureConfig
+
+KP_COLS = ("x", "y", "scale", "angle", "response")
+DESC_DIM = 128
+WEIGHTS_DIR = Path(os.environ.get("L2G_WEIGHTS", DATA_DIR / "weights"))
+
+
+class NoKeypointsError(ValueError):
+    """The image yielded no keypoints (flat, tiny or blank)."""
+
+
+class ExtractorUnavailable(RuntimeError):
+    """A registered extractor cannot run here (e.g. its weights are not on disk)."""
+
+
+@dataclass
+class Features:
+    """Local features of one image, in the pixel frame of the loaded image.
+
+    kpts: (N, 5) float32 -- x, y, scale, angle (degrees), response
+    desc: (N, 128) float32 -- L2-normalised rows
+    size: (W, H) of the image the features were computed on
+    """
+
+    kpts: np.ndarray
+    desc: np.ndarray
+    size: tuple[int, int]
+    params: dict = field(default_factory=dict)
+    timings: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.kpts.ndim != 2 or self.kpts.shape[1] != 5:
+            raise ValueError(f"kpts must be (N, 5), got {self.kpts.shape}")
+        if self.desc.ndim != 2 or self.desc.shape[0] != self.kpts.shape[0]:
+            raise ValueError(f"desc must be (N, D) with N={self.kpts.shape[0]}, got {self.desc.shape}")
+
+    def __len__(self) -> int:
+        return int(self.kpts.shape[0])
+
+    @property
+    def xy(self) -> np.ndarray:
+        """(N, 2) float32 keypoint centres."""
+        return self.kpts[:, :2]
+
+    @classmethod
+    def empty(cls, size=(0, 0), dim: int = DESC_DIM) -> "Features":
+        return cls(np.zeros((0, 5), np.float32), np.zeros((0, dim), np.float32), tuple(size))
+
+
+def rootsift(desc: np.ndarray, eps: float = 1e-12) -> np.ndarray:
+    """Hellinger map of SIFT rows: L1-normalise, square root (result is L2-normalised).
+
+    desc: (N, D) non-negative -> (N, D) float32.
+    """
+    desc = np.maximum(np.asarray(desc, np.float32), 0.0)
+    desc = desc / (desc.sum(1, keepdims=True) + eps)
+    return np.sqrt(desc).astype(np.float32)
+
+
+def _gray_tensor(rgb: np.ndarray) -> torch.Tensor:
+    """(H, W, 3) uint8 -> (1, 1, H, W) float32 in [0, 1]."""
+    if rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ValueError(f"expected an (H, W, 3) image, got {rgb.shape}")
+    g = rgb.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+    return torch.from_numpy(np.ascontiguousarray(g / 255.0))[None, None]
+
+
+def _lafs_to_kpts(lafs: torch.Tensor, resp: torch.Tensor) -> np.ndarray:
+    """(N, 2, 3) LAFs + (N,) responses -> (N, 5) float32 keypoints."""
+    import kornia.feature as KF
+
+    lafs = lafs[None]
+    xy = KF.get_laf_center(lafs)[0]
+    scale = KF.get_laf_scale(lafs)[0, :, 0, 0]
+    angle = KF.get_laf_orientation(lafs)[0, :, 0]
+    return torch.cat([xy, scale[:, None], angle[:, None], resp[:, None]], 1).float().numpy()
+
+
+# --------------------------------------------------------------------------- registry
+@dataclass(frozen=True)
+class ExtractorSpec:
+    build: Callable[[FeatureConfig, bool], torch.nn.Module]
+    run: Callable[[torch.nn.Module, np.ndarray, FeatureConfig], tuple[np.ndarray, np.ndarray]]
+    weights: tuple[str, ...] = ()     # files expected under WEIGHTS_DIR
+    note: str = ""
+
+
+def _build_sift(cfg: FeatureConfig, pretrained: bool) -> torch.nn.Module:
+    import kornia.feature as KF
+
+    # RootSIFT is applied by us (identically for every backend), so Kornia returns plain SIFT.
+    return KF.SIFTFeatureScaleSpace(
+        num_features=cfg.num_features, upright=cfg.upright, rootsift=False,
+        descriptor_backend=cfg.backend,
+    ).eval()
+
+
+def _run_sift(model, rgb, cfg):
+    import kornia.feature as KF
+
+    lafs, resp, desc = model(_gray_tensor(rgb))
+    keep = KF.laf_is_filled(lafs)[0]
+    kpts = _lafs_to_kpts(lafs[0, keep], resp[0, keep])
+    d = desc[0, keep].float().numpy()
+    d = rootsift(d) if cfg.rootsift else d / (np.linalg.norm(d, axis=1, keepdims=True) + 1e-12)
+    return kpts, d.astype(np.float32)
+
+
+def _build_disk(cfg: FeatureConfig, pretrained: bool) -> torch.nn.Module:
+    from kornia.feature import DISK
+
+    model = DISK()
+    if pretrained:
+        state = torch.load(WEIGHTS_DIR / "disk" / "depth-save.pth", map_location="cpu", weights_only=True)
+        model.load_state_dict(state.get("extractor", state))
+    return model.eval()
+
+
+def _run_disk(model, rgb, cfg):
+    h, w = rgb.shape[:2]
+    x = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].float() / 255.0
+    f = model(x, n=cfg.num_features, pad_if_not_divisible=True)[0]
+    xy = f.keypoints.float().numpy()
+    n = xy.shape[0]
+    kpts = np.zeros((n, 5), np.float32)
+    kpts[:, :2] = xy
+    kpts[:, 2] = 8.0  # DISK has no scale: a nominal support radius for drawing
+    kpts[:, 4] = f.detection_scores.float().numpy()
+    d = f.descriptors.float().numpy()
+    return kpts, (d / (np.linalg.norm(d, axis=1, keepdims=True) + 1e-12)).astype(np.float32)
+
+
+EXTRACTORS: dict[str, ExtractorSpec] = {
+    "sift": ExtractorSpec(_build_sift, _run_sift, note="Kornia DoG + SIFT, hand-crafted, no weights"),
+    "disk": ExtractorSpec(_build_disk, _run_disk, weights=("disk/depth-save.pth",),
+                          note="Kornia DISK (learned); needs its checkpoint on disk"),
+}
+
+
+def missing_weights(name: str) -> list[Path]:
+    """Weight files an extractor needs that are not on disk."""
+    spec = EXTRACTORS[name]
+    return [WEIGHTS_DIR / w for w in spec.weights if not (WEIGHTS_DIR / w).is_file()]
+
+
+def available_extractors() -> dict[str, str]:
+    """Extractors that can run here -> their description."""
+    return {k: v.note for k, v in EXTRACTORS.items() if not missing_weights(k)}
+
+
+class Extractor:
+    """A loaded feature extractor (holds the model). Thread-safe, deterministic."""
+
+    def __init__(self, cfg: FeatureConfig = FeatureConfig(), pretrained: bool = True):
+        if cfg.extractor not in EXTRACTORS:
+            raise ExtractorUnavailable(
+                f"unknown extractor {cfg.extractor!r}; choose one of {sorted(EXTRACTORS)}")
+        if cfg.backend not in ("pyramid", "patch"):
+            raise ValueError(f"backend must be 'pyramid' or 'patch', got {cfg.backend!r}")
+        missing = missing_weights(cfg.extractor) if pretrained else []
+        if missing:
+            raise ExtractorUnavailable(
+                f"extractor {cfg.extractor!r} needs weights that are not on disk: "
+                + ", ".join(str(p) for p in missing)
+                + ". l2g never downloads weights; copy the file there (or set L2G_WEIGHTS), "
+                "or use the default 'sift' extractor.")
+        self.cfg = cfg
+        self.spec = EXTRACTORS[cfg.extractor]
+        torch.manual_seed(0)
+        self.model = self.spec.build(cfg, pretrained)
+        self._lock = threading.Lock()
+
+    def __call__(self, rgb: np.ndarray) -> Features:
+        """Extract features from an (H, W, 3) uint8 image (already capped to max_side).
+
+        Returns at most ``cfg.num_features`` keypoints, strongest first. An image
+        with no keypoints returns empty (0, 5) / (0, 128) arrays, never raises.
+        """
+        if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+            raise ValueError(f"expected an (H, W, 3) uint8 image, got {rgb.shape} {rgb.dtype}")
+        h, w = rgb.shape[:2]
+        params = {"extractor": self.cfg.name}
+        if min(h, w) < 16:
+            return Features(np.zeros((0, 5), np.float32), np.zeros((0, DESC_DIM), np.float32), (w, h), params)
+        t0 = time.perf_counter()
+        with self._lock, torch.inference_mode():
+            kpts, desc = self.spec.run(self.model, rgb, self.cfg)
+        order = np.argsort(-kpts[:, 4], kind="stable")[: self.cfg.num_features]
+        kpts, desc = kpts[order], desc[order]
+        ok = np.isfinite(desc).all(1) & (np.linalg.norm(desc, axis=1) > 0)
+        return Features(np.ascontiguousarray(kpts[ok]), np.ascontiguousarray(desc[ok]), (w, h), params,
+                        {"extract": time.perf_counter() - t0})
+
+
+def extract(rgb: np.ndarray, cfg: FeatureConfig = FeatureConfig()) -> Features:
+    """One-shot helper: build an extractor and run it on one (H, W, 3) uint8 image."""
+    return Extractor(cfg)(rgb)
+
+
+def save_features(path: Path, f: Features) -> None:
+    """Write features atomically (temporary file, then rename)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez(tmp, kpts=f.kpts, desc=f.desc, size=np.asarray(f.size, np.int64))
+    os.replace(tmp, path)
+
+
+def load_features(path: Path) -> Features:
+    with np.load(path) as z:
+        return Features(z["kpts"], z["desc"], tuple(int(v) for v in z["size"]))

@@ -1,0 +1,122 @@
+"""The gallery similarity graph: every gallery image searched against the index.
+
+G is a sparse (n, n) float32 matrix: row i holds the local-search scores of
+gallery image i's top-N neighbours (itself excluded). It is built once with the
+index and saved beside it (graph.npz), so the pairwise similarities of any
+shortlist cost a sparse lookup at query time.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+from .config import GraphConfig, SearchConfig
+from .index import LocalIndex, Progress
+from .search import local_search
+
+
+@dataclass
+class Graph:
+    G: sp.csr_matrix                 # (n, n) float32, row i = scores of i's neighbours
+    paths: list                      # gallery paths, row order
+    params: dict = field(default_factory=dict)
+    timings: dict = field(default_factory=dict)
+
+    def block(self, ids: np.ndarray, symmetric: str = "mean") -> np.ndarray:
+        """Dense (m, m) similarities among gallery ids (m,); missing pairs are 0.
+
+        symmetric: 'mean' -> (S + S^T) / 2, 'max' -> max(S, S^T), 'none' -> S.
+        """
+        ids = np.asarray(ids, np.int64)
+        S = self.G[ids][:, ids].toarray().astype(np.float32)
+        if symmetric == "mean":
+            S = 0.5 * (S + S.T)
+        elif symmetric == "max":
+            S = np.maximum(S, S.T)
+        np.fill_diagonal(S, 0.0)
+        return S
+
+
+def _rows(li: LocalIndex, ids, scfg: SearchConfig, top_n: int, progress: Progress):
+    """Search each gallery image in ``ids``; return COO triplets of its top_n neighbours."""
+    r, c, v = [], [], []
+    scfg = dataclasses.replace(scfg, shortlist=top_n + 1)
+    for t, i in enumerate(ids):
+        if progress:
+            progress(t, len(ids), f"similarity graph: {li.paths[i]}")
+        f = li.features(int(i))
+        if len(f) == 0:
+            continue
+        res = local_search(li, f, scfg, exclude=int(i), with_matches=False)
+        keep = res.scores > 0
+        r.append(np.full(int(keep.sum()), i, np.int64))
+        c.append(res.ids[keep].astype(np.int64))
+        v.append(res.scores[keep].astype(np.float32))
+    if progress:
+        progress(len(ids), len(ids), "similarity graph done")
+    cat = lambda xs, dt: np.concatenate(xs) if xs else np.zeros(0, dt)  # noqa: E731
+    return cat(r, np.int64), cat(c, np.int64), cat(v, np.float32)
+
+
+def build_graph(li: LocalIndex, cfg: GraphConfig = GraphConfig(), scfg: SearchConfig = SearchConfig(),
+                progress: Progress = None) -> Graph:
+    """Search every gallery image against the index (itself excluded) and keep its top-N."""
+    t0 = time.perf_counter()
+    n = li.n_images
+    r, c, v = _rows(li, range(n), scfg, cfg.top_n, progress)
+    G = sp.csr_matrix((v, (r, c)), shape=(n, n), dtype=np.float32)
+    return Graph(G, list(li.paths), {"top_n": cfg.top_n, "knn": scfg.knn, "kernel": scfg.kernel, "p0": scfg.p0},
+                 {"graph": time.perf_counter() - t0})
+
+
+def update_graph(li: LocalIndex, g: Graph, cfg: GraphConfig = GraphConfig(), scfg: SearchConfig = SearchConfig(),
+                 progress: Progress = None) -> Graph:
+    """Extend a graph after images were appended to the index.
+
+    New images are searched in full (their rows). Old rows gain the new images
+    as columns with the mirrored score (new -> old), which is what the
+    symmetrised block uses anyway; old rows are not re-searched. Rebuild with
+    ``build_graph`` to get exactly the graph of a fresh build.
+    """
+    t0 = time.perf_counter()
+    n_old, n = len(g.paths), li.n_images
+    if li.paths[:n_old] != g.paths:
+        return build_graph(li, cfg, scfg, progress)
+    r, c, v = _rows(li, range(n_old, n), scfg, cfg.top_n, progress)
+    old = g.G.tocoo()
+    back = c < n_old
+    rows = np.concatenate([old.row, r, c[back]])
+    cols = np.concatenate([old.col, c, r[back]])
+    vals = np.concatenate([old.data, v, v[back]])
+    G = sp.coo_matrix((vals, (rows, cols)), shape=(n, n), dtype=np.float32).tocsr()
+    G.sum_duplicates()
+    return Graph(G, list(li.paths), {**g.params, "updated": n - n_old},
+                 {"graph_update": time.perf_counter() - t0})
+
+
+def save_graph(folder: Path, g: Graph) -> None:
+    """Write graph.npz atomically into the index folder."""
+    G = g.G.tocsr()
+    tmp = Path(folder) / "graph.tmp.npz"
+    np.savez(tmp, data=G.data, indices=G.indices, indptr=G.indptr, shape=np.asarray(G.shape),
+             paths=np.asarray(g.paths, dtype=str), params=np.asarray(repr(g.params)))
+    os.replace(tmp, Path(folder) / "graph.npz")
+
+
+def load_graph(folder: Path, li: LocalIndex | None = None) -> Graph | None:
+    """The saved graph, or None when there is none or it does not match the index's images."""
+    path = Path(folder) / "graph.npz"
+    if not path.is_file():
+        return None
+    with np.load(path) as z:
+        G = sp.csr_matrix((z["data"], z["indices"], z["indptr"]), shape=tuple(z["shape"]))
+        paths = [str(p) for p in z["paths"]]
+    if li is not None and paths != li.paths:
+        return None
+    return Graph(G, paths)

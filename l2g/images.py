@@ -1,0 +1,248 @@
+"""The one image loader of l2g: any path, bytes or upload -> RGB uint8.
+
+Everything that reads pixels (indexing, queries, the app, the demo checks)
+goes through :func:`load_image`, so odd files fail the same way everywhere:
+with an :class:`ImageError` whose message names the file and says why.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Union
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from l2g.config import ImageConfig
+
+# Pillow plugins we let parse untrusted files (no EPS/PDF: those shell out). JPEG covers MPO.
+ALLOWED_FORMATS = ("JPEG", "PNG", "BMP", "TIFF", "WEBP", "GIF", "PPM")
+HIGH_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+_ALPHA_MODES = ("LA", "La", "PA", "RGBA", "RGBa")
+_ORIENTATION_TAG = 0x0112
+_SWAPPING_ORIENTATIONS = (5, 6, 7, 8)   # EXIF orientations that swap width and height
+
+# Our own cfg.max_pixels check (in _decode) replaces Pillow's warning-level guard; Pillow's hard
+# DecompressionBombError (above 2 * Image.MAX_IMAGE_PIXELS) still applies and becomes an ImageError.
+# A module-level filter rather than catch_warnings(), which is not thread-safe (Streamlit uses threads).
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+
+Source = Union[str, os.PathLike, bytes, bytearray, memoryview, BinaryIO]
+
+
+class ImageError(ValueError):
+    """Anything that cannot be turned into an RGB image; ``str(err)`` names the file and the reason."""
+
+    def __init__(self, name: str, reason: str):
+        super().__init__(f"{name}: {reason}")
+        self.name = name
+        self.reason = reason
+
+
+@dataclass
+class LoadedImage:
+    """A decoded image.
+
+    rgb:         (H, W, 3) uint8, upright (EXIF applied), longest side <= max_side.
+    scale:       loaded size / original size (same on both axes; 1.0 when not resized).
+    orig_size:   (W, H) of the original after EXIF transpose.
+    source_mode: the file's PIL mode before conversion ('RGB', 'CMYK', 'I;16', 'P', ...).
+    name:        file name (or '<bytes>' / the upload's name).
+    """
+
+    rgb: np.ndarray
+    scale: float
+    orig_size: tuple[int, int]
+    source_mode: str
+    name: str
+
+
+# ----------------------------------------------------------------------------- input
+
+
+def _read_source(source: Source, max_bytes: int) -> tuple[object, str, str]:
+    """Return (something Image.open accepts, short name, name for messages)."""
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        label = str(path)
+        if not path.exists():
+            raise ImageError(label, "no such file")
+        if path.is_dir():
+            raise ImageError(label, "is a directory, not an image file")
+        size = path.stat().st_size
+        if size == 0:
+            raise ImageError(label, "empty file (0 bytes)")
+        if size > max_bytes:
+            raise ImageError(label, f"file too large: {size} bytes (limit {max_bytes})")
+        return path, path.name, label
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        data = bytes(source)
+        label = "<bytes>"
+    elif hasattr(source, "read") or hasattr(source, "getvalue"):
+        label = os.path.basename(str(getattr(source, "name", "") or "")) or "<upload>"
+        try:
+            if hasattr(source, "getvalue"):      # BytesIO / Streamlit UploadedFile: position-independent
+                data = source.getvalue()
+            else:
+                data = source.read(max_bytes + 1)
+        except (OSError, ValueError) as exc:
+            raise ImageError(label, f"cannot read the upload ({exc})") from exc
+        if not isinstance(data, (bytes, bytearray)):
+            raise ImageError(label, "the file-like object did not return bytes (open it in binary mode)")
+        data = bytes(data)
+    else:
+        raise TypeError(f"load_image: expected a path, bytes or a binary file-like, got {type(source).__name__}")
+    if len(data) == 0:
+        raise ImageError(label, "empty file (0 bytes)")
+    if len(data) > max_bytes:
+        raise ImageError(label, f"file too large: {len(data)} bytes (limit {max_bytes})")
+    return io.BytesIO(data), label, label
+
+
+# ----------------------------------------------------------------------------- conversion
+
+
+def _composite_on_white(rgba: np.ndarray) -> np.ndarray:
+    """(H, W, 4) uint8 -> (H, W, 3) uint8, alpha-blended over a white background."""
+    rgb = rgba[..., :3].astype(np.uint32)
+    alpha = rgba[..., 3:4].astype(np.uint32)
+    out = (rgb * alpha + 255 * (255 - alpha) + 127) // 255
+    return out.astype(np.uint8)
+
+
+def _high_depth_to_gray8(arr: np.ndarray) -> np.ndarray:
+    """(H, W) integer/float array -> (H, W) uint8 stretched over its actual value range.
+
+    A constant image keeps its value clipped to [0, 255].
+    """
+    a = arr.astype(np.float64)
+    finite = np.isfinite(a)
+    if not finite.any():
+        return np.zeros(a.shape, np.uint8)
+    lo, hi = float(a[finite].min()), float(a[finite].max())
+    a = np.where(finite, a, lo)
+    if hi <= lo:
+        return np.full(a.shape, np.clip(round(lo), 0, 255), np.uint8)
+    return np.clip(np.rint((a - lo) * (255.0 / (hi - lo))), 0, 255).astype(np.uint8)
+
+
+def _to_rgb_array(im: Image.Image) -> np.ndarray:
+    """Any PIL image -> (H, W, 3) uint8 (alpha over white, 16-bit stretched by value range)."""
+    mode = im.mode
+    if mode == "RGB":
+        return np.asarray(im, dtype=np.uint8).copy()
+    if mode in HIGH_DEPTH_MODES:
+        gray = _high_depth_to_gray8(np.asarray(im))
+        return np.repeat(gray[..., None], 3, axis=2)
+    if mode in _ALPHA_MODES or "transparency" in im.info:
+        return _composite_on_white(np.asarray(im.convert("RGBA"), dtype=np.uint8))
+    return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
+
+
+def _exif_orientation(im: Image.Image) -> int:
+    try:
+        value = int(im.getexif().get(_ORIENTATION_TAG, 1))
+    except Exception:       # a broken EXIF block must not make the picture unreadable
+        return 1
+    return value if 1 <= value <= 8 else 1
+
+
+# ----------------------------------------------------------------------------- public API
+
+
+def load_image(source: Source, max_side: int | None = ImageConfig.max_side,
+               cfg: ImageConfig = ImageConfig()) -> LoadedImage:
+    """Decode ``source`` to an upright RGB uint8 image whose longest side is at most ``max_side``.
+
+    source:   a path, bytes, or a binary file-like (e.g. a Streamlit UploadedFile).
+    max_side: cap on the longest side (px); None or 0 keeps the full size. Never upscales.
+    cfg:      ``max_pixels`` / ``max_bytes`` guards against decompression bombs and huge files.
+
+    Raises ImageError for anything unreadable, TypeError for a wrong argument type.
+    """
+    if max_side is not None and (not isinstance(max_side, (int, np.integer)) or max_side < 0):
+        raise ValueError(f"load_image: max_side must be a positive int or None, got {max_side!r}")
+    fp, name, label = _read_source(source, cfg.max_bytes)
+    try:
+        with Image.open(fp, formats=ALLOWED_FORMATS) as im:
+            return _decode(im, name, label, max_side, cfg)
+    except ImageError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise ImageError(label, f"too large: refused as a decompression bomb ({exc})") from exc
+    except PermissionError as exc:
+        raise ImageError(label, "permission denied (cannot read the file)") from exc
+    except UnidentifiedImageError as exc:
+        raise ImageError(label, "not an image (unrecognised or unsupported file format)") from exc
+    except (OSError, SyntaxError, EOFError, ValueError, IndexError, KeyError) as exc:
+        raise ImageError(label, f"truncated or corrupt image data ({exc})") from exc
+    except MemoryError as exc:
+        raise ImageError(label, "too large to decode in memory") from exc
+
+
+def _decode(im: Image.Image, name: str, label: str, max_side: int | None,
+            cfg: ImageConfig) -> LoadedImage:
+    width, height = im.size
+    if width <= 0 or height <= 0:
+        raise ImageError(label, f"invalid image size {width}x{height}")
+    if width * height > cfg.max_pixels:
+        raise ImageError(label, f"too large: {width * height / 1e6:.1f} megapixels "
+                                f"(limit {cfg.max_pixels / 1e6:.1f}); refused as a possible decompression bomb")
+    source_mode = im.mode
+    orientation = _exif_orientation(im)
+    orig = (height, width) if orientation in _SWAPPING_ORIENTATIONS else (width, height)
+
+    scale = 1.0
+    if max_side and max(width, height) > max_side:
+        scale = max_side / max(width, height)
+    target = (max(1, round(orig[0] * scale)), max(1, round(orig[1] * scale)))
+
+    if scale < 1.0 and im.format in ("JPEG", "MPO"):
+        # Let libjpeg decode at 1/2, 1/4 or 1/8 directly (never below the requested size).
+        im.draft(None, (max(1, round(width * scale)), max(1, round(height * scale))))
+    im.load()                                   # truncated / corrupt data surfaces here
+    if orientation != 1:
+        try:
+            im = ImageOps.exif_transpose(im)
+        except Exception:                       # keep the stored orientation rather than fail
+            pass
+    rgb = _to_rgb_array(im)
+    if (rgb.shape[1], rgb.shape[0]) != target:
+        resized = Image.fromarray(rgb).resize(target, Image.Resampling.LANCZOS, reducing_gap=3.0)
+        rgb = np.asarray(resized, dtype=np.uint8).copy()
+    return LoadedImage(rgb=rgb, scale=float(scale), orig_size=(int(orig[0]), int(orig[1])),
+                       source_mode=source_mode, name=name)
+
+
+def thumbnail(rgb: np.ndarray, size: int = 256) -> np.ndarray:
+    """(H, W, 3) uint8 -> (h, w, 3) uint8 with max(h, w) <= size (aspect kept, never upscaled)."""
+    rgb = np.asarray(rgb)
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+        raise ValueError(f"thumbnail: expected an (H, W, 3) uint8 array, got {rgb.shape} {rgb.dtype}")
+    if size <= 0:
+        raise ValueError(f"thumbnail: size must be positive, got {size}")
+    h, w = rgb.shape[:2]
+    if h == 0 or w == 0 or max(h, w) <= size:
+        return rgb.copy()
+    s = size / max(h, w)
+    target = (max(1, round(w * s)), max(1, round(h * s)))
+    small = Image.fromarray(rgb).resize(target, Image.Resampling.LANCZOS, reducing_gap=3.0)
+    return np.asarray(small, dtype=np.uint8).copy()
+
+
+def file_sha1(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """Hex SHA-1 of a file's bytes, read in chunks (constant memory)."""
+    h = hashlib.sha1()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def bytes_sha1(data: bytes | bytearray | memoryview) -> str:
+    """Hex SHA-1 of an in-memory byte string."""
+    return hashlib.sha1(bytes(data)).hexdigest()

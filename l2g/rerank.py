@@ -1,0 +1,141 @@
+"""Local-to-global re-ranking with similarity embeddings (Aiger et al., 2025).
+
+For a query and the top k of its local-search shortlist:
+
+1. S, (k+1, k+1): row/column 0 is the query's own local-search scores, the
+   candidate block comes from the gallery graph (symmetrised by the mean);
+   missing pairs are 0.
+2. Normalise: s = min(S / scale, 1) with scale the 99th percentile of the
+   positive off-diagonal entries ('p99'), their maximum ('max'), or replace S
+   by its within-row rank ('rank'); the diagonal is 1.
+3. Dissimilarity: delta = 1 - s ('1-s', default), sqrt(1 - s), or -log(s)
+   (clipped at s = 1e-3).
+4. Embed delta with MDS in d dimensions (classical, then SMACOF).
+5. Score candidates by cosine to the query in that space, optionally blended:
+   (1 - w) cos_mds + w cos_global. Re-order the top k; the rest keeps its order.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .config import RerankConfig
+from .graph import Graph
+from .mds import embed
+from .search import SearchResult
+
+
+def normalise(S: np.ndarray, mode: str = "p99") -> np.ndarray:
+    """(n, n) raw similarities >= 0 -> (n, n) in [0, 1] with unit diagonal."""
+    S = np.asarray(S, np.float64)
+    if S.ndim != 2 or S.shape[0] != S.shape[1]:
+        raise ValueError(f"S must be square, got {S.shape}")
+    n = S.shape[0]
+    off = S[~np.eye(n, dtype=bool)]
+    if mode == "rank":
+        # each row's entries replaced by 1 - rank/(n-1), then symmetrised
+        R = np.argsort(np.argsort(-S, axis=1), axis=1).astype(np.float64)
+        s = 1.0 - R / max(n - 1, 1)
+        s = 0.5 * (s + s.T)
+        s[S <= 0] = 0.0
+    else:
+        pos = off[off > 0]
+        if pos.size == 0:
+            s = np.zeros_like(S)
+        else:
+            scale = np.percentile(pos, 99) if mode == "p99" else pos.max() if mode == "max" else None
+            if scale is None:
+                raise ValueError(f"unknown normalisation {mode!r}")
+            s = np.minimum(S / max(scale, 1e-12), 1.0)
+    s = np.clip(s, 0.0, 1.0)
+    np.fill_diagonal(s, 1.0)
+    return s
+
+
+def dissimilarity(s: np.ndarray, transform: str = "1-s") -> np.ndarray:
+    """(n, n) similarities in [0, 1] -> (n, n) symmetric dissimilarities, zero diagonal."""
+    if transform == "1-s":
+        d = 1.0 - s
+    elif transform == "sqrt(1-s)":
+        d = np.sqrt(np.maximum(1.0 - s, 0.0))
+    elif transform == "-log(s)":
+        d = -np.log(np.clip(s, 1e-3, 1.0))
+    else:
+        raise ValueError(f"unknown transform {transform!r}")
+    d = 0.5 * (d + d.T)
+    np.fill_diagonal(d, 0.0)
+    return np.maximum(d, 0.0)
+
+
+def cosine_to_first(X: np.ndarray) -> np.ndarray:
+    """X: (n, d) -> (n-1,) cosine of rows 1.. to row 0 (0 where a row is zero)."""
+    nrm = np.linalg.norm(X, axis=1)
+    nrm[nrm == 0] = np.inf
+    return (X[1:] @ X[0]) / (nrm[1:] * nrm[0])
+
+
+def similarity_block(res: SearchResult, graph: Graph, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(k+1, k+1) raw local similarities of the query (row 0) and its top-k candidates."""
+    ids = np.asarray(res.ids[:k], np.int64)
+    S = np.zeros((len(ids) + 1, len(ids) + 1), np.float32)
+    S[1:, 1:] = graph.block(ids)
+    q = np.maximum(res.all_scores[ids], 0)
+    S[0, 1:] = S[1:, 0] = q
+    return S, ids
+
+
+@dataclass
+class RerankResult:
+    """ids: (M,) re-ranked shortlist; X: (k+1, d) embedding, row 0 = query."""
+
+    ids: np.ndarray
+    scores: np.ndarray            # (k,) final scores of the re-ranked head, in new order
+    head: np.ndarray              # (k,) candidate ids in local-search order (rows 1.. of X)
+    X: np.ndarray
+    S: np.ndarray                 # (k+1, k+1) normalised similarities
+    cos_mds: np.ndarray           # (k,) in head order
+    cos_global: np.ndarray | None
+    stress1: float
+    params: dict = field(default_factory=dict)
+    timings: dict = field(default_factory=dict)
+
+    def rank_change(self) -> dict:
+        """candidate id -> old rank minus new rank (positive = moved up)."""
+        new = {int(j): r for r, j in enumerate(self.ids)}
+        return {int(j): r - new[int(j)] for r, j in enumerate(self.head)}
+
+
+def rerank(res: SearchResult, graph: Graph, cfg: RerankConfig = RerankConfig(),
+           global_sim: np.ndarray | None = None) -> RerankResult:
+    """Re-rank the head of a local-search shortlist by MDS similarity embeddings.
+
+    global_sim: optional (n_images,) cosine of the query's global descriptor to
+    every gallery image, used when cfg.w > 0.
+    """
+    t0 = time.perf_counter()
+    params = {"k": cfg.k, "dim": cfg.dim, "method": cfg.method, "transform": cfg.transform,
+              "normalise": cfg.normalise, "w": cfg.w}
+    k = min(cfg.k, len(res.ids))
+    if k < 3:  # nothing to embed: keep the local order
+        X = np.zeros((k + 1, cfg.dim))
+        return RerankResult(res.ids.copy(), res.scores[:k].copy(), res.ids[:k].copy(), X,
+                            np.eye(k + 1), np.zeros(k), None, 0.0, {**params, "skipped": "k < 3"}, {})
+    S_raw, head = similarity_block(res, graph, k)
+    s = normalise(S_raw, cfg.normalise)
+    delta = dissimilarity(s, cfg.transform)
+    t1 = time.perf_counter()
+    m = embed(delta, cfg.dim, method=cfg.method, max_iter=cfg.smacof_max_iter, eps=cfg.smacof_eps)
+    t2 = time.perf_counter()
+    cos_mds = cosine_to_first(m.X)
+    final = cos_mds.copy()
+    cos_g = None
+    if global_sim is not None:
+        cos_g = np.asarray(global_sim, np.float64)[head]
+        final = (1.0 - cfg.w) * cos_mds + cfg.w * cos_g
+    # stable: ties keep the local-search order
+    order = np.argsort(-final, kind="stable")
+    ids = np.concatenate([head[order], res.ids[k:]])
+    return RerankResult(ids, final[order], head, m.X, s, cos_mds, cos_g, float(m.stress1), params,
+                        {"similarity": t1 - t0, "mds": t2 - t1, "rerank": time.perf_counter() - t0})

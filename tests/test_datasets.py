@@ -1,0 +1,396 @@
+"""Tests for l2g.datasets, l2g.download and l2g.demo (everything generated in tmp_path, no network)."""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import pickle
+import socket
+import tarfile
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from l2g import config, demo
+from l2g import download as dl
+from l2g.datasets import (DatasetError, EvalDataset, GroundTruth, list_images, load_eval_dataset,
+                          load_groups, safe_load_pickle)
+from l2g.images import load_image
+
+
+def _jpeg_bytes(seed: int, size=(40, 30)) -> bytes:
+    arr = np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="JPEG", quality=80)
+    return buf.getvalue()
+
+
+def _write(path: Path, data: bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+# ----------------------------------------------------------------------------- listing and groups.json
+
+
+def test_list_images(tmp_path):
+    for rel in ("b.JPG", "sub/a.png", "sub/deeper/e.TiFF", ".hidden/c.jpg", "sub/.d.jpg", "notes.txt", "x.jpg.bak"):
+        _write(tmp_path / rel, b"x")
+    assert list_images(tmp_path) == ["b.JPG", "sub/a.png", "sub/deeper/e.TiFF"]
+    assert list_images(tmp_path / "sub") == ["a.png", "deeper/e.TiFF"]
+    with pytest.raises(DatasetError, match="no such folder"):
+        list_images(tmp_path / "nope")
+
+
+def _groups_folder(root: Path) -> Path:
+    files = {"g/a1.jpg": 1, "g/a2.jpg": 2, "g/a3.jpg": 3, "h/b1.jpg": 4, "h/b2.jpg": 5, "lone/c.jpg": 6, "d/x.jpg": 7}
+    for rel, seed in files.items():
+        _write(root / rel, _jpeg_bytes(seed))
+    meta = {"groups": {"a": ["g/a1.jpg", "g/a2.jpg", "g/a3.jpg"], "b": ["h/b1.jpg", "h/b2.jpg"],
+                       "lone": ["lone/c.jpg"]},
+            "distractors": ["d/x.jpg"]}
+    (root / "groups.json").write_text(json.dumps(meta))
+    return root
+
+
+def test_load_groups_and_group_of(tmp_path):
+    gt = load_groups(_groups_folder(tmp_path))
+    assert isinstance(gt, GroundTruth)
+    assert gt.group_of("g/a2.jpg") == "a" and gt.group_of("h/b1.jpg") == "b"
+    assert gt.group_of("d/x.jpg") is None and gt.group_of("unknown.jpg") is None
+    assert gt.distractors == ["d/x.jpg"] and len(gt.images) == 7
+    assert load_groups(tmp_path / "groups.json").groups == gt.groups
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, "not found"),
+    ("{not json", "cannot be parsed"),
+    (json.dumps({"distractors": []}), "'groups' mapping"),
+    (json.dumps({"groups": {"a": ["../outside.jpg"]}}), "must be relative"),
+    (json.dumps({"groups": {"a": ["g/a1.jpg"], "b": ["g/a1.jpg"]}}), "listed twice"),
+    (json.dumps({"groups": {"a": ["g/missing.jpg"]}}), "missing"),
+])
+def test_load_groups_errors(tmp_path, content, message):
+    _write(tmp_path / "g/a1.jpg", _jpeg_bytes(0))
+    if content is not None:
+        (tmp_path / "groups.json").write_text(content)
+    with pytest.raises(DatasetError, match=message):
+        load_groups(tmp_path)
+
+
+def test_eval_dataset_from_groups(tmp_path):
+    ds = load_eval_dataset(_groups_folder(tmp_path))
+    assert isinstance(ds, EvalDataset) and ds.kind == "groups"
+    assert ds.root == tmp_path and ds.query_root == tmp_path and ds.name == tmp_path.name
+    assert len(ds.images) == 7 and "d/x.jpg" in ds.images
+    assert len(ds.queries) == 5                       # the lone image has no positive
+    q = next(q for q in ds.queries if q.path == "g/a2.jpg")
+    assert q.easy == ["g/a1.jpg", "g/a3.jpg"] and q.hard == [] and q.junk == []
+    assert q.exclude_self and q.bbox is None
+
+
+def test_eval_dataset_unknown_folder(tmp_path):
+    with pytest.raises(DatasetError, match="not a dataset folder"):
+        load_eval_dataset(tmp_path)
+    with pytest.raises(DatasetError, match="no such dataset"):
+        load_eval_dataset(tmp_path / "absent")
+
+
+@pytest.mark.skipif(not (config.REALBENCH_DIR / "groups.json").is_file(), reason="realbench-dev not present")
+def test_realbench_dev_loads():
+    ds = load_eval_dataset("realbench-dev")
+    assert ds.queries and all(q.easy for q in ds.queries)
+
+
+# ----------------------------------------------------------------------------- Revisited Oxford layout
+
+
+IMLIST = ["all_souls_000001", "all_souls_000002", "ashmolean_000007", "balliol_000011", "bodleian_000033"]
+QIMLIST = ["all_souls_000001", "ashmolean_000007"]
+
+
+def _fake_gnd() -> dict:
+    return {"imlist": IMLIST, "qimlist": QIMLIST,
+            "gnd": [{"bbx": [10.5, 4.0, 30.0, 25.0], "easy": np.array([1], np.int64),
+                     "hard": np.array([4], np.int64), "junk": np.array([], np.int64)},
+                    {"bbx": np.array([1.0, 2.0, 3.0, 4.0]), "easy": np.array([], np.int64),
+                     "hard": np.array([3, 1], np.int64), "junk": np.array([0], np.int64)}]}
+
+
+def _fake_revisitop(root: Path, protocol: int = 4, write_images: bool = True) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    if write_images:
+        for i, name in enumerate(IMLIST):
+            _write(root / "jpg" / f"{name}.jpg", _jpeg_bytes(i))
+    (root / "gnd_roxford5k.pkl").write_bytes(pickle.dumps(_fake_gnd(), protocol=protocol))
+    return root
+
+
+@pytest.mark.parametrize("protocol", [0, 2, 3, 4, 5])
+def test_revisitop_layout(tmp_path, protocol):
+    ds = load_eval_dataset(_fake_revisitop(tmp_path, protocol))
+    assert ds.kind == "revisitop" and ds.name == "roxford5k"
+    assert ds.images == [f"jpg/{n}.jpg" for n in IMLIST]
+    assert [q.path for q in ds.queries] == ["jpg/all_souls_000001.jpg", "jpg/ashmolean_000007.jpg"]
+    q0, q1 = ds.queries
+    assert q0.bbox == (10.5, 4.0, 30.0, 25.0) and q1.bbox == (1.0, 2.0, 3.0, 4.0)
+    assert q0.easy == ["jpg/all_souls_000002.jpg"] and q0.hard == ["jpg/bodleian_000033.jpg"] and q0.junk == []
+    assert q1.hard == ["jpg/balliol_000011.jpg", "jpg/all_souls_000002.jpg"]
+    assert q1.junk == ["jpg/all_souls_000001.jpg"] and not q1.exclude_self
+
+
+def test_revisitop_by_name_and_missing_images(tmp_path, monkeypatch):
+    monkeypatch.setattr(config, "DATA_DIR", tmp_path)
+    _fake_revisitop(tmp_path / "roxford5k", write_images=False)
+    with pytest.raises(DatasetError, match="missing under jpg/"):
+        load_eval_dataset("roxford5k")
+    _fake_revisitop(tmp_path / "roxford5k")
+    assert len(load_eval_dataset("roxford5k").queries) == 2
+
+
+class _Evil:
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_malicious_pickle_refused_without_executing(tmp_path):
+    marker = tmp_path / "pwned"
+    payload = {"imlist": IMLIST, "qimlist": QIMLIST, "gnd": [_Evil(marker)]}
+    (tmp_path / "gnd_roxford5k.pkl").write_bytes(pickle.dumps(payload))
+    with pytest.raises(DatasetError, match="refusing to load .*system"):
+        load_eval_dataset(tmp_path)
+    assert not marker.exists()
+    (tmp_path / "evil2.pkl").write_bytes(pickle.dumps(eval, protocol=2))
+    with pytest.raises(DatasetError, match="refusing"):
+        safe_load_pickle(tmp_path / "evil2.pkl")
+    (tmp_path / "junk.pkl").write_bytes(b"\x00garbage")
+    with pytest.raises(DatasetError, match="not a readable"):
+        safe_load_pickle(tmp_path / "junk.pkl")
+
+
+# ----------------------------------------------------------------------------- download
+
+
+class _Server:
+    """A tiny HTTP file server on 127.0.0.1 that honours 'Range: bytes=N-' and logs requests."""
+
+    def __init__(self):
+        self.files: dict[str, bytes] = {}
+        self.log: list[tuple[str, str | None]] = []
+        self.honour_range = True
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                rng = self.headers.get("Range")
+                outer.log.append((self.path, rng))
+                data = outer.files.get(self.path.lstrip("/"))
+                if data is None:
+                    self.send_error(404)
+                    return
+                start = int(rng.split("=")[1].rstrip("-")) if rng and outer.honour_range else 0
+                if start >= len(data) > 0:
+                    self.send_error(416)
+                    return
+                self.send_response(206 if start else 200)
+                if start:
+                    self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+                self.send_header("Content-Length", str(len(data) - start))
+                self.end_headers()
+                self.wfile.write(data[start:])
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05},
+                                       daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def server():
+    s = _Server()
+    yield s
+    s.close()
+
+
+def _tarball(members: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mtime = 0
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def _sha(b: bytes) -> str:
+    return hashlib.sha256(b).hexdigest()
+
+
+def _fake_remote(server, monkeypatch, tar_members=None, tar_sha=None):
+    gnd = pickle.dumps(_fake_gnd())
+    members = tar_members or {f"oxbuild/{n}.jpg": _jpeg_bytes(i, (300, 200)) for i, n in enumerate(IMLIST)}
+    tar = _tarball(members)
+    server.files = {"gnd_roxford5k.pkl": gnd, "oxbuild_images-v1.tgz": tar}
+    table = (dl.RemoteFile("http://unused.invalid/gnd_roxford5k.pkl", "gnd_roxford5k.pkl", _sha(gnd)),
+             dl.RemoteFile("http://unused.invalid/oxbuild_images-v1.tgz", "oxbuild_images-v1.tgz",
+                           tar_sha if tar_sha is not None else None, extract_to="jpg"))
+    monkeypatch.setitem(dl.DATASETS, "roxford5k", table)
+    return gnd, tar
+
+
+def test_download_resume_verify_extract(tmp_path, server, monkeypatch):
+    _, tar = _fake_remote(server, monkeypatch)
+    folder = tmp_path / "roxford5k"
+    half = len(tar) // 2
+    _write(folder / "oxbuild_images-v1.tgz.part", tar[:half])
+    calls = []
+    out = dl.download("roxford5k", tmp_path, progress=lambda d, t, m: calls.append((d, t, m)),
+                      base_url=server.url + "/")
+    assert out == folder
+    assert ("/oxbuild_images-v1.tgz", f"bytes={half}-") in server.log          # resumed, not restarted
+    final = folder / "oxbuild_images-v1.tgz"
+    assert dl.sha256_file(final) == _sha(tar)
+    assert (folder / "oxbuild_images-v1.tgz.sha256").read_text().split()[0] == _sha(tar)
+    assert not (folder / "oxbuild_images-v1.tgz.part").exists()
+    assert any(t == len(tar) and d == len(tar) for d, t, m in calls)
+    ds = load_eval_dataset(folder)                                            # the result is usable
+    assert len(ds.images) == 5 and load_image(folder / ds.queries[0].path).rgb.shape == (200, 300, 3)
+    n_requests = len(server.log)
+    dl.download("roxford5k", tmp_path, base_url=server.url)                  # complete: nothing fetched
+    assert len(server.log) == n_requests
+    final.write_bytes(b"corrupted since")                                     # sidecar catches it
+    dl.download("roxford5k", tmp_path, base_url=server.url)
+    assert dl.sha256_file(final) == _sha(tar) and len(server.log) == n_requests + 1
+
+
+def test_download_server_ignoring_range_restarts(tmp_path, server, monkeypatch):
+    gnd, _ = _fake_remote(server, monkeypatch)
+    server.honour_range = False
+    _write(tmp_path / "roxford5k" / "gnd_roxford5k.pkl.part", b"WRONG-PREFIX")
+    dl.download("roxford5k", tmp_path, base_url=server.url)
+    assert (tmp_path / "roxford5k" / "gnd_roxford5k.pkl").read_bytes() == gnd
+
+
+def test_download_checksum_mismatch(tmp_path, server, monkeypatch):
+    _fake_remote(server, monkeypatch, tar_sha="0" * 64)
+    with pytest.raises(DatasetError, match="checksum mismatch for oxbuild_images-v1.tgz"):
+        dl.download("roxford5k", tmp_path, base_url=server.url)
+    folder = tmp_path / "roxford5k"
+    assert not (folder / "oxbuild_images-v1.tgz").exists()
+    assert not (folder / "oxbuild_images-v1.tgz.part").exists()
+    assert not (folder / "jpg").exists()
+
+
+def test_download_rejects_unsafe_tar(tmp_path, server, monkeypatch):
+    _fake_remote(server, monkeypatch, tar_members={"ok/a.jpg": _jpeg_bytes(1), "../evil.jpg": b"x"})
+    with pytest.raises(DatasetError, match="unsafe member path '../evil.jpg'"):
+        dl.download("roxford5k", tmp_path, base_url=server.url)
+    assert not (tmp_path / "evil.jpg").exists() and not (tmp_path / "roxford5k" / "evil.jpg").exists()
+    assert not (tmp_path / "roxford5k" / "jpg" / "a.jpg").exists()           # nothing extracted at all
+
+
+def test_download_errors(tmp_path, server, monkeypatch):
+    with pytest.raises(DatasetError, match="unknown dataset"):
+        dl.download("imagenet", tmp_path)
+    _fake_remote(server, monkeypatch)
+    server.files = {}
+    with pytest.raises(DatasetError, match="HTTP 404"):
+        dl.download("roxford5k", tmp_path, base_url=server.url)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    closed_port = sock.getsockname()[1]
+    sock.close()
+    with pytest.raises(DatasetError, match="cannot reach"):
+        dl.download("roxford5k", tmp_path, base_url=f"http://127.0.0.1:{closed_port}")
+
+
+def test_official_table():
+    for name in ("roxford5k", "rparis6k"):
+        files = dl.DATASETS[name]
+        assert files[0].filename == f"gnd_{name}.pkl" and files[0].url.startswith("http")
+        assert any(f.extract_to == "jpg" for f in files)
+
+
+# ----------------------------------------------------------------------------- demo
+
+
+@pytest.fixture(scope="module")
+def demo_dir(tmp_path_factory):
+    return demo.build_demo(tmp_path_factory.mktemp("demo") / "demo")
+
+
+def _tree_hashes(root: Path) -> dict[str, str]:
+    return {p.relative_to(root).as_posix(): _sha(p.read_bytes()) for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_demo_is_deterministic(demo_dir, tmp_path):
+    again = demo.build_demo(tmp_path / "again")
+    a, b = _tree_hashes(demo_dir), _tree_hashes(again)
+    assert a == b and len(a) > 50
+
+
+def test_demo_groups_consistent(demo_dir):
+    gt = load_groups(demo_dir)                       # every listed file exists
+    meta = json.loads((demo_dir / "groups.json").read_text())
+    assert 8 <= len(gt.groups) <= 10 and 8 <= len(gt.distractors) <= 12
+    assert "motorcycle_view1.jpg" in " ".join(gt.groups["motorcycle"])  # the real stereo partner
+    for name, paths in gt.groups.items():
+        assert 6 <= len(paths) <= 9
+        crops = [p for p in paths if "_crop" in p]
+        assert crops, f"group {name} has no partial crop"
+        for p in crops:
+            assert 0.2 <= meta["views"][p]["area"] <= 0.45
+    for rel in gt.images:
+        img = load_image(demo_dir / rel, max_side=None)
+        assert max(img.rgb.shape[:2]) <= demo.DEMO_MAX_SIDE and min(img.rgb.shape[:2]) >= 100
+    crop = load_image(demo_dir / gt.groups["astronaut"][-1]).rgb
+    assert max(crop.shape[:2]) >= demo.CROP_MIN_SIDE                  # enlarged, not a tiny cut-out
+    ds = load_eval_dataset(demo_dir)
+    assert len(ds.queries) == sum(len(p) for p in gt.groups.values())
+
+
+def test_demo_skips_when_complete_and_force_rebuilds(demo_dir):
+    gfile = demo_dir / "groups.json"
+    stamp = gfile.stat().st_mtime_ns
+    assert demo.build_demo(demo_dir) == demo_dir and gfile.stat().st_mtime_ns == stamp
+    assert demo.demo_is_complete(demo_dir)
+
+
+def test_demo_needs_no_network_and_is_atomic(tmp_path, monkeypatch):
+    def no_network(*args, **kwargs):
+        raise AssertionError("build_demo tried to open a network connection")
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    calls = {"n": 0}
+    real_save = demo._save_jpeg
+
+    def flaky_save(rgb, path):
+        calls["n"] += 1
+        if calls["n"] == 20:
+            raise OSError("disk full (simulated)")
+        real_save(rgb, path)
+    monkeypatch.setattr(demo, "_save_jpeg", flaky_save)
+    with pytest.raises(OSError, match="simulated"):
+        demo.build_demo(tmp_path / "demo")
+    assert list(tmp_path.iterdir()) == []                  # no half demo, no temp folder left
+    monkeypatch.setattr(demo, "_save_jpeg", real_save)
+    out = demo.build_demo(tmp_path / "demo", force=True)
+    assert demo.demo_is_complete(out)

@@ -20,11 +20,15 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
+from threadpoolctl import ThreadpoolController
 
 from .config import RerankConfig
 from .graph import Graph
 from .mds import embed
 from .search import SearchResult
+
+
+_BLAS = ThreadpoolController()
 
 
 def normalise(S: np.ndarray, mode: str = "p99") -> np.ndarray:
@@ -126,7 +130,8 @@ def rerank(res: SearchResult, graph: Graph, cfg: RerankConfig = RerankConfig(),
     s = normalise(S_raw, cfg.normalise)
     delta = dissimilarity(s, cfg.transform)
     t1 = time.perf_counter()
-    m = embed(delta, cfg.dim, method=cfg.method, max_iter=cfg.smacof_max_iter, eps=cfg.smacof_eps)
+    with _BLAS.limit(limits=1, user_api="blas"):  # (k+1)^2 matrices: threads only add contention
+        m = embed(delta, cfg.dim, method=cfg.method, max_iter=cfg.smacof_max_iter, eps=cfg.smacof_eps)
     t2 = time.perf_counter()
     cos_mds = cosine_to_first(m.X)
     final = cos_mds.copy()

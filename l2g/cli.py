@@ -1,0 +1,197 @@
+"""Command line: ``python -m l2g {demo,index,search,eval,download,bench} ...``."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from . import config as C
+
+
+class Bar:
+    """A one-line progress bar on stderr: the callback (done, total, message) every stage takes."""
+
+    def __init__(self, label: str = "", stream=sys.stderr):
+        self.label, self.stream, self.t0, self.last = label, stream, time.perf_counter(), 0.0
+
+    def __call__(self, done: int, total: int, message: str = "") -> None:
+        now = time.perf_counter()
+        if done < total and now - self.last < 0.1:
+            return
+        self.last = now
+        frac = done / total if total else 1.0
+        bar = "#" * int(30 * frac)
+        msg = (message[:40] + "...") if len(message) > 43 else message
+        self.stream.write(f"\r{self.label} [{bar:<30}] {done}/{total} {now - self.t0:6.1f}s {msg:<44}")
+        if done >= total:
+            self.stream.write("\n")
+        self.stream.flush()
+
+
+def _cfg(args) -> C.L2GConfig:
+    cfg = C.DEFAULT
+    if getattr(args, "features", None):
+        cfg = cfg.replace(features__num_features=args.features)
+    if getattr(args, "max_side", None):
+        cfg = cfg.replace(features__max_side=args.max_side)
+    if getattr(args, "extractor", None):
+        cfg = cfg.replace(features__extractor=args.extractor)
+    if getattr(args, "index_kind", None):
+        cfg = cfg.replace(index__kind=args.index_kind)
+    return cfg
+
+
+def cmd_demo(args) -> int:
+    from .datasets import build_demo
+    from .pipeline import open_engine
+
+    out = build_demo(Path(args.out), progress=Bar("demo images"), force=args.force)
+    print(f"demo gallery: {out}")
+    if not args.no_index:
+        eng = open_engine(out, cfg=_cfg(args), progress=Bar("indexing"))
+        print(f"index: {eng.li.folder} ({eng.li.n_images} images, {eng.li.ntotal} descriptors, {eng.li.kind})")
+    return 0
+
+
+def cmd_index(args) -> int:
+    from .pipeline import open_engine
+
+    folder = Path(args.folder)
+    if not folder.is_dir():
+        print(f"error: {folder} is not a folder", file=sys.stderr)
+        return 2
+    eng = open_engine(folder, Path(args.out) if args.out else None, _cfg(args), progress=Bar("indexing"),
+                      with_global=not args.no_global)
+    r = eng.report
+    print(f"index: {eng.li.folder}\n  images: {eng.li.n_images} ({len(r.added)} extracted, {len(r.reused)} resumed, "
+          f"{len(r.skipped)} unchanged), descriptors: {eng.li.ntotal}, kind: {eng.li.kind}")
+    for rel, why in r.failed:
+        print(f"  skipped {rel}: {why}")
+    for rel in r.empty:
+        print(f"  no keypoints: {rel}")
+    return 0
+
+
+def cmd_search(args) -> int:
+    from .pipeline import make_query, open_engine, run_query
+    from .index import read_manifest
+
+    m = read_manifest(Path(args.index))
+    eng = open_engine(Path(m["root"]), Path(args.index), sync=False, with_global=args.method in ("global", "g2l", "l2g_blend"))
+    cfg = eng.cfg.replace(search__shortlist=max(args.top, eng.cfg.search.shortlist))
+    q = make_query(eng, source=Path(args.image), name=str(args.image),
+                   bbox=tuple(args.bbox) if args.bbox else None)
+    methods = ("local", "l2g") if args.method in ("local", "l2g") else (args.method,)
+    run = run_query(eng, q, cfg, methods=methods + ("local",))
+    ids = run.rankings()[args.method][: args.top]
+    results = [{"rank": r + 1, "path": eng.li.paths[j], "score": round(float(run.local.all_scores[j]), 6),
+                "matches": run.local.n_matches(j)} for r, j in enumerate(ids)]
+    if args.json:
+        print(json.dumps({"query": str(args.image), "method": args.method, "results": results,
+                          "timings": {k: round(v, 4) for k, v in run.timings.items()}}, indent=1))
+    else:
+        print(f"{args.method} ranking for {args.image} ({len(q.feats)} keypoints, "
+              f"{run.timings['total']:.2f} s)")
+        for r in results:
+            print(f"{r['rank']:4d}  {r['score']:.4f}  {r['matches']:5d}  {r['path']}")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from .evaluate import compare, evaluate, table, write_results
+
+    res = evaluate(args.dataset, tuple(args.methods), _cfg(args), progress=Bar("eval"),
+                   max_queries=args.max_queries)
+    write_results(res, Path(args.out))
+    print(table(res))
+    if "local" in res["methods"] and "l2g" in res["methods"]:
+        print("l2g vs local, queries:", compare(res))
+    print(f"written: {args.out}")
+    return 0
+
+
+def cmd_download(args) -> int:
+    from .datasets import download
+
+    path = download(args.name, Path(args.root), progress=Bar(args.name))
+    print(f"{args.name}: {path}")
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from .bench import main as bench_main
+
+    return bench_main(args)
+
+
+def parser() -> argparse.ArgumentParser:
+    METHODS = C.METHODS
+    p = argparse.ArgumentParser(prog="python -m l2g", description="l2g: local-to-global image retrieval.")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    def feat_opts(sp):
+        sp.add_argument("--features", type=int, help=f"keypoints per image (default {C.DEFAULT.features.num_features})")
+        sp.add_argument("--max-side", type=int, help=f"longest image side in px (default {C.DEFAULT.features.max_side})")
+        sp.add_argument("--extractor", help="local feature extractor: sift (default) or disk (weights must be on disk)")
+        sp.add_argument("--index-kind", choices=["auto", "flat", "ivf", "ivfsq8"],
+                        help="nearest-neighbour index (default auto: exact up to "
+                             f"{C.DEFAULT.index.exact_max:,} descriptors, IVF above)")
+
+    s = sub.add_parser("demo", help="build the demo gallery (data/demo) and its index")
+    s.add_argument("--out", default=str(C.DEMO_DIR), help="where to write the demo gallery (default data/demo)")
+    s.add_argument("--force", action="store_true", help="rebuild even if a complete demo is there")
+    s.add_argument("--no-index", action="store_true", help="only write the images, do not index them")
+    feat_opts(s)
+    s.set_defaults(fn=cmd_demo)
+
+    s = sub.add_parser("index", help="index a folder of photos (resumable; re-run to add new photos)")
+    s.add_argument("folder", help="folder of images (searched recursively)")
+    s.add_argument("--out", help="index folder (default data/index/<folder>/<preset>)")
+    s.add_argument("--no-global", action="store_true", help="skip the global (VLAD) descriptors")
+    feat_opts(s)
+    s.set_defaults(fn=cmd_index)
+
+    s = sub.add_parser("search", help="search an index with a query image")
+    s.add_argument("image", help="query image file")
+    s.add_argument("--index", required=True, help="index folder made by `index`")
+    s.add_argument("--top", type=int, default=10, help="results to print (default 10)")
+    s.add_argument("--method", choices=list(METHODS), default="local",
+                   help="ranking to print: local (local-search shortlist, default), l2g (MDS re-ranked), ...")
+    s.add_argument("--bbox", type=float, nargs=4, metavar=("X0", "Y0", "X1", "Y1"),
+                   help="query rectangle in pixels of the loaded (max-side capped) image")
+    s.add_argument("--json", action="store_true", help="print JSON: {query, results: [{rank, path, score, matches}]}")
+    s.set_defaults(fn=cmd_search)
+
+    s = sub.add_parser("eval", help="evaluate methods on a dataset (groups.json folder or Revisited Oxford/Paris)")
+    s.add_argument("dataset", help="dataset folder, or demo | realbench-dev | roxford5k | rparis6k")
+    s.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS), help="methods to run (default all)")
+    s.add_argument("--out", default="results.json", help="results file (default results.json)")
+    s.add_argument("--max-queries", type=int, help="evaluate only the first N queries")
+    feat_opts(s)
+    s.set_defaults(fn=cmd_eval)
+
+    s = sub.add_parser("download", help="download Revisited Oxford / Paris (needs a network)")
+    s.add_argument("name", choices=["roxford5k", "rparis6k"])
+    s.add_argument("--root", default=str(C.DATA_DIR), help="parent folder (default data/)")
+    s.set_defaults(fn=cmd_download)
+
+    s = sub.add_parser("bench", help="speed and memory benchmark; writes JSON")
+    s.add_argument("--out", default="bench.json", help="output JSON (default bench.json)")
+    s.add_argument("--sizes", type=int, nargs="+", default=[100, 1000, 10000], help="gallery sizes (images)")
+    s.add_argument("--quick", action="store_true", help="small sizes and few queries (smoke run)")
+    s.set_defaults(fn=cmd_bench)
+    return p
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.fn(args) or 0
+    except KeyboardInterrupt:
+        print("\ninterrupted: finished work is saved; re-run the same command to resume", file=sys.stderr)
+        return 130
+    except (ValueError, RuntimeError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2

@@ -8,6 +8,7 @@ shortlist cost a sparse lookup at query time.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import time
 from dataclasses import dataclass, field
@@ -71,7 +72,7 @@ def build_graph(li: LocalIndex, cfg: GraphConfig = GraphConfig(), scfg: SearchCo
     n = li.n_images
     r, c, v = _rows(li, range(n), scfg, cfg.top_n, progress)
     G = sp.csr_matrix((v, (r, c)), shape=(n, n), dtype=np.float32)
-    return Graph(G, list(li.paths), {"top_n": cfg.top_n, "knn": scfg.knn, "kernel": scfg.kernel, "p0": scfg.p0},
+    return Graph(G, list(li.paths), graph_params(cfg, scfg),
                  {"graph": time.perf_counter() - t0})
 
 
@@ -105,7 +106,7 @@ def save_graph(folder: Path, g: Graph) -> None:
     G = g.G.tocsr()
     tmp = Path(folder) / "graph.tmp.npz"
     np.savez(tmp, data=G.data, indices=G.indices, indptr=G.indptr, shape=np.asarray(G.shape),
-             paths=np.asarray(g.paths, dtype=str), params=np.asarray(repr(g.params)))
+             paths=np.asarray(g.paths, dtype=str), params=np.asarray(json.dumps(g.params)))
     os.replace(tmp, Path(folder) / "graph.npz")
 
 
@@ -117,6 +118,15 @@ def load_graph(folder: Path, li: LocalIndex | None = None) -> Graph | None:
     with np.load(path) as z:
         G = sp.csr_matrix((z["data"], z["indices"], z["indptr"]), shape=tuple(z["shape"]))
         paths = [str(p) for p in z["paths"]]
+        try:
+            params = json.loads(str(z["params"]))
+        except ValueError:
+            params = {}
     if li is not None and paths != li.paths:
         return None
-    return Graph(G, paths)
+    return Graph(G, paths, params)
+
+
+def graph_params(cfg: GraphConfig, scfg: SearchConfig) -> dict:
+    """The settings a graph depends on: a saved graph with other settings is rebuilt."""
+    return {"top_n": cfg.top_n, "knn": scfg.knn, "kernel": scfg.kernel, "p0": scfg.p0, "alpha": scfg.alpha}

@@ -60,11 +60,16 @@ def _atomic_write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def index_kind(n_total: int, cfg: C.IndexConfig) -> str:
+    """The index kind used for n_total vectors: cfg.kind, or for 'auto' Flat up to exact_max, IVF above."""
+    if cfg.kind != "auto":
+        return cfg.kind
+    return "flat" if n_total <= cfg.exact_max else "ivf"
+
+
 def make_faiss(n_total: int, cfg: C.IndexConfig, d: int = DESC_DIM) -> tuple[faiss.Index, str]:
     """An empty index for ``n_total`` vectors of dimension d: Flat, IVF-Flat or IVF-SQ8."""
-    kind = cfg.kind
-    if kind == "auto":
-        kind = "flat" if n_total <= cfg.exact_max else "ivf"
+    kind = index_kind(n_total, cfg)
     if kind == "flat":
         return faiss.IndexFlatL2(d), kind
     nlist = cfg.nlist or int(np.clip(4 * np.sqrt(max(n_total, 1)), 64, 16384))
@@ -262,7 +267,9 @@ def build_index(gallery: Path, out: Path, cfg: C.L2GConfig = C.DEFAULT, paths: l
     kept = [e for p, e in old.items() if p in entries and entries[p] is e]
     new = [entries[p] for p in paths if p in entries and entries[p] is not old.get(p)]
     images = kept + new
-    li = _assemble(gallery, out, cfg, images, report.failed, reuse_prefix=len(kept) == len(old) and bool(kept))
+    same_index = bool(old) and m["index"] == C.asdict(cfg.index)
+    li = _assemble(gallery, out, cfg, images, report.failed,
+                   reuse_prefix=same_index and len(kept) == len(old) and bool(kept))
     li.save()
     report.timings = {"extract": t1 - t0, "index": time.perf_counter() - t1, "total": time.perf_counter() - t0}
     return li, report
@@ -288,7 +295,8 @@ def _assemble(gallery, out, cfg, images, failed, reuse_prefix: bool) -> LocalInd
         m = read_manifest(out)
         kind = m["kind"]
         start = len(m["images"])
-        if ix.ntotal != m["ntotal"] or [e["path"] for e in m["images"]] != [e.path for e in images[:start]]:
+        if (ix.ntotal != m["ntotal"] or kind != index_kind(n_total, cfg.index)
+                or [e["path"] for e in m["images"]] != [e.path for e in images[:start]]):
             ix = None
     if ix is None:
         ix, kind = make_faiss(n_total, cfg.index)

@@ -25,7 +25,7 @@ from . import config as C
 from .datasets import GroundTruth, load_groups
 from .features import Extractor, Features, NoKeypointsError
 from .globaldesc import GlobalIndex, build_global, global_similarities, load_global, save_global, vlad
-from .graph import Graph, build_graph, load_graph, save_graph, update_graph
+from .graph import Graph, build_graph, graph_params, load_graph, save_graph, update_graph
 from .images import LoadedImage, load_image
 from .index import LocalIndex, Progress, build_index, load_index, read_manifest
 from .rerank import RerankResult, rerank
@@ -79,9 +79,14 @@ def open_engine(gallery: Path, index_dir: Path | None = None, cfg: C.L2GConfig =
         li, report = build_index(gallery, index_dir, cfg, paths=paths, extractor=extractor, progress=progress)
     t1 = time.perf_counter()
     li.cfg = li.cfg.replace(search=cfg.search, graph=cfg.graph, rerank=cfg.rerank, verify=cfg.verify)
+    want = graph_params(cfg.graph, cfg.search)
     graph = load_graph(index_dir, li)
+    if graph is not None and {k: graph.params.get(k) for k in want} != want:
+        graph = None  # built with other search settings
     if graph is None:
         old = load_graph(index_dir)  # a graph of fewer images: extend it
+        if old is not None and {k: old.params.get(k) for k in want} != want:
+            old = None
         graph = (update_graph(li, old, cfg.graph, cfg.search, progress) if old is not None
                  else build_graph(li, cfg.graph, cfg.search, progress))
         save_graph(index_dir, graph)
@@ -233,7 +238,7 @@ def run_query(engine: Engine, q: Query, cfg: C.L2GConfig | None = None, methods=
         timings["global"] = time.perf_counter() - t
         if "g2l" in methods:
             t = time.perf_counter()
-            run.g2l = g2l_rerank(li, q.feats, run.global_ids, cfg.verify, exclude=ex)
+            run.g2l = g2l_rerank(li, q.feats, run.global_ids, cfg.verify, exclude=ex, model=cfg.verify.model)
             timings["g2l"] = time.perf_counter() - t
     run = rerank_run(engine, run, cfg.rerank)
     run.timings = {**timings, "l2g": run.timings["l2g"]}

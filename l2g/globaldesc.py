@@ -30,7 +30,7 @@ KMEANS_ITERS = 20          # Lloyd iterations of the codebook k-means
 POWER_ALPHA = 0.5          # signed power normalisation exponent
 WHITEN_SHRINK = 1.0        # whitening eps = this x the mean eigenvalue (see fit_whitening)
 PCA_MAX_IMAGES = 2048      # whitening is fitted on at most this many images (fixed-seed sample)
-STORE_VERSION = 1          # bump when the layout of global.npz changes
+STORE_VERSION = 2          # bump when the layout of global.npz (or how it is computed) changes; 2: damped whitening
 
 Progress = Optional[Callable[[int, int, str], None]]
 

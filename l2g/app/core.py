@@ -1,0 +1,165 @@
+"""What the query page computes, kept free of Streamlit so tests can call it directly."""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .. import pipeline as P
+from ..features import Features, NoKeypointsError
+from ..images import ImageError, load_image
+from ..metrics import average_precision
+from ..search import rank_images
+
+METHOD_LABELS = {"local": "local only", "l2g": "local-to-global", "g2l": "global-to-local",
+                 "global": "global only", "local_qe": "local + QE", "l2g_blend": "l2g + global blend"}
+
+
+@dataclass
+class QueryOutcome:
+    """A query made from user input, or the reason it could not be made."""
+
+    query: P.Query | None = None
+    error: str | None = None
+    warnings: list = field(default_factory=list)
+
+
+def preview(source, max_side: int):
+    """(LoadedImage, warnings) of an upload or path at the feature resolution; ImageError passes."""
+    img = load_image(source, max_side=max_side)
+    notes = []
+    if img.scale < 1.0:
+        w, h = img.orig_size
+        notes.append(f"{img.name}: {w} x {h} px, downscaled to {img.rgb.shape[1]} x {img.rgb.shape[0]} "
+                     f"for feature extraction")
+    if img.source_mode not in ("RGB", "L", "P", "RGBA"):
+        notes.append(f"{img.name}: {img.source_mode} image converted to 8-bit RGB")
+    return img, notes
+
+
+def make_query_safe(eng: P.Engine, source=None, gallery_id: int | None = None, bbox=None,
+                    name: str = "query") -> QueryOutcome:
+    """P.make_query with every input problem turned into a message (never raises on bad input)."""
+    out = QueryOutcome()
+    try:
+        if source is not None:
+            _, out.warnings = preview(source, eng.cfg.features.max_side)
+        out.query = P.make_query(eng, source=source, gallery_id=gallery_id, bbox=bbox, name=name)
+    except ImageError as e:
+        out.error = f"Cannot use this file as a query: {e}"
+    except NoKeypointsError as e:
+        out.error = f"No keypoints in the query: {e}"
+    except ValueError as e:       # e.g. a too small rectangle
+        out.error = f"Cannot make the query: {e}"
+    return out
+
+
+def limit_features(q: P.Query, n: int) -> P.Query:
+    """The query with only its ``n`` strongest keypoints (features are stored strongest first)."""
+    f = q.feats
+    if n <= 0 or len(f) <= n:
+        return q
+    return dataclasses.replace(q, feats=Features(f.kpts[:n], f.desc[:n], f.size, f.params, f.timings))
+
+
+def positives_for(eng: P.Engine, q: P.Query) -> set | None:
+    """Gallery ids of the query's group (itself excluded); None when unknown."""
+    if eng.gt is None or q.gallery_id is None:
+        return None
+    grp = eng.gt.group_of(eng.li.paths[q.gallery_id])
+    if grp is None:
+        return None
+    ids = {eng.li.id_of(p) for p in eng.gt.groups[grp]} - {None, q.gallery_id}
+    return {int(i) for i in ids} if ids else None
+
+
+def full_ranking(eng: P.Engine, run: P.QueryRun, method: str) -> list[int]:
+    """The method's list continued by the rest of the gallery (global order for global methods)."""
+    ranked = [int(j) for j in run.rankings()[method]]
+    rest_scores = run.global_sims if method in ("global", "g2l") and run.global_sims is not None \
+        else run.local.all_scores
+    ex = run.query.gallery_id if run.query.bbox is None else None
+    seen = set(ranked)
+    tail = [int(j) for j in rank_images(rest_scores, eng.li) if int(j) not in seen and int(j) != ex]
+    return ranked + tail
+
+
+def aps(eng: P.Engine, run: P.QueryRun, positives: set | None) -> dict:
+    """method -> AP over its full ranking (NaN-free: empty when positives are unknown)."""
+    if not positives:
+        return {}
+    return {m: average_precision(full_ranking(eng, run, m), positives) for m in run.rankings()}
+
+
+def method_scores(run: P.QueryRun, method: str) -> dict:
+    """gallery id -> the score the method ranked by (its head; None beyond it)."""
+    if method == "local":
+        return {int(j): float(s) for j, s in zip(run.local.ids, run.local.scores)}
+    if method in ("l2g", "l2g_blend"):
+        rr = getattr(run, method)
+        return {int(j): float(s) for j, s in zip(rr.ids, rr.scores)} if rr is not None else {}
+    if method == "g2l" and run.g2l is not None:
+        return {int(j): float(n) for j, n in zip(run.g2l.ids, run.g2l.inliers)}
+    if method == "global" and run.global_sims is not None:
+        return {int(j): float(run.global_sims[j]) for j in run.global_ids[:len(run.local.ids)]}
+    return {}
+
+
+def arrow(move: int | None) -> str:
+    if move is None:
+        return ""
+    return f"↑{move}" if move > 0 else f"↓{-move}" if move < 0 else "="
+
+
+def ranking_rows(eng: P.Engine, run: P.QueryRun, method: str, n: int, positives: set | None) -> list[dict]:
+    """The first n entries of a method's list as table rows."""
+    ids = run.rankings()[method][:n]
+    scores = method_scores(run, method)
+    moves = getattr(run, method).rank_change() if method in ("l2g", "l2g_blend") else {}
+    rows = []
+    for r, j in enumerate(ids, 1):
+        j = int(j)
+        rows.append({"rank": r, "id": j, "name": eng.li.paths[j], "score": scores.get(j),
+                     "move": arrow(moves.get(j)) if moves else "",
+                     "positive": None if positives is None else j in positives})
+    return rows
+
+
+def export_rows(eng: P.Engine, run: P.QueryRun, positives: set | None) -> list[dict]:
+    """Every method's whole list, long format: method, rank, id, path, score, positive."""
+    rows = []
+    for m, ids in run.rankings().items():
+        sc = method_scores(run, m)
+        for r, j in enumerate(ids, 1):
+            j = int(j)
+            rows.append({"method": m, "rank": r, "id": j, "path": eng.li.paths[j], "score": sc.get(j),
+                         "positive": None if positives is None else j in positives})
+    return rows
+
+
+def export_csv(eng, run, positives) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, ["method", "rank", "id", "path", "score", "positive"], lineterminator="\n")
+    w.writeheader()
+    w.writerows(export_rows(eng, run, positives))
+    return buf.getvalue()
+
+
+def export_json(eng, run, positives, params: dict) -> str:
+    ap = aps(eng, run, positives)
+    rr = run.l2g
+    doc = {"gallery": str(eng.li.root), "query": run.query.name, "bbox": run.query.bbox,
+           "params": params, "timings_s": {k: round(v, 5) for k, v in run.timings.items()},
+           "stress1": rr.stress1,
+           "ap": {m: (None if math.isnan(v) else v) for m, v in ap.items()},
+           "positives": sorted(eng.li.paths[j] for j in positives) if positives else None,
+           "rankings": {m: [{"rank": r["rank"], "path": r["path"], "score": r["score"]}
+                            for r in export_rows(eng, run, positives) if r["method"] == m]
+                        for m in run.rankings()},
+           "embedding": {"ids": [eng.li.paths[int(j)] for j in rr.head], "X": np.round(rr.X, 6).tolist()}}
+    return json.dumps(doc, indent=1)

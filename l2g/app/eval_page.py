@@ -1,0 +1,110 @@
+"""Evaluation page: every method on a gallery with ground truth (groups.json)."""
+from __future__ import annotations
+
+import json
+import math
+
+import pandas as pd
+import streamlit as st
+
+from .. import pipeline as P
+from .. import viz
+from ..datasets import DatasetError, load_eval_dataset
+from . import core, state
+
+OPEN_KEY = "l2g_open_query"     # a gallery path the query page opens on its next run
+
+
+def _run_eval(eng: P.Engine, methods, max_q):
+    from ..evaluate import evaluate   # imported late: the page still renders if the harness is broken
+
+    ds = load_eval_dataset(eng.li.root)
+    bar = st.progress(0.0, text="Evaluating")
+
+    def cb(done, total, msg):
+        bar.progress(min(1.0, done / total) if total else 0.0, text=f"Evaluating: {msg} ({done}/{total})")
+
+    res = evaluate(ds, methods, eng.cfg, engine=eng, progress=cb, max_queries=max_q or None)
+    bar.empty()
+    return res
+
+
+def _summary(res: dict) -> pd.DataFrame:
+    rows = []
+    for m, r in res["methods"].items():
+        rows.append({"method": core.METHOD_LABELS.get(m, m), "key": m, "mAP": r["map"], "mP@1": r["mp@1"],
+                     "mP@5": r["mp@5"], "mP@10": r["mp@10"],
+                     "ms / query": 1000 * r.get("timings", {}).get("per_query", float("nan"))})
+    return pd.DataFrame(rows)
+
+
+def _per_query(res: dict, before: str, after: str) -> pd.DataFrame:
+    a = {r["query"]: r["ap"] for r in res["methods"][before]["queries"]}
+    b = {r["query"]: r["ap"] for r in res["methods"][after]["queries"]}
+    rows = [{"query": q, f"AP {before}": a[q], f"AP {after}": b[q], "ΔAP": b[q] - a[q]}
+            for q in a if q in b and not (math.isnan(a[q]) or math.isnan(b[q]))]
+    return pd.DataFrame(rows).sort_values("ΔAP", kind="stable").reset_index(drop=True)
+
+
+def _open(path: str) -> None:
+    st.session_state[OPEN_KEY] = path
+    st.switch_page(st.session_state["l2g_pages"]["query"])
+
+
+def render() -> None:
+    st.title("Evaluation")
+    g, eng = state.pick_gallery()
+    if eng is None:
+        st.stop()
+    if eng.gt is None:
+        st.info(f"**{g.label}** has no ground truth (groups.json): nothing to evaluate. "
+                "The demo and realbench-dev have one.")
+        return
+    try:
+        ds = load_eval_dataset(eng.li.root)
+    except DatasetError as e:
+        st.error(f"The ground truth of {g.label} cannot be used: {e}")
+        return
+    avail = [m for m in P.METHODS if eng.gi is not None or m not in ("global", "g2l", "l2g_blend")]
+    c1, c2 = st.columns([3, 1])
+    methods = c1.multiselect("Methods", avail, default=avail, format_func=lambda m: core.METHOD_LABELS[m])
+    max_q = c2.number_input("Queries (0 = all)", 0, len(ds.queries), 0,
+                            help=f"{len(ds.queries)} queries: every group image queries the rest of its group")
+    key = f"l2g_eval::{g.label}"
+    if st.button("Run evaluation", type="primary", disabled=not methods):
+        try:
+            st.session_state[key] = _run_eval(eng, methods, max_q)
+        except (ValueError, RuntimeError, OSError, ImportError) as e:
+            st.error(f"The evaluation failed: {e}")
+    res = st.session_state.get(key)
+    if res is None:
+        st.caption("Runs every query through the chosen methods with the sidebar-independent default "
+                   "settings; on the demo this takes about a minute on 2 cores.")
+        return
+    st.subheader(f"{res['dataset']}: {res['n_queries']} queries, {res['n_images']} images")
+    summ = _summary(res)
+    st.dataframe(summ.drop(columns=["key"]), hide_index=True, key="l2g_eval_table",
+                 column_config={c: st.column_config.NumberColumn(format="%.1f")
+                                for c in ("mAP", "mP@1", "mP@5", "mP@10", "ms / query")})
+    st.download_button("results.json", lambda: json.dumps(res, indent=1, default=float), "results.json",
+                       "application/json", on_click="ignore")
+    ms = list(res["methods"])
+    if len(ms) < 2:
+        return
+    c1, c2 = st.columns(2)
+    before = c1.selectbox("Before", ms, index=ms.index("local") if "local" in ms else 0,
+                          format_func=lambda m: core.METHOD_LABELS[m])
+    after = c2.selectbox("After", ms, index=ms.index("l2g") if "l2g" in ms else 1,
+                         format_func=lambda m: core.METHOD_LABELS[m])
+    df = _per_query(res, before, after)
+    fig = viz.ap_scatter(df[f"AP {before}"], df[f"AP {after}"], list(df["query"]), before, after)
+    ev = st.plotly_chart(fig, key="l2g_ap_scatter", on_select="rerun", selection_mode="points")
+    pts = ev.get("selection", {}).get("points", []) if ev else []
+    if pts and pts[0].get("customdata"):
+        _open(df["query"].iloc[int(pts[0]["customdata"][0])])
+    st.markdown("**Queries that re-ranking hurt most** (click a column to sort, select a row to open the query)")
+    sel = st.dataframe(df, hide_index=True, key="l2g_hurt", on_select="rerun", selection_mode="single-row",
+                       column_config={c: st.column_config.NumberColumn(format="%.3f") for c in df.columns[1:]})
+    rows = sel.get("selection", {}).get("rows", []) if sel else []
+    if rows:
+        _open(df["query"].iloc[rows[0]])

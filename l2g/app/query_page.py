@@ -1,0 +1,183 @@
+"""The query page: pick a query, run every method, show each stage (see stages.py)."""
+from __future__ import annotations
+
+import hashlib
+import random
+import time
+from contextlib import nullcontext
+
+import numpy as np
+import streamlit as st
+from PIL import Image, ImageDraw
+
+from .. import config as C
+from .. import pipeline as P
+from ..images import ImageError
+from . import core, stages, state
+
+OPEN_KEY = "l2g_open_query"      # set by the Evaluation page: a gallery path to open
+FIRST_METHODS = tuple(m for m in P.METHODS if m != "g2l")
+INJECT_KEY = "l2g_inject_upload"   # tests put (name, bytes) here to stand in for the file uploader
+
+
+def sidebar_params(eng: P.Engine) -> dict:
+    """Search and re-ranking sliders. Features / shortlist re-run the search; k, d, w only re-rank."""
+    sb = st.sidebar
+    n = eng.li.n_images
+    nf = eng.cfg.features.num_features
+    sb.subheader("Search")
+    p = {"n_features": sb.slider("Query features used", min(50, nf), nf, nf, step=50, key="l2g_p_nfeat",
+                                 help="The query's strongest keypoints only (changing it re-runs the search)"),
+         "shortlist": sb.slider("Shortlist size M", 2, max(3, min(500, n)), max(2, min(eng.cfg.search.shortlist, n)),
+                                key="l2g_p_shortlist",
+                                help="Images kept by local search (changing it re-runs the search)")}
+    sb.subheader("Re-ranking (no new search)")
+    kmax = max(3, min(p["shortlist"], 200))
+    p["k"] = sb.slider("Re-ranked head k", 3, kmax, min(eng.cfg.rerank.k, kmax), key="l2g_p_k")
+    p["dim"] = sb.select_slider("Embedding dimension d", [2, 3, 4, 8, 16, 32, 64], value=eng.cfg.rerank.dim,
+                                key="l2g_p_dim")
+    p["w"] = sb.slider("Global blend weight w", 0.0, 1.0, float(eng.cfg.rerank.w), step=0.05,
+                       help="0: pure similarity embedding; >0 blends in the global descriptor cosine",
+                       disabled=eng.gi is None, key="l2g_p_w")
+    return p
+
+
+def _default_query(eng: P.Engine) -> str:
+    """The first image of the first group with positives (a query with ground truth), else the first."""
+    if eng.gt is not None:
+        for members in eng.gt.groups.values():
+            ids = [m for m in members if eng.li.id_of(m) is not None]
+            if len(ids) > 1:
+                return ids[0]
+    return eng.li.paths[0]
+
+
+def _gallery_pick(eng: P.Engine) -> str:
+    paths = eng.li.paths
+    if st.session_state.get("l2g_qpick") not in paths:
+        st.session_state["l2g_qpick"] = _default_query(eng)
+
+    def rnd():
+        st.session_state["l2g_qpick"] = random.choice(paths)
+
+    c1, c2 = st.columns([3, 1.3], vertical_alignment="bottom")
+    c1.selectbox("Gallery image", paths, key="l2g_qpick")
+    c2.button("Random", icon=":material/casino:", on_click=rnd, help="A random gallery image as the query", width="stretch")
+    return st.session_state["l2g_qpick"]
+
+
+def query_spec(eng: P.Engine, label: str) -> dict | None:
+    """The query the user asked for: {'key', 'name', 'gallery_id' or 'data', 'rgb' preview, 'notes'}."""
+    injected = st.session_state.get(INJECT_KEY)
+    kind = st.radio("Query", ["Gallery image", "Upload"], horizontal=True, key="l2g_qkind",
+                    index=1 if injected else 0, label_visibility="collapsed")
+    spec = {"notes": []}
+    if kind == "Gallery image":
+        rel = _gallery_pick(eng)
+        gid = eng.li.id_of(rel)
+        p = eng.li.image_path(gid)
+        spec.update(key=(label, "g", rel), name=rel, gallery_id=gid)
+        try:
+            spec["rgb"] = state.gallery_rgb(str(p), p.stat().st_mtime, eng.cfg.features.max_side)
+        except (ImageError, OSError) as e:
+            st.error(f"Cannot read {rel}: {e}")
+            return None
+        return spec
+    up = st.file_uploader("Drop a query image here", key="l2g_upload",
+                          help="JPEG, PNG, TIFF, WebP, ... Large images are downscaled.")
+    if up is not None:
+        name, data = up.name, up.getvalue()
+    elif injected:
+        name, data = injected
+    else:
+        st.info("Upload an image (drag and drop), or switch to a gallery image.")
+        return None
+    spec.update(key=(label, "u", hashlib.sha1(data).hexdigest()), name=name, data=data)
+    try:
+        img, spec["notes"] = core.preview(data, eng.cfg.features.max_side)
+    except ImageError as e:
+        st.error(f"Cannot use this file as a query: {e}")
+        return None
+    spec["rgb"] = img.rgb
+    return spec
+
+
+def rectangle(spec: dict) -> tuple | None:
+    """Optional query rectangle on the preview (Revisited Oxford style crop)."""
+    rgb = spec["rgb"]
+    h, w = rgb.shape[:2]
+    on = st.checkbox("Query rectangle (search with a crop)", key="l2g_crop_on")
+    box = None
+    if on:
+        kx, ky = f"l2g_bx_{spec['key']}", f"l2g_by_{spec['key']}"
+        x0, x1 = st.slider("x range (px)", 0, w, (w // 4, 3 * w // 4), key=kx)
+        y0, y1 = st.slider("y range (px)", 0, h, (h // 4, 3 * h // 4), key=ky)
+        box = (x0, y0, x1, y1)
+    im = Image.fromarray(rgb).convert("RGB")
+    if box:
+        shade = Image.new("RGBA", im.size, (0, 0, 0, 110))
+        ImageDraw.Draw(shade).rectangle(box, fill=(0, 0, 0, 0))
+        im = Image.alpha_composite(im.convert("RGBA"), shade).convert("RGB")
+        ImageDraw.Draw(im).rectangle(box, outline=(255, 200, 0), width=3)
+    st.image(np.asarray(im), caption=f"{spec['name']} ({w} x {h} px at feature resolution)"
+             + (f", rectangle {box}" if box else ""), width="stretch")
+    return box
+
+
+def compute(eng: P.Engine, spec: dict, box, params: dict) -> P.QueryRun | None:
+    """The current run: re-uses the query, the search and the re-ranking whenever their inputs match."""
+    ss = st.session_state
+    qkey = (spec["key"], box)
+    if ss.get("l2g_query_key") != qkey:
+        ss.pop("l2g_run_key", None)
+        slow = spec.get("data") is not None or box is not None       # features to extract
+        with st.spinner("Extracting the query's local features…", show_time=True) if slow else nullcontext():
+            out = core.make_query_safe(eng, source=spec.get("data"), gallery_id=spec.get("gallery_id"),
+                                       bbox=box, name=spec["name"])
+        if out.error:
+            ss.pop("l2g_query_key", None)
+            st.error(out.error)
+            return None
+        ss["l2g_query"], ss["l2g_query_key"] = out.query, qkey
+    rcfg = C.RerankConfig(**{**C.asdict(eng.cfg.rerank), "k": params["k"], "dim": params["dim"], "w": params["w"]})
+    run_key = (qkey, params["n_features"], params["shortlist"])
+    t0 = time.perf_counter()
+    if ss.get("l2g_run_key") != run_key:
+        q = core.limit_features(ss["l2g_query"], params["n_features"])
+        cfg = eng.cfg.replace(search__shortlist=params["shortlist"], rerank=rcfg)
+        try:
+            run = P.run_query(eng, q, cfg, FIRST_METHODS)   # g2l is added once the page is drawn
+        except (ValueError, RuntimeError) as e:
+            st.error(f"The search failed: {e}")
+            return None
+        ss.update(l2g_run_base=run, l2g_run=run, l2g_run_key=run_key, l2g_rerank_key=rcfg,
+                  l2g_last_action=("search", time.perf_counter() - t0))
+        ss.pop("l2g_selected", None)
+    elif ss.get("l2g_rerank_key") != rcfg:
+        run = P.rerank_run(eng, ss["l2g_run_base"], rcfg)
+        ss.update(l2g_run=run, l2g_rerank_key=rcfg, l2g_last_action=("rerank", time.perf_counter() - t0))
+    return ss["l2g_run"]
+
+
+def render() -> None:
+    t_start = time.perf_counter()
+    st.title("Local-to-global image retrieval")
+    opened = st.session_state.pop(OPEN_KEY, None)      # from the Evaluation page
+    if opened:
+        st.session_state.update(l2g_qkind="Gallery image", l2g_qpick=opened)
+    g, eng = state.pick_gallery()
+    if eng is None:
+        st.stop()
+    params = sidebar_params(eng)
+    timing_slot = st.empty()
+    left, right = st.columns([2, 3], gap="large")
+    with left:
+        spec = query_spec(eng, g.label)
+        if spec is None:
+            return
+        for note in spec["notes"]:
+            st.warning(note)
+        box = rectangle(spec)
+        run = compute(eng, spec, box, params)
+    if run is not None:
+        stages.render_all(eng, run, params, t_start, right, timing_slot)

@@ -1,0 +1,142 @@
+"""Where the app keeps its data and which galleries it may open (no Streamlit here).
+
+Options, command line (after ``--``) first, then environment:
+
+    --gallery-root DIR   (repeatable)  L2G_GALLERY_ROOTS=DIR1:DIR2   folders whose subfolders may be opened
+    --data-dir DIR                      L2G_DATA_DIR=DIR               demo, uploads and indexes (default data/)
+    --num-features N                    L2G_NUM_FEATURES=N             keypoints per image (default config)
+    --max-side PX                       L2G_MAX_SIDE=PX                image side for features (default config)
+
+The page never takes a server path as text: galleries are picked from a list
+built here, and every candidate is resolved and checked to lie inside an
+allowed root (a symlink leading outside is refused).
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .. import config as C
+from ..pipeline import slug
+
+DEMO = "demo"
+REALBENCH = "realbench-dev"
+
+
+@dataclass(frozen=True)
+class Gallery:
+    label: str        # shown in the selectbox, unique
+    path: Path        # resolved folder
+    kind: str         # 'demo' | 'realbench' | 'root' | 'upload'
+
+
+@dataclass
+class Settings:
+    data_dir: Path = C.DATA_DIR
+    gallery_roots: list = field(default_factory=list)   # resolved Paths
+    cfg: C.L2GConfig = C.DEFAULT
+
+    @property
+    def demo_dir(self) -> Path:
+        return self.data_dir / "demo"
+
+    @property
+    def uploads_dir(self) -> Path:
+        return self.data_dir / "uploads"
+
+    def index_dir(self, g: Gallery) -> Path:
+        """data/index/<name>/<preset>; galleries other than the demo / realbench get a path hash
+        in the name, so two folders with one name never share an index."""
+        name = slug(g.path)
+        if g.kind not in ("demo", "realbench"):
+            name += "-" + hashlib.sha1(str(g.path).encode()).hexdigest()[:8]
+        return self.data_dir / "index" / name / self.cfg.features.name
+
+
+def parse_settings(argv: list[str] | None = None, env: dict | None = None) -> Settings:
+    """Settings from command-line options (unknown ones ignored) and the environment."""
+    env = os.environ if env is None else env
+    ap = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    ap.add_argument("--gallery-root", action="append", default=[])
+    ap.add_argument("--data-dir")
+    ap.add_argument("--num-features", type=int)
+    ap.add_argument("--max-side", type=int)
+    args, _ = ap.parse_known_args(argv or [])
+    roots = list(args.gallery_root)
+    roots += [r for r in env.get("L2G_GALLERY_ROOTS", "").split(os.pathsep) if r.strip()]
+    resolved = []
+    for r in roots:
+        p = Path(r).expanduser()
+        if p.is_dir():
+            p = p.resolve()
+            if p not in resolved:
+                resolved.append(p)
+    data_dir = Path(args.data_dir or env.get("L2G_DATA_DIR") or C.DATA_DIR).expanduser().resolve()
+    cfg = C.DEFAULT
+    nf = args.num_features or _int(env.get("L2G_NUM_FEATURES"))
+    ms = args.max_side or _int(env.get("L2G_MAX_SIDE"))
+    if nf:
+        cfg = cfg.replace(features__num_features=nf)
+    if ms:
+        cfg = cfg.replace(features__max_side=ms)
+    return Settings(data_dir, resolved, cfg)
+
+
+def _int(v) -> int | None:
+    try:
+        return int(v) if v not in (None, "") else None
+    except ValueError:
+        return None
+
+
+def inside(path: Path, root: Path) -> bool:
+    """True when ``path`` resolved (symlinks followed) lies in ``root`` resolved."""
+    try:
+        Path(path).resolve(strict=True).relative_to(Path(root).resolve(strict=True))
+        return True
+    except (OSError, ValueError, RuntimeError):
+        return False
+
+
+def _subfolders(root: Path) -> list[Path]:
+    try:
+        kids = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    except OSError:
+        return []
+    return [k for k in kids if inside(k, root)]
+
+
+def list_galleries(s: Settings) -> list[Gallery]:
+    """Every gallery the page may offer: the demo, realbench-dev when present, past uploads,
+    and each allowed root with its direct subfolders."""
+    out = [Gallery(DEMO, s.demo_dir.resolve(), "demo")]
+    if C.REALBENCH_DIR.is_dir():
+        out.append(Gallery(REALBENCH, C.REALBENCH_DIR.resolve(), "realbench"))
+    if s.uploads_dir.is_dir():
+        for k in _subfolders(s.uploads_dir):
+            out.append(Gallery(f"upload {k.name[:12]}", k.resolve(), "upload"))
+    for root in s.gallery_roots:
+        for p in [root] + _subfolders(root):
+            label = f"{root.name}/{p.relative_to(root).as_posix()}" if p != root else f"{root.name}/"
+            out.append(Gallery(label, p.resolve(), "root"))
+    seen, uniq = set(), []
+    for g in out:
+        if g.label not in seen:
+            seen.add(g.label)
+            uniq.append(g)
+    return uniq
+
+
+def check_gallery(g: Gallery, s: Settings) -> Path:
+    """The gallery's folder, after checking it is one the app may open; ValueError otherwise."""
+    allowed = [s.demo_dir, s.uploads_dir] + list(s.gallery_roots)
+    if C.REALBENCH_DIR.is_dir():
+        allowed.append(C.REALBENCH_DIR)
+    if g.kind == "demo" and not g.path.exists():
+        return g.path                      # built on first use
+    if not any(inside(g.path, r) for r in allowed if Path(r).exists()):
+        raise ValueError(f"{g.label}: not inside an allowed gallery root")
+    return g.path

@@ -1,0 +1,193 @@
+"""Shared Streamlit plumbing: settings, the cached engine, gallery choice, thumbnails.
+
+The Engine (index, graph, global descriptors, extractor) is shared by every
+browser session through ``st.cache_resource``; everything about one user's
+query lives in ``st.session_state`` under keys starting with ``l2g_``.
+"""
+from __future__ import annotations
+
+import base64
+import io
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import streamlit as st
+from PIL import Image
+
+from .. import pipeline as P
+from ..datasets import build_demo, list_images
+from ..demo import demo_is_complete
+from ..features import Extractor
+from ..images import ImageError, load_image, thumbnail
+from .settings import DEMO, Gallery, Settings, check_gallery, list_galleries, parse_settings
+
+
+@st.cache_resource(show_spinner=False)
+def settings() -> Settings:
+    return parse_settings(sys.argv[1:])
+
+
+@st.cache_resource(show_spinner=False)
+def extractor(fcfg) -> Extractor:
+    return Extractor(fcfg)
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def _engine(gallery: str, index_dir: str, cfg_name: str, _cfg=None) -> P.Engine:
+    """An index already on disk, opened as it is (fast). Keyed by gallery, index folder and preset."""
+    return P.open_engine(Path(gallery), Path(index_dir), _cfg, extractor=extractor(_cfg.features), sync=False)
+
+
+_BUILD_LOCKS: dict = {}
+_LOCKS_LOCK = threading.Lock()
+
+
+def _progress_bar(label: str):
+    bar = st.progress(0.0, text=label)
+    t0 = time.perf_counter()
+
+    def cb(done, total, message):
+        frac = min(1.0, done / total) if total else 0.0
+        bar.progress(frac, text=f"{label}: {message} ({done}/{total}, {time.perf_counter() - t0:.0f} s)")
+    return bar, cb
+
+
+def _build(g: Gallery, path: Path, index_dir: Path, s: Settings) -> None:
+    """Build or update the index, graph and global descriptors on disk, with a progress bar.
+
+    Outside the cached function (a cached function cannot draw into the page), one build per
+    index folder at a time: a second session waits, then finds the index ready."""
+    with _LOCKS_LOCK:
+        lock = _BUILD_LOCKS.setdefault(str(index_dir), threading.Lock())
+    with lock:
+        bar, cb = _progress_bar(f"Indexing {g.label} (first time only)")
+        eng = P.open_engine(path, index_dir, s.cfg, progress=cb, extractor=extractor(s.cfg.features), sync=True)
+        bar.empty()
+        rep = eng.report
+        if rep is not None and (rep.failed or rep.empty):
+            bad = [f"`{p}`: {r}" for p, r in rep.failed[:20]] + [f"`{p}`: no keypoints" for p in rep.empty[:20]]
+            st.warning(f"{len(rep.failed) + len(rep.empty)} image(s) of {g.label} not indexed:\n- "
+                       + "\n- ".join(bad))
+    _engine.clear()
+
+
+def _index_ready(index_dir: Path) -> bool:
+    return (index_dir / "manifest.json").is_file() and (index_dir / "graph.npz").is_file()
+
+
+def open_gallery(g: Gallery, rebuild: bool = False) -> tuple[P.Engine | None, str | None]:
+    """(engine, None) for gallery g, built with a progress bar the first time; (None, why) on failure."""
+    s = settings()
+    try:
+        path = check_gallery(g, s)
+        if g.kind == "demo" and not demo_is_complete(path):
+            bar, cb = _progress_bar("Building the demo gallery")
+            build_demo(path, progress=cb)
+            bar.empty()
+        index_dir = s.index_dir(g)
+        if rebuild or not _index_ready(index_dir):
+            if not path.is_dir():
+                return None, f"The gallery **{g.label}** is not a readable folder ({path})."
+            if not list_images(path):
+                return None, f"The gallery **{g.label}** holds no images ({path})."
+            _build(g, path, index_dir, s)
+        eng = _engine(str(path), str(index_dir), s.cfg.features.name, _cfg=s.cfg)
+        if eng.li.n_images == 0:
+            return None, (f"No image of **{g.label}** could be indexed: "
+                          + "; ".join(f"`{p}`: {r}" for p, r in eng.li.failed[:5]))
+        return eng, None
+    except Exception as e:          # noqa: BLE001 -- any failure: a message, the page goes on
+        return None, f"Cannot open the gallery **{g.label}**: {type(e).__name__}: {e}"
+
+
+def _forget_query() -> None:
+    for k in [k for k in st.session_state if k.startswith("l2g_run") or k in
+              ("l2g_query", "l2g_selected", "l2g_query_key", "l2g_match_memo", "l2g_last_action")]:
+        del st.session_state[k]
+
+
+def pick_gallery(sidebar=True) -> tuple[Gallery, P.Engine | None]:
+    """The sidebar gallery selectbox (shared by every page) and the opened engine.
+
+    A gallery that cannot be opened gets an error and the previous one stays loaded
+    (the selectbox goes back to it)."""
+    s = settings()
+    gals = list_galleries(s)
+    labels = [g.label for g in gals]
+    ss = st.session_state
+    want = ss.get("l2g_gallery", DEMO)
+    if want not in labels:
+        want = DEMO
+    if ss.get("l2g_gallery_box") not in labels:
+        ss.pop("l2g_gallery_box", None)
+    box = st.sidebar if sidebar else st
+    label = box.selectbox("Gallery", labels, index=labels.index(want), key="l2g_gallery_box",
+                          help="The demo, realbench-dev when present, your uploads, and folders under "
+                               "the allowed roots (--gallery-root / L2G_GALLERY_ROOTS).")
+    g = gals[labels.index(label)]
+    rebuild = box.button("Re-scan gallery", help="Index images added or changed since the last build")
+    for msg in ss.pop("l2g_gallery_errors", []):
+        st.error(msg)
+    eng, err = open_gallery(g, rebuild=rebuild)
+    if err:
+        if label != want:            # go back to the gallery that was loaded
+            ss["l2g_gallery_errors"] = [err + f" Staying on **{want}**."]
+            del ss["l2g_gallery_box"]
+            st.rerun()
+        st.error(err)
+        return g, None
+    if ss.get("l2g_gallery") != label:
+        _forget_query()
+    ss["l2g_gallery"] = label
+    box.caption(f"{eng.li.n_images} images, {eng.li.ntotal:,} descriptors, "
+                f"preset `{eng.cfg.features.name}`" + (", ground truth: groups.json" if eng.gt else ""))
+    return g, eng
+
+
+# ----------------------------------------------------------------------------- images
+
+
+@st.cache_data(show_spinner=False, max_entries=4000)
+def thumb(path: str, mtime: float, size: int = 160) -> np.ndarray:
+    try:
+        return thumbnail(load_image(path, max_side=max(size * 2, 256)).rgb, size)
+    except ImageError:
+        return np.full((size, size, 3), 200, np.uint8)
+
+
+def thumb_of(eng: P.Engine, j: int, size: int = 160) -> np.ndarray:
+    p = eng.li.image_path(int(j))
+    try:
+        mt = p.stat().st_mtime
+    except OSError:
+        mt = 0.0
+    return thumb(str(p), mt, size)
+
+
+def data_uri(rgb: np.ndarray) -> str:
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, "JPEG", quality=80)
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+@st.cache_data(show_spinner=False, max_entries=4000)
+def thumb_uri(path: str, mtime: float, size: int = 64) -> str:
+    return data_uri(thumb(path, mtime, size))
+
+
+def thumb_uri_of(eng: P.Engine, j: int, size: int = 64) -> str:
+    p = eng.li.image_path(int(j))
+    try:
+        mt = p.stat().st_mtime
+    except OSError:
+        mt = 0.0
+    return thumb_uri(str(p), mt, size)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def gallery_rgb(path: str, mtime: float, max_side: int) -> np.ndarray:
+    """A gallery image at the feature resolution (its keypoints' pixel frame)."""
+    return load_image(path, max_side=max_side).rgb

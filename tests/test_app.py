@@ -1,0 +1,372 @@
+"""The Streamlit app, driven headless by streamlit.testing.v1.AppTest on a small demo index.
+
+A session fixture builds the demo gallery and its index into a temporary data
+folder with a small feature preset; the app finds it through L2G_DATA_DIR,
+L2G_NUM_FEATURES and L2G_MAX_SIDE (read by l2g/app/settings.py).
+"""
+import io
+import json
+import os
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from l2g import pipeline as P
+from l2g.app import core
+from l2g.app.settings import Gallery, check_gallery, list_galleries, parse_settings
+from l2g.app.uploads import safe_member_path, save_uploads
+from l2g.datasets import build_demo
+from l2g.viz import count_points
+
+ROOT = Path(__file__).resolve().parent.parent
+SMALL = {"L2G_NUM_FEATURES": "300", "L2G_MAX_SIDE": "320"}
+TIMEOUT = 300
+
+
+def build_small(data: Path) -> dict:
+    """The demo and its small index under ``data`` (idempotent); returns the app's env vars."""
+    env = {"L2G_DATA_DIR": str(data), **SMALL}
+    s = parse_settings([], env)
+    build_demo(s.demo_dir)
+    ix = s.index_dir(Gallery("demo", s.demo_dir.resolve(), "demo"))
+    P.open_engine(s.demo_dir, ix, s.cfg, sync=not (ix / "manifest.json").is_file())
+    return env
+
+
+def small_data_dir(tmp_path_factory) -> Path:
+    """Where the small demo index lives: $L2G_TEST_DATA (kept between runs) or this session's tmp."""
+    keep = os.environ.get("L2G_TEST_DATA")
+    return Path(keep) if keep else tmp_path_factory.getbasetemp() / "l2g_small_data"
+
+
+@pytest.fixture(scope="session")
+def small_env(tmp_path_factory):
+    """Env of a data folder holding the demo and its small index (built once per session)."""
+    env = build_small(small_data_dir(tmp_path_factory))
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    yield env
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+@pytest.fixture(scope="session")
+def engine(small_env):
+    s = parse_settings([], small_env)
+    return P.open_engine(s.demo_dir, s.index_dir(Gallery("demo", s.demo_dir.resolve(), "demo")), s.cfg, sync=False)
+
+
+def _app():
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
+    return at
+
+
+def _errors(at):
+    return [e.value for e in at.error]
+
+
+def _plotly_points(at) -> int:
+    charts = at.get("plotly_chart")
+    assert charts, "no plotly chart on the page"
+    return count_points(json.loads(charts[0].proto.spec))
+
+
+def _png(rgb, mode="RGB", **kw) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(rgb).convert(mode).save(buf, kw.pop("fmt", "PNG"), **kw)
+    return buf.getvalue()
+
+
+# ----------------------------------------------------------------------------- the query page
+
+
+def test_query_page_shows_every_stage(small_env, engine, monkeypatch):
+    at = _app().run()
+    assert not at.exception, at.exception
+    assert not _errors(at)
+    run = at.session_state["l2g_run"]
+    q = run.query
+    assert q.gallery_id is not None and engine.gt.group_of(q.name) is not None   # a group image by default
+    # (a) the shortlist: thumbnails with rank, score and matched keypoints
+    caps = [c for im in at.image for c in im.captions if c.startswith("#")]
+    assert len(caps) >= 12 and "score" in caps[0] and "matches" in caps[0]
+    top = int(run.local.ids[0])
+    assert caps[0].startswith("#1") and f"{run.local.n_matches(top)} matches" in caps[0]
+    # (b) the embedding: k + 1 points
+    k = len(run.l2g.head)
+    assert k >= 3 and _plotly_points(at) == k + 1
+    # (c) three ranking lists side by side, with AP (ground truth known) and rank moves
+    tables = {m: at.get_by_key(f"l2g_rank_{m}").dataframe[0].value for m in ("local", "l2g", "g2l")}
+    names = {m: list(tables[m]["name"]) for m in ("local", "l2g", "g2l")}
+    assert names["local"] == [engine.li.paths[j] for j in run.local.ids[:len(names["local"])]]
+    assert names["l2g"] == [engine.li.paths[j] for j in run.l2g.ids[:len(names["l2g"])]]
+    assert names["g2l"] == [engine.li.paths[j] for j in run.g2l.ids[:len(names["g2l"])]]
+    assert len(names["local"]) == 20 and all(m[0] in "↑↓=" for m in tables["l2g"]["move"])
+    assert tables["local"]["✓"].iloc[0] in ("✓", "")
+    heads = " ".join(m.value for m in at.markdown)
+    assert heads.count("AP **") >= 3
+    # (d) the match view: an image with inlier / outlier counts
+    assert any("RANSAC inliers" in c for im in at.image for c in im.captions)
+    assert {m.label for m in at.metric} >= {"matches", "inliers", "local rank", "l2g rank"}
+
+
+def test_rerank_sliders_do_not_search_again(small_env, monkeypatch):
+    at = _app().run()
+    assert not at.exception
+    calls = {"search": 0, "extract": 0}
+    real_search = P.local_search
+
+    def counting_search(*a, **kw):
+        calls["search"] += 1
+        return real_search(*a, **kw)
+
+    from l2g.features import Extractor
+    real_call = Extractor.__call__
+
+    def counting_call(self, rgb):
+        calls["extract"] += 1
+        return real_call(self, rgb)
+
+    monkeypatch.setattr(P, "local_search", counting_search)
+    monkeypatch.setattr(Extractor, "__call__", counting_call)
+    k_slider = next(s for s in at.sidebar.slider if s.label.startswith("Re-ranked head k"))
+    k_slider.set_value(10).run()
+    assert not at.exception
+    assert _plotly_points(at) == 11
+    assert at.session_state["l2g_last_action"][0] == "rerank"
+    d = next(s for s in at.sidebar.select_slider if s.label.startswith("Embedding dimension"))
+    d.set_value(2).run()
+    w = next(s for s in at.sidebar.slider if s.label.startswith("Global blend"))
+    w.set_value(0.3).run()
+    assert not at.exception
+    assert at.session_state["l2g_run"].l2g.X.shape == (11, 2)
+    assert calls == {"search": 0, "extract": 0}
+    # the shortlist size does search again
+    m = next(s for s in at.sidebar.slider if s.label.startswith("Shortlist size"))
+    m.set_value(30).run()
+    assert calls["search"] == 1 and at.session_state["l2g_last_action"][0] == "search"
+
+
+@pytest.mark.parametrize("name,data,expect", [
+    ("notes.txt", b"just some text, not an image", "not an image"),
+    ("empty.jpg", b"", "empty file"),
+    ("broken.jpg", _png(np.zeros((64, 64, 3), np.uint8), fmt="JPEG")[:200], "corrupt"),
+    ("flat.png", _png(np.full((200, 200, 3), 128, np.uint8)), "No keypoints"),
+])
+def test_bad_upload_shows_error_and_keeps_index(small_env, name, data, expect):
+    at = _app()
+    at.session_state["l2g_inject_upload"] = (name, data)
+    at.run()
+    assert not at.exception, at.exception
+    errs = _errors(at)
+    assert errs and any(expect.lower() in e.lower() for e in errs), errs
+    assert not at.get("plotly_chart")
+    # the index is still loaded: the gallery query works in the same session
+    del at.session_state["l2g_inject_upload"]
+    at.radio(key="l2g_qkind").set_value("Gallery image").run()
+    assert not at.exception and not _errors(at)
+    assert at.get("plotly_chart")
+
+
+def test_good_upload_runs_and_warns_when_downscaled(small_env, engine):
+    big = np.asarray(Image.open(engine.li.image_path(0)).convert("RGB").resize((1800, 1350)))
+    at = _app()
+    at.session_state["l2g_inject_upload"] = ("big.jpg", _png(big, fmt="JPEG", quality=90))
+    at.run()
+    assert not at.exception and not _errors(at)
+    assert any("downscaled" in w.value for w in at.warning)
+    assert at.session_state["l2g_run"].query.gallery_id is None and at.get("plotly_chart")
+
+
+# ----------------------------------------------------------------------------- handlers
+
+
+def test_make_query_safe_handles_odd_images(engine):
+    rgb = np.asarray(Image.open(engine.li.image_path(5)).convert("RGB"))
+    rgb = np.ascontiguousarray(rgb[: rgb.shape[0] * 2 // 3])            # landscape
+    assert rgb.shape[1] > rgb.shape[0]
+    cmyk = _png(rgb, "CMYK", fmt="JPEG")
+    sixteen = io.BytesIO()
+    Image.fromarray((rgb[..., 0].astype(np.uint16) * 257)).save(sixteen, "PNG")
+    rotated = io.BytesIO()
+    im = Image.fromarray(rgb)
+    ex = im.getexif()
+    ex[0x0112] = 6
+    im.save(rotated, "JPEG", exif=ex)
+    for data in (cmyk, sixteen.getvalue(), rotated.getvalue()):
+        out = core.make_query_safe(engine, source=data, name="odd")
+        assert out.error is None and out.query is not None and len(out.query.feats) > 0
+    out = core.make_query_safe(engine, source=rotated.getvalue())
+    assert out.query.image.rgb.shape[0] > out.query.image.rgb.shape[1]      # EXIF 6: portrait
+    assert "No keypoints" in core.make_query_safe(engine, source=_png(np.zeros((50, 50, 3), np.uint8))).error
+    assert "rectangle" in core.make_query_safe(engine, gallery_id=0, bbox=(0, 0, 5, 5)).error
+
+
+def test_exports(engine):
+    q = P.make_query(engine, gallery_id=engine.li.id_of(engine.gt.groups["coffee"][0]))
+    run = P.run_query(engine, q)
+    pos = core.positives_for(engine, q)
+    assert pos and q.gallery_id not in pos
+    lines = core.export_csv(engine, run, pos).splitlines()
+    assert lines[0] == "method,rank,id,path,score,positive" and len(lines) > 3 * len(run.local.ids)
+    doc = json.loads(core.export_json(engine, run, pos, {"k": 5}))
+    assert set(doc["rankings"]) == set(run.rankings()) and 0 <= doc["ap"]["l2g"] <= 1
+    assert len(doc["embedding"]["X"]) == len(run.l2g.head) + 1
+
+
+# ----------------------------------------------------------------------------- galleries
+
+
+def test_gallery_roots_refuse_escapes(tmp_path):
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    (root / "a").mkdir(parents=True)
+    outside.mkdir()
+    (root / "escape").symlink_to(outside, target_is_directory=True)
+    s = parse_settings(["--gallery-root", str(root), "--data-dir", str(tmp_path / "data")], env={})
+    labels = {g.label: g for g in list_galleries(s)}
+    assert "root/a" in labels and "root/" in labels and not any("escape" in x for x in labels)
+    assert check_gallery(labels["root/a"], s) == (root / "a").resolve()
+    with pytest.raises(ValueError):
+        check_gallery(Gallery("evil", outside.resolve(), "root"), s)
+    with pytest.raises(ValueError):
+        check_gallery(Gallery("evil", Path("/etc"), "root"), s)
+    env = parse_settings([], env={"L2G_GALLERY_ROOTS": f"{root}{os.pathsep}/no/such/dir"})
+    assert env.gallery_roots == [root.resolve()]
+
+
+def test_zip_upload_is_extracted_safely(tmp_path):
+    ok = _png(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8))
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("set/inner/deep/a.png", ok)
+        z.writestr("set/b.png", ok)
+        z.writestr("../evil.png", ok)
+        z.writestr("/abs/evil.png", ok)
+        z.writestr("readme.txt", b"hello")
+        z.writestr("set/broken.jpg", b"\xff\xd8garbage")
+        z.writestr("__MACOSX/set/._b.png", b"x")
+        info = zipfile.ZipInfo("set/link.png")
+        info.external_attr = (0o120777 << 16)
+        z.writestr(info, "/etc/passwd")
+    rep = save_uploads([("photos.zip", buf.getvalue()), ("loose.png", ok), ("doc.pdf", b"%PDF")], tmp_path / "up")
+    assert rep.images == ["loose.png", "photos/set/b.png", "photos/set/inner/deep/a.png"]
+    assert (rep.folder / "photos/set/inner/deep/a.png").is_file()
+    reasons = dict(rep.skipped)
+    assert "unsafe" in reasons["photos.zip:../evil.png"] and "unsafe" in reasons["photos.zip:/abs/evil.png"]
+    assert "link" in reasons["photos.zip:set/link.png"] and "not an image" in reasons["doc.pdf"]
+    assert "not an image" in reasons["photos.zip:readme.txt"] and "photos.zip:set/broken.jpg" in reasons
+    assert not (tmp_path / "evil.png").exists() and not (tmp_path / "up" / "evil.png").exists()
+    again = save_uploads([("photos.zip", buf.getvalue()), ("loose.png", ok)], tmp_path / "up")
+    assert again.folder == rep.folder                     # content-addressed
+    assert save_uploads([("x.txt", b"no")], tmp_path / "up").folder is None
+    assert safe_member_path("a/../../b.jpg") is None and safe_member_path("C:/x.jpg") is None
+    assert safe_member_path("./a//b.jpg") == "a/b.jpg"
+
+
+def _gallery_page():
+    from l2g.app import gallery_page
+
+    gallery_page.render()
+
+
+def _eval_page():
+    from l2g.app import eval_page
+
+    eval_page.render()
+
+
+def test_gallery_upload_page_creates_and_opens_gallery(small_env):
+    from streamlit.testing.v1 import AppTest
+
+    ok = _png(np.random.default_rng(1).integers(0, 255, (96, 96, 3), dtype=np.uint8))
+    at = AppTest.from_function(_gallery_page, default_timeout=TIMEOUT)
+    at.session_state["l2g_inject_gallery"] = [("a.png", ok), ("notes.txt", b"x")]
+    at.run()
+    assert not at.exception, at.exception
+    assert any("notes.txt" in w.value and "not an image" in w.value for w in at.warning)
+    assert any("1 image(s) saved" in m.value for m in at.success)
+    assert at.session_state["l2g_gallery"].startswith("upload ")
+    assert at.sidebar.selectbox(key="l2g_gallery_box").value == at.session_state["l2g_gallery"]
+
+
+def test_evaluation_page(small_env):
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_function(_eval_page, default_timeout=TIMEOUT).run()
+    assert not at.exception, at.exception
+    at.multiselect[0].set_value(["local", "l2g"])
+    at.number_input[0].set_value(4)
+    at.button[0].click().run()
+    assert not at.exception, at.exception
+    summary = at.dataframe[0].value
+    assert list(summary["method"]) == ["local only", "local-to-global"]
+    assert summary["mAP"].between(0, 100).all()
+    scatter = json.loads(at.get("plotly_chart")[0].proto.spec)
+    assert count_points(scatter) == 2 + 4                 # the diagonal + one point per query
+    hurt = at.dataframe[1].value
+    assert len(hurt) == 4 and list(hurt["ΔAP"]) == sorted(hurt["ΔAP"])
+
+
+def test_bad_galleries_keep_the_loaded_index(small_env, tmp_path, monkeypatch):
+    from l2g.app import state
+
+    root = tmp_path / "roots"
+    (root / "empty").mkdir(parents=True)
+    (root / "broken").mkdir()
+    (root / "broken" / "bad.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    (root / "broken" / "zero.png").write_bytes(b"")
+    monkeypatch.setenv("L2G_GALLERY_ROOTS", str(root))
+    state.settings.clear()
+    try:
+        at = _app().run()
+        assert not at.exception and at.get("plotly_chart")
+        box = at.sidebar.selectbox(key="l2g_gallery_box")
+        assert {"roots/empty", "roots/broken"} <= set(box.options)
+        for label, why in (("roots/empty", "holds no images"), ("roots/broken", "could be indexed")):
+            at.sidebar.selectbox(key="l2g_gallery_box").set_value(label).run()
+            assert not at.exception, at.exception
+            errs = _errors(at)
+            assert any(why in e and "Staying on **demo**" in e for e in errs), errs
+            assert at.sidebar.selectbox(key="l2g_gallery_box").value == "demo"
+            assert at.get("plotly_chart")                    # the demo query is still shown
+    finally:
+        monkeypatch.delenv("L2G_GALLERY_ROOTS")
+        state.settings.clear()
+
+
+def test_query_rectangle_crops_the_query(small_env):
+    at = _app().run()
+    full = at.session_state["l2g_run"].query
+    assert full.bbox is None
+    at.checkbox(key="l2g_crop_on").check().run()
+    assert not at.exception and not _errors(at)
+    q = at.session_state["l2g_run"].query
+    assert q.bbox is not None and q.image is not None
+    x0, y0, x1, y1 = q.bbox
+    assert q.image.rgb.shape[:2] == (y1 - y0, x1 - x0)            # the features come from the crop
+    assert any("rectangle" in c for im in at.image for c in im.captions)
+    assert at.get("plotly_chart")
+
+
+def _howto_page():
+    from l2g.app import howto_page
+
+    howto_page.render()
+
+
+def test_how_it_works_page():
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_function(_howto_page, default_timeout=60).run()
+    assert not at.exception, at.exception
+    assert len(at.image) == 1
+    text = " ".join(m.value for m in at.markdown)
+    assert "Global-to-local" in text and "Local-to-global" in text and "Match view" in text

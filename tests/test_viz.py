@@ -1,0 +1,125 @@
+"""Figures: point counts, colours, hover text, overlay colours and sizes, the how-it-works PNG."""
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from l2g import viz
+from l2g.rerank import RerankResult
+
+
+def fake_rr(k=6, d=8, seed=0):
+    rng = np.random.default_rng(seed)
+    head = np.arange(10, 10 + k)
+    order = rng.permutation(k)
+    X = rng.normal(size=(k + 1, d))
+    S = np.eye(k + 1)
+    S[0, 1:] = S[1:, 0] = np.linspace(0.9, 0.4, k)
+    return RerankResult(ids=np.concatenate([head[order], [99, 98]]), scores=np.linspace(1, 0.1, k), head=head,
+                        X=X, S=S, cos_mds=np.zeros(k), cos_global=None, stress1=0.123)
+
+
+LABELS = {j: f"img{j}.jpg" for j in range(100)}
+
+
+@pytest.mark.parametrize("dim", [2, 3])
+@pytest.mark.parametrize("colors_by", ["rank_change", "ground_truth"])
+def test_mds_figure_has_k_plus_one_points(dim, colors_by):
+    rr = fake_rr()
+    fig = viz.mds_figure(rr, LABELS, colors_by, positives={10, 12}, dim=dim)
+    assert viz.count_points(fig) == 7
+    d = json.loads(fig.to_json())
+    assert viz.count_points(d) == 7
+    query = [t for t in d["data"] if t["name"] == "query"]
+    assert len(query) == 1 and len(query[0]["x"]) == 1
+    if dim == 2:
+        assert query[0]["marker"]["symbol"] == "star"
+        assert all(t["type"] == "scatter" for t in d["data"])
+    else:
+        assert all(t["type"] == "scatter3d" for t in d["data"]) and "z" in d["data"][0]
+    assert "stress-1 = 0.123" in d["layout"]["title"]["text"]
+    # every candidate id appears once in customdata
+    ids = sorted(c[0] for t in d["data"] if t["name"] != "query" for c in t["customdata"])
+    assert ids == list(range(10, 16))
+
+
+def test_mds_hover_and_colours():
+    rr = fake_rr()
+    change = rr.rank_change()
+    fig = viz.mds_figure(rr, LABELS, "rank_change", dim=2)
+    cand = fig.data[0]
+    assert list(cand.marker.color) == [change[j] for j in rr.head]
+    first = cand.text[0]
+    assert "img10.jpg" in first and "local score" in first and "new score" in first and "rank change" in first
+    gt = viz.mds_figure(rr, LABELS, "ground_truth", positives={10, 12}, dim=2)
+    names = [t.name for t in gt.data]
+    assert names == ["other", "positive", "query"]
+    assert sorted(c[0] for c in gt.data[1].customdata) == [10, 12]
+    with pytest.raises(ValueError):
+        viz.mds_figure(rr, LABELS, "nonsense")
+
+
+def test_mds_view_option():
+    rr = fake_rr(k=8, d=8)
+    S = np.random.default_rng(3).uniform(0, 1, (9, 9))
+    rr.S = (S + S.T) / 2
+    np.fill_diagonal(rr.S, 1)
+    fig = viz.mds_figure(rr, LABELS, dim=2, view="mds")
+    assert viz.count_points(fig) == 9 and "2-D MDS view" in fig.layout.title.text
+    assert "PCA view" in viz.mds_figure(rr, LABELS, dim=2, view="pca").layout.title.text
+    with pytest.raises(ValueError):
+        viz.mds_figure(rr, LABELS, view="tsne")
+
+
+def test_project_keeps_low_dim_and_reduces_high_dim():
+    X = np.random.default_rng(1).normal(size=(9, 2))
+    Y, kept = viz.project(X, 3)
+    assert Y.shape == (9, 3) and kept == 1.0 and np.allclose(Y[:, :2], X)
+    Z = np.random.default_rng(2).normal(size=(9, 16))
+    Y, kept = viz.project(Z, 2)
+    assert Y.shape == (9, 2) and 0 < kept < 1
+
+
+def test_match_figure_colours_and_size():
+    rng = np.random.default_rng(0)
+    a = np.full((100, 150, 3), 255, np.uint8)
+    b = np.full((200, 100, 3), 255, np.uint8)
+    kq = np.column_stack([rng.uniform(10, 140, 20), rng.uniform(10, 90, 20), np.ones(20), np.zeros(20), np.ones(20)])
+    kg = np.column_stack([rng.uniform(10, 90, 20), rng.uniform(10, 190, 20), np.ones(20), np.zeros(20), np.ones(20)])
+    m = np.column_stack([np.arange(10), np.arange(10)])
+    inl = np.arange(10) < 6
+    out = viz.match_figure(a, b, kq, kg, m, inl, height=240)
+    assert out.dtype == np.uint8 and out.ndim == 3 and out.shape[2] == 3
+    assert out.shape[1] == 360 + 8 + 120           # both images scaled to height 240, plus the gap
+    px = out.reshape(-1, 3).astype(int)
+    green = ((px[:, 1] > 150) & (px[:, 0] < 120) & (px[:, 2] < 140)).sum()
+    red = ((px[:, 0] > 180) & (px[:, 1] < 120) & (px[:, 2] < 120)).sum()
+    assert green > 100 and red > 50
+    only_out = viz.match_figure(a, b, kq, kg, m, np.zeros(10, bool), height=240).reshape(-1, 3).astype(int)
+    assert ((only_out[:, 1] > 150) & (only_out[:, 0] < 120) & (only_out[:, 2] < 140)).sum() == 0
+    empty = viz.match_figure(a, b, kq, kg, np.zeros((0, 2), int), np.zeros(0, bool), height=240)
+    assert empty.shape == out.shape
+    png = viz.to_png(out)
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(ValueError):
+        viz.match_figure(a, b, kq, kg, m, inl[:3])
+    with pytest.raises(ValueError):
+        viz.match_figure(a, b, kq, kg, np.array([[50, 0]]), None)
+
+
+def test_ap_scatter():
+    fig = viz.ap_scatter([0.2, 0.5, 0.9], [0.4, 0.5, 0.3], ["a", "b", "c"])
+    pts = fig.data[1]
+    assert list(pts.x) == [0.2, 0.5, 0.9] and [c[0] for c in pts.customdata] == [0, 1, 2]
+    assert "1 better, 1 worse, 1 equal" in fig.layout.title.text
+    with pytest.raises(ValueError):
+        viz.ap_scatter([0.1], [0.2, 0.3], ["a"])
+
+
+def test_how_it_works_png(tmp_path):
+    p = viz.write_how_it_works(tmp_path / "hiw.png", width=1200)
+    with Image.open(p) as im:
+        assert im.format == "PNG" and im.size[0] == 1200 and im.size[1] > 300
+        arr = np.asarray(im.convert("RGB"))
+    assert arr.std() > 10           # not blank

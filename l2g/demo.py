@@ -22,11 +22,12 @@ from PIL import Image, ImageDraw, ImageFilter
 from l2g import config
 from l2g.images import ImageError, load_image
 
-DEMO_VERSION = 1
+DEMO_VERSION = 2             # 2: crops are enlarged at most CROP_MAX_UPSCALE times
 DEMO_SEED = 2025
 DEMO_MAX_SIDE = 640          # longest side of every written JPEG
 DEMO_QUALITY = 90
-CROP_MIN_SIDE = 448          # crops are enlarged to at least this longest side (never above DEMO_MAX_SIDE)
+CROP_MIN_SIDE = 320          # crops are enlarged to at least this longest side (never above DEMO_MAX_SIDE)
+CROP_MAX_UPSCALE = 1.5       # ... and by at most this factor: a partial view, not a blurred blow-up
 FILL = (24, 24, 24)          # colour of the canvas uncovered by warps
 
 # group name -> scikit-image data files (the first is the reference view; more files = more real views)
@@ -186,7 +187,8 @@ def crop_view(rgb: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
     """Cut ``box`` out of (H, W, 3) uint8 and resize it to a normal viewing size."""
     x0, y0, x1, y1 = box
     part = np.ascontiguousarray(rgb[y0:y1, x0:x1])
-    target = min(DEMO_MAX_SIDE, max(CROP_MIN_SIDE, max(rgb.shape[:2])))
+    upscaled = min(max(rgb.shape[:2]), round(CROP_MAX_UPSCALE * max(part.shape[:2])))
+    target = min(DEMO_MAX_SIDE, max(CROP_MIN_SIDE, upscaled))
     return _fit(part, target, allow_up=True)
 
 

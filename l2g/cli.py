@@ -71,6 +71,10 @@ def cmd_index(args) -> int:
         print(f"  skipped {rel}: {why}")
     for rel in r.empty:
         print(f"  no keypoints: {rel}")
+    if eng.li.n_images == 0:
+        print(f"error: no readable images in {folder} (extensions: {', '.join(C.IMAGE_EXTENSIONS)})",
+              file=sys.stderr)
+        return 2
     return 0
 
 

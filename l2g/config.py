@@ -80,7 +80,8 @@ class RerankConfig:
     method: str = "classical"       # 'classical' | 'smacof' (measured on realbench-dev: 68.2 vs 67.5 mAP, 6 vs 42 ms)
     transform: str = "1-s"          # similarity -> dissimilarity: '1-s' | 'sqrt(1-s)' | '-log(s)'
     normalise: str = "p99"          # similarity scale: 'p99' | 'max' | 'rank'
-    w: float = 0.0                  # blend weight of the global descriptor cosine
+    w: float = 0.0                  # blend weight of the global descriptor cosine (the app's slider)
+    blend_w: float = 0.19           # the l2g_blend method's weight while w is 0 (a third-party reading of the paper)
     smacof_max_iter: int = 300
     smacof_eps: float = 1e-6        # relative stress change that stops SMACOF
     qe_n: int = 10                  # local + alpha-QE baseline: top candidates averaged into the query

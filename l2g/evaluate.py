@@ -84,7 +84,7 @@ def evaluate(dataset, methods=METHODS, cfg: C.L2GConfig = C.DEFAULT, engine: Eng
             continue  # the query image could not be indexed (reported at build time)
         try:
             query = (make_query(engine, gallery_id=gid) if gid is not None else
-                     make_query(engine, source=ds.query_root / q.path, bbox=_scaled_bbox(q.bbox, ds, q),
+                     make_query(engine, source=ds.query_root / q.path, bbox=_scaled_bbox(q.bbox, ds, q, engine.cfg.features.max_side),
                                 name=q.path))
         except ValueError as e:  # unreadable or featureless query: AP 0, recorded
             for m in methods:
@@ -116,7 +116,7 @@ def evaluate(dataset, methods=METHODS, cfg: C.L2GConfig = C.DEFAULT, engine: Eng
     return out
 
 
-def _scaled_bbox(bbox, ds: EvalDataset, q):
+def _scaled_bbox(bbox, ds: EvalDataset, q, max_side: int):
     """Ground-truth boxes are in original pixels; queries are loaded capped at max_side."""
     if bbox is None:
         return None
@@ -124,7 +124,7 @@ def _scaled_bbox(bbox, ds: EvalDataset, q):
 
     with Image.open(ds.query_root / q.path) as im:
         w, h = im.size
-    s = min(1.0, C.DEFAULT.features.max_side / max(w, h))
+    s = min(1.0, max_side / max(w, h))
     return tuple(v * s for v in bbox)
 
 

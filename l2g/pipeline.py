@@ -210,7 +210,7 @@ def rerank_run(engine: Engine, run: QueryRun, rcfg: C.RerankConfig | None = None
     l2g = rerank(run.local, engine.graph, dataclasses.replace(rcfg, w=0.0))
     blend = None
     if run.global_sims is not None:
-        blend = rerank(run.local, engine.graph, rcfg if rcfg.w > 0 else dataclasses.replace(rcfg, w=0.19),
+        blend = rerank(run.local, engine.graph, rcfg if rcfg.w > 0 else dataclasses.replace(rcfg, w=rcfg.blend_w),
                        run.global_sims)
     qe = query_expansion(run.local, engine.graph, engine.li, rcfg.qe_n, rcfg.qe_alpha)
     return dataclasses.replace(run, l2g=l2g, l2g_blend=blend, local_qe=qe,

@@ -1,0 +1,56 @@
+"""The evaluation harness on a tiny Revisited-Oxford-style folder made from the demo photographs."""
+from __future__ import annotations
+
+import json
+import pickle
+import shutil
+
+import numpy as np
+import pytest
+
+from l2g import config as C
+from l2g.evaluate import compare, evaluate, table
+
+SMALL = C.DEFAULT.replace(features__num_features=400, features__max_side=480)
+
+
+@pytest.fixture(scope="module")
+def fake_roxford(demo_gallery, tmp_path_factory):
+    root = tmp_path_factory.mktemp("roxford") / "roxford5k"
+    (root / "jpg").mkdir(parents=True)
+    gallery = {"a_orig": "astronaut/astronaut_orig", "a_light": "astronaut/astronaut_light",
+               "a_homo": "astronaut/astronaut_homography", "a_rot": "astronaut/astronaut_scalerot",
+               "c_orig": "coffee/coffee_orig", "c_light": "coffee/coffee_light",
+               "c_homo": "coffee/coffee_homography", "m_orig": "motorcycle/motorcycle_orig",
+               "m_light": "motorcycle/motorcycle_light"}
+    for name, src in gallery.items():
+        shutil.copy(demo_gallery / f"groups/{src}.jpg", root / "jpg" / f"{name}.jpg")
+    shutil.copy(demo_gallery / "groups/astronaut/astronaut_blurnoise.jpg", root / "jpg" / "q_astro.jpg")
+    shutil.copy(demo_gallery / "groups/coffee/coffee_occlusion.jpg", root / "jpg" / "q_coffee.jpg")
+    imlist = list(gallery)
+    ix = {n: i for i, n in enumerate(imlist)}
+    gnd = [
+        {"bbx": np.array([40.0, 40.0, 400.0, 400.0]), "easy": np.array([ix["a_orig"], ix["a_light"]]),
+         "hard": np.array([ix["a_homo"], ix["a_rot"]]), "junk": np.array([ix["c_light"]])},
+        {"bbx": np.array([0.0, 0.0, 500.0, 350.0]), "easy": np.array([ix["c_orig"], ix["c_homo"]]),
+         "hard": np.array([], dtype=int), "junk": np.array([ix["c_light"]])},
+    ]
+    with open(root / "gnd_roxford5k.pkl", "wb") as f:
+        pickle.dump({"imlist": imlist, "qimlist": ["q_astro", "q_coffee"], "gnd": gnd}, f)
+    return root
+
+
+def test_evaluate_revisitop_layout(fake_roxford, tmp_path):
+    res = evaluate(fake_roxford, ("local", "l2g", "global", "g2l"), SMALL, index_dir=tmp_path / "ix")
+    assert res["dataset"] == "roxford5k" and res["n_queries"] == 2 and res["n_images"] == 9
+    for m in ("local", "l2g", "global", "g2l"):
+        r = res["methods"][m]
+        assert set(r) >= {"map", "mp@1", "mp@5", "mp@10", "timings", "queries", "map_easy", "map_medium", "map_hard"}
+        assert len(r["queries"]) == 2 and all(0 <= q["ap"] <= 1 for q in r["queries"])
+        for q in r["queries"]:
+            assert "jpg/c_light.jpg" in q["ranking"]  # junk stays in the saved ranking, ignored by AP
+            assert len(q["ranking"]) == 9 and len(set(q["ranking"])) == 9
+    assert res["methods"]["local"]["map"] >= 80.0, table(res)
+    assert res["methods"]["local"]["mp@1"] == 100.0
+    assert set(compare(res)) == {"improved", "hurt", "equal"}
+    json.dumps(res)  # results.json is plain JSON

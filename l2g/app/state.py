@@ -158,13 +158,17 @@ def thumb(path: str, mtime: float, size: int = 160) -> np.ndarray:
         return np.full((size, size, 3), 200, np.uint8)
 
 
-def thumb_of(eng: P.Engine, j: int, size: int = 160) -> np.ndarray:
+def _path_mtime(eng: P.Engine, j: int) -> tuple[str, float]:
+    """Gallery image j's path and modification time (the cache key of its thumbnails)."""
     p = eng.li.image_path(int(j))
     try:
-        mt = p.stat().st_mtime
+        return str(p), p.stat().st_mtime
     except OSError:
-        mt = 0.0
-    return thumb(str(p), mt, size)
+        return str(p), 0.0
+
+
+def thumb_of(eng: P.Engine, j: int, size: int = 160) -> np.ndarray:
+    return thumb(*_path_mtime(eng, j), size)
 
 
 def data_uri(rgb: np.ndarray) -> str:
@@ -179,12 +183,7 @@ def thumb_uri(path: str, mtime: float, size: int = 64) -> str:
 
 
 def thumb_uri_of(eng: P.Engine, j: int, size: int = 64) -> str:
-    p = eng.li.image_path(int(j))
-    try:
-        mt = p.stat().st_mtime
-    except OSError:
-        mt = 0.0
-    return thumb_uri(str(p), mt, size)
+    return thumb_uri(*_path_mtime(eng, j), size)
 
 
 @st.cache_data(show_spinner=False, max_entries=64)

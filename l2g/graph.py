@@ -110,8 +110,9 @@ def save_graph(folder: Path, g: Graph) -> None:
     os.replace(tmp, Path(folder) / "graph.npz")
 
 
-def load_graph(folder: Path, li: LocalIndex | None = None) -> Graph | None:
-    """The saved graph, or None when there is none or it does not match the index's images."""
+def load_graph(folder: Path, li: LocalIndex | None = None, want: dict | None = None) -> Graph | None:
+    """The saved graph, or None when there is none, it does not match the index's images, or it
+    was built with settings other than ``want`` (see graph_params)."""
     path = Path(folder) / "graph.npz"
     if not path.is_file():
         return None
@@ -123,6 +124,8 @@ def load_graph(folder: Path, li: LocalIndex | None = None) -> Graph | None:
         except ValueError:
             params = {}
     if li is not None and paths != li.paths:
+        return None
+    if want is not None and {k: params.get(k) for k in want} != want:
         return None
     return Graph(G, paths, params)
 

@@ -28,7 +28,7 @@ from .globaldesc import GlobalIndex, build_global, global_similarities, load_glo
 from .graph import Graph, build_graph, graph_params, load_graph, save_graph, update_graph
 from .images import LoadedImage, load_image
 from .index import LocalIndex, Progress, build_index, load_index, read_manifest
-from .rerank import RerankResult, rerank
+from .rerank import RerankResult, blend, rerank
 from .search import SearchResult, local_search, rank_images
 from .verify import G2LResult, g2l_rerank
 
@@ -79,14 +79,10 @@ def open_engine(gallery: Path, index_dir: Path | None = None, cfg: C.L2GConfig =
         li, report = build_index(gallery, index_dir, cfg, paths=paths, extractor=extractor, progress=progress)
     t1 = time.perf_counter()
     li.cfg = li.cfg.replace(search=cfg.search, graph=cfg.graph, rerank=cfg.rerank, verify=cfg.verify)
-    want = graph_params(cfg.graph, cfg.search)
-    graph = load_graph(index_dir, li)
-    if graph is not None and {k: graph.params.get(k) for k in want} != want:
-        graph = None  # built with other search settings
+    want = graph_params(cfg.graph, cfg.search)  # a graph built with other settings is not reused
+    graph = load_graph(index_dir, li, want)
     if graph is None:
-        old = load_graph(index_dir)  # a graph of fewer images: extend it
-        if old is not None and {k: old.params.get(k) for k in want} != want:
-            old = None
+        old = load_graph(index_dir, want=want)  # a graph of fewer images: extend it
         graph = (update_graph(li, old, cfg.graph, cfg.search, progress) if old is not None
                  else build_graph(li, cfg.graph, cfg.search, progress))
         save_graph(index_dir, graph)
@@ -186,7 +182,7 @@ class QueryRun:
         return {m: out[m] for m in METHODS if m in out}
 
 
-def query_expansion(res: SearchResult, graph: Graph, li: LocalIndex, n: int, alpha: float) -> np.ndarray:
+def query_expansion(res: SearchResult, graph: Graph, n: int, alpha: float) -> np.ndarray:
     """alpha-QE on local similarities: the query's score vector plus its top-n's graph rows,
     each weighted by (score / top score)^alpha. Returns the re-ranked shortlist ids."""
     ids = res.ids
@@ -208,12 +204,11 @@ def rerank_run(engine: Engine, run: QueryRun, rcfg: C.RerankConfig | None = None
     rcfg = rcfg or engine.cfg.rerank
     t0 = time.perf_counter()
     l2g = rerank(run.local, engine.graph, dataclasses.replace(rcfg, w=0.0))
-    blend = None
-    if run.global_sims is not None:
-        blend = rerank(run.local, engine.graph, rcfg if rcfg.w > 0 else dataclasses.replace(rcfg, w=rcfg.blend_w),
-                       run.global_sims)
-    qe = query_expansion(run.local, engine.graph, engine.li, rcfg.qe_n, rcfg.qe_alpha)
-    return dataclasses.replace(run, l2g=l2g, l2g_blend=blend, local_qe=qe,
+    blended = None
+    if run.global_sims is not None:  # same embedding, global cosine blended in
+        blended = blend(l2g, run.local, run.global_sims, rcfg.w if rcfg.w > 0 else rcfg.blend_w)
+    qe = query_expansion(run.local, engine.graph, rcfg.qe_n, rcfg.qe_alpha)
+    return dataclasses.replace(run, l2g=l2g, l2g_blend=blended, local_qe=qe,
                                timings={**run.timings, "l2g": time.perf_counter() - t0})
 
 

@@ -16,6 +16,7 @@ For a query and the top k of its local-search shortlist:
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 
@@ -134,13 +135,24 @@ def rerank(res: SearchResult, graph: Graph, cfg: RerankConfig = RerankConfig(),
         m = embed(delta, cfg.dim, method=cfg.method, max_iter=cfg.smacof_max_iter, eps=cfg.smacof_eps)
     t2 = time.perf_counter()
     cos_mds = cosine_to_first(m.X)
-    final = cos_mds.copy()
-    cos_g = None
-    if global_sim is not None:
-        cos_g = np.asarray(global_sim, np.float64)[head]
-        final = (1.0 - cfg.w) * cos_mds + cfg.w * cos_g
     # stable: ties keep the local-search order
-    order = np.argsort(-final, kind="stable")
+    order = np.argsort(-cos_mds, kind="stable")
     ids = np.concatenate([head[order], res.ids[k:]])
-    return RerankResult(ids, final[order], head, m.X, s, cos_mds, cos_g, float(m.stress1), params,
-                        {"similarity": t1 - t0, "mds": t2 - t1, "rerank": time.perf_counter() - t0})
+    rr = RerankResult(ids, cos_mds[order], head, m.X, s, cos_mds, None, float(m.stress1), params,
+                      {"similarity": t1 - t0, "mds": t2 - t1, "rerank": time.perf_counter() - t0})
+    return rr if global_sim is None else blend(rr, res, global_sim, cfg.w)
+
+
+def blend(rr: RerankResult, res: SearchResult, global_sim: np.ndarray, w: float) -> RerankResult:
+    """Re-order a re-ranked head by (1 - w) cos_mds + w cos_global, reusing its embedding.
+
+    global_sim: (n_images,) cosine of the query's global descriptor to every gallery image.
+    """
+    params = {**rr.params, "w": w}
+    if "skipped" in rr.params:  # nothing was embedded: the local order stays
+        return dataclasses.replace(rr, params=params)
+    cos_g = np.asarray(global_sim, np.float64)[rr.head]
+    final = (1.0 - w) * rr.cos_mds + w * cos_g
+    order = np.argsort(-final, kind="stable")
+    ids = np.concatenate([rr.head[order], res.ids[len(rr.head):]])
+    return dataclasses.replace(rr, ids=ids, scores=final[order], cos_global=cos_g, params=params)

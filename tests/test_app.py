@@ -370,3 +370,63 @@ def test_how_it_works_page():
     assert len(at.image) == 1
     text = " ".join(m.value for m in at.markdown)
     assert "Global-to-local" in text and "Local-to-global" in text and "Match view" in text
+
+
+# ----------------------------------------------------------------------------- tiny galleries
+
+
+def _tiny_gallery(small_env, root: Path, n: int) -> str:
+    """A gallery folder of n demo images of one group (groups.json included) under ``root``."""
+    demo = Path(small_env["L2G_DATA_DIR"]) / "demo"
+    members = next(v for v in json.loads((demo / "groups.json").read_text())["groups"].values())[:n]
+    g = root / f"tiny{n}"
+    g.mkdir(parents=True)
+    names = []
+    for i, rel in enumerate(members):
+        name = f"img{i}{Path(rel).suffix}"
+        (g / name).write_bytes((demo / rel).read_bytes())
+        names.append(name)
+    (g / "groups.json").write_text(json.dumps({"groups": {"one": names}}))
+    return f"{root.name}/tiny{n}"
+
+
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_tiny_gallery_query_and_evaluation_pages(small_env, tmp_path, monkeypatch, n):
+    """Galleries of 1-3 images: no slider whose minimum equals its maximum (it used to crash)."""
+    from streamlit.testing.v1 import AppTest
+
+    from l2g.app import state
+
+    label = _tiny_gallery(small_env, tmp_path / "roots", n)
+    monkeypatch.setenv("L2G_GALLERY_ROOTS", str(tmp_path / "roots"))
+    state.settings.clear()
+    try:
+        at = _app()
+        at.session_state["l2g_gallery"] = label
+        at.run()
+        assert not at.exception, at.exception
+        assert at.sidebar.selectbox(key="l2g_gallery_box").value == label
+        run = at.session_state["l2g_run"]
+        assert run.query.gallery_id is not None
+        assert len(run.local.ids) == n - 1          # every other image, never the query itself
+        # a 1-image upload to the same gallery runs too
+        up = Path(small_env["L2G_DATA_DIR"]) / "demo"
+        rel = json.loads((up / "groups.json").read_text())["groups"]
+        data = (up / next(iter(rel.values()))[0]).read_bytes()
+        at.session_state["l2g_inject_upload"] = ("one.jpg", data)
+        at.radio(key="l2g_qkind").set_value("Upload").run()
+        assert not at.exception, at.exception
+        assert not _errors(at), _errors(at)
+        assert len(at.session_state["l2g_run"].local.ids) == n
+
+        ev = AppTest.from_function(_eval_page, default_timeout=TIMEOUT)
+        ev.session_state["l2g_gallery"] = label
+        ev.run()
+        assert not ev.exception, ev.exception
+        if n > 1:          # a query needs another image of its group
+            ev.button[0].click().run()
+            assert not ev.exception, ev.exception
+            assert ev.dataframe[0].value["mAP"].between(0, 100).all()
+    finally:
+        monkeypatch.delenv("L2G_GALLERY_ROOTS")
+        state.settings.clear()

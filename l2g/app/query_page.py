@@ -20,20 +20,32 @@ FIRST_METHODS = tuple(m for m in P.METHODS if m != "g2l")
 INJECT_KEY = "l2g_inject_upload"   # tests put (name, bytes) here to stand in for the file uploader
 
 
+def _int_slider(box, label: str, lo: int, hi: int, value: int, **kw) -> int:
+    """A whole-number slider that survives tiny galleries: when only one value is possible
+    (lo >= hi) it shows that value as a caption instead of a slider, which Streamlit refuses."""
+    if hi <= lo:
+        box.caption(f"{label}: {lo} (the only value this gallery allows)")
+        return lo
+    return box.slider(label, lo, hi, min(max(value, lo), hi), **kw)
+
+
 def sidebar_params(eng: P.Engine) -> dict:
-    """Search and re-ranking sliders. Features / shortlist re-run the search; k, d, w only re-rank."""
+    """Search and re-ranking sliders. Features / shortlist re-run the search; k, d, w only re-rank.
+
+    Every range is derived from the gallery, so a gallery of 1, 2 or 3 images gets fixed values
+    instead of sliders whose minimum equals their maximum."""
     sb = st.sidebar
     n = eng.li.n_images
     nf = eng.cfg.features.num_features
     sb.subheader("Search")
-    p = {"n_features": sb.slider("Query features used", min(50, nf), nf, nf, step=50, key="l2g_p_nfeat",
-                                 help="The query's strongest keypoints only (changing it re-runs the search)"),
-         "shortlist": sb.slider("Shortlist size M", 2, max(3, min(500, n)), max(2, min(eng.cfg.search.shortlist, n)),
-                                key="l2g_p_shortlist",
-                                help="Images kept by local search (changing it re-runs the search)")}
+    p = {"n_features": _int_slider(sb, "Query features used", min(50, nf), nf, nf, step=50, key="l2g_p_nfeat",
+                                   help="The query's strongest keypoints only (changing it re-runs the search)"),
+         "shortlist": _int_slider(sb, "Shortlist size M", min(2, n), min(500, n), eng.cfg.search.shortlist,
+                                  key="l2g_p_shortlist",
+                                  help="Images kept by local search (changing it re-runs the search)")}
     sb.subheader("Re-ranking (no new search)")
-    kmax = max(3, min(p["shortlist"], 200))
-    p["k"] = sb.slider("Re-ranked head k", 3, kmax, min(eng.cfg.rerank.k, kmax), key="l2g_p_k")
+    kmax = min(p["shortlist"], 200)
+    p["k"] = _int_slider(sb, "Re-ranked head k", min(3, kmax), kmax, eng.cfg.rerank.k, key="l2g_p_k")
     p["dim"] = sb.select_slider("Embedding dimension d", [2, 3, 4, 8, 16, 32, 64], value=eng.cfg.rerank.dim,
                                 key="l2g_p_dim")
     p["w"] = sb.slider("Global blend weight w", 0.0, 1.0, float(eng.cfg.rerank.w), step=0.05,

@@ -245,6 +245,10 @@ def render_all(eng: P.Engine, run: P.QueryRun, params: dict, t_start: float, rig
     """Everything below the query: embedding (in the ``right`` column), rankings, shortlist, matches."""
     positives = core.positives_for(eng, run.query)
     timing_line(timing_slot, run)
+    if len(run.local.ids) == 0:
+        st.info(f"Nothing to rank: the gallery holds no image other than the query **{run.query.name}**. "
+                "Add images on the Galleries page, or upload a query instead.")
+        return
     with right:
         fig = embedding(eng, run, params, positives)
     ap, slot = rankings(eng, run, params, positives, t_start)

@@ -19,13 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from l2g import config
+from l2g.errors import DatasetError
 
 GROUPS_FILE = "groups.json"
 REVISITOP_NAMES = ("roxford5k", "rparis6k")
-
-
-class DatasetError(ValueError):
-    """A dataset folder, ground-truth file or download that cannot be used; the message says why."""
 
 
 # ----------------------------------------------------------------------------- listing

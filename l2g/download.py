@@ -20,7 +20,7 @@ from pathlib import Path, PurePosixPath
 from typing import Callable
 
 from l2g import config
-from l2g.datasets import DatasetError
+from l2g.errors import DatasetError
 
 Progress = Callable[[int, int, str], None]   # (done_bytes, total_bytes (0 if unknown), message)
 

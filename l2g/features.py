@@ -20,18 +20,11 @@ import numpy as np
 import torch
 
 from .config import DATA_DIR, FeatureConfig
+from .errors import ExtractorUnavailable, NoKeypointsError  # noqa: F401 (re-exported)
 
 KP_COLS = ("x", "y", "scale", "angle", "response")
 DESC_DIM = 128
 WEIGHTS_DIR = Path(os.environ.get("L2G_WEIGHTS", DATA_DIR / "weights"))
-
-
-class NoKeypointsError(ValueError):
-    """The image yielded no keypoints (flat, tiny or blank)."""
-
-
-class ExtractorUnavailable(RuntimeError):
-    """A registered extractor cannot run here (e.g. its weights are not on disk)."""
 
 
 @dataclass

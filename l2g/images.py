@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from l2g.config import ImageConfig
+from l2g.errors import ImageError
 
 # Pillow plugins we let parse untrusted files (no EPS/PDF: those shell out). JPEG covers MPO.
 ALLOWED_FORMATS = ("JPEG", "PNG", "BMP", "TIFF", "WEBP", "GIF", "PPM")
@@ -32,15 +33,6 @@ _SWAPPING_ORIENTATIONS = (5, 6, 7, 8)   # EXIF orientations that swap width and 
 warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 Source = Union[str, os.PathLike, bytes, bytearray, memoryview, BinaryIO]
-
-
-class ImageError(ValueError):
-    """Anything that cannot be turned into an RGB image; ``str(err)`` names the file and the reason."""
-
-    def __init__(self, name: str, reason: str):
-        super().__init__(f"{name}: {reason}")
-        self.name = name
-        self.reason = reason
 
 
 @dataclass

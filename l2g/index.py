@@ -25,13 +25,10 @@ import numpy as np
 
 from . import config as C
 from .features import DESC_DIM, Extractor, Features, load_features, save_features
-from .images import ImageError, file_sha1, load_image
+from .errors import ImageError, IndexFormatError
+from .images import file_sha1, load_image
 
 Progress = Optional[Callable[[int, int, str], None]]
-
-
-class IndexError_(RuntimeError):
-    """The index folder is missing, incompatible or damaged."""
 
 
 @dataclass
@@ -172,13 +169,13 @@ class LocalIndex:
 def read_manifest(folder: Path) -> dict:
     path = Path(folder) / "manifest.json"
     if not path.is_file():
-        raise IndexError_(f"no index at {folder} (manifest.json missing); build one with `python -m l2g index`")
+        raise IndexFormatError(f"no index at {folder} (manifest.json missing); build one with `python -m l2g index`")
     try:
         m = json.loads(path.read_text())
     except json.JSONDecodeError as e:
-        raise IndexError_(f"damaged manifest in {folder}: {e}") from None
+        raise IndexFormatError(f"damaged manifest in {folder}: {e}") from None
     if m.get("format_version") != C.FORMAT_VERSION:
-        raise IndexError_(f"index at {folder} has format {m.get('format_version')}, this l2g reads "
+        raise IndexFormatError(f"index at {folder} has format {m.get('format_version')}, this l2g reads "
                           f"{C.FORMAT_VERSION}: rebuild it")
     return m
 
@@ -191,10 +188,10 @@ def load_index(folder: Path, root: Path | None = None, cfg: C.L2GConfig = C.DEFA
     images = [ImageEntry(e["path"], e["sha1"], e["n"], tuple(e["size"]), e.get("scale", 1.0))
               for e in m["images"]]
     if not (folder / "faiss.index").is_file():
-        raise IndexError_(f"index at {folder} has no faiss.index; rebuild it")
+        raise IndexFormatError(f"index at {folder} has no faiss.index; rebuild it")
     ix = faiss.read_index(str(folder / "faiss.index"))
     if ix.ntotal != m["ntotal"]:
-        raise IndexError_(f"index at {folder} is inconsistent ({ix.ntotal} vectors, manifest says "
+        raise IndexFormatError(f"index at {folder} is inconsistent ({ix.ntotal} vectors, manifest says "
                           f"{m['ntotal']}); rebuild it")
     if hasattr(ix, "nprobe"):
         ix.nprobe = cfg.index.nprobe
@@ -223,7 +220,7 @@ def build_index(gallery: Path, out: Path, cfg: C.L2GConfig = C.DEFAULT, paths: l
     if (out / "manifest.json").is_file():
         m = read_manifest(out)
         if m["features"] != C.asdict(cfg.features):
-            raise IndexError_(f"index at {out} was built with {m['preset']}, not {cfg.features.name}; "
+            raise IndexFormatError(f"index at {out} was built with {m['preset']}, not {cfg.features.name}; "
                               "use another --out folder")
         old = {e["path"]: ImageEntry(e["path"], e["sha1"], e["n"], tuple(e["size"]), e.get("scale", 1.0))
                for e in m["images"]}

@@ -1,14 +1,23 @@
-"""Tests for l2g.bench: one quick run (real 100-image gallery + synthetic 1,000) and its JSON."""
+"""The benchmarks (benchs/, run by `python -m l2g bench`): one quick run (real 100-image gallery + synthetic
+1,000) and its JSON, the index_factory strings, the exact kNN and re-scoring, thread limits, a single script."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import sys
 
+import faiss
 import numpy as np
 import pytest
 
+from benchs import bench_index, bench_rerank, bench_search
+from benchs.common import threads
+from benchs.galleries import RawStore
 from l2g import bench
+from l2g import config as C
 from l2g.features import DESC_DIM
+from l2g.index import make_faiss
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +102,7 @@ def test_rerank_and_targets(report):
     for method in ("classical", "smacof"):
         for k in ("100", "700"):
             assert report["rerank"][method][k]["p95_s"] >= report["rerank"][method][k]["p50_s"] > 0
-    for name, t in report["targets"].items():
+    for t in report["targets"].values():
         assert {"target", "measured", "met"} <= set(t)
         assert t["met"] is None or isinstance(t["met"], bool)
     assert report["targets"]["index_bytes_per_descriptor"]["measured"] > 0
@@ -104,13 +113,69 @@ def test_rescored_search_matches_exact_on_a_toy_gallery(tmp_path):
     rng = np.random.default_rng(0)
     xb = np.abs(rng.standard_normal((2000, DESC_DIM))).astype(np.float32)
     xb /= np.linalg.norm(xb, axis=1, keepdims=True)
-    raw = bench.RawStore.write(tmp_path / "raw.f32", np.array_split(xb, 3))
-    import faiss
-
+    raw = RawStore.write(tmp_path / "raw.f32", np.array_split(xb, 3))
     flat = faiss.IndexFlatL2(DESC_DIM)
     flat.add(xb)
     xq = xb[:50] + 0.01
-    D, I = bench.Rescored(flat, raw, factor=2).search(xq, 5)
-    De, Ie = bench.exact_knn(raw, xq, 5, chunk=700)
+    D, I = bench_search.Rescored(flat, raw, factor=2).search(xq, 5)
+    De, Ie = bench_search.exact_knn(raw, xq, 5, chunk=700)
     np.testing.assert_array_equal(I, Ie)
     np.testing.assert_allclose(D, De, rtol=1e-4, atol=1e-5)
+
+
+def test_exact_knn_is_brute_force(tmp_path):
+    """faiss.contrib's knn_ground_truth over raw chunks equals numpy's brute force (squared L2)."""
+    rng = np.random.default_rng(1)
+    xb = rng.standard_normal((900, DESC_DIM)).astype(np.float32)
+    xq = rng.standard_normal((7, DESC_DIM)).astype(np.float32)
+    raw = RawStore.write(tmp_path / "raw.f32", np.array_split(xb, 4))
+    D, I = bench_search.exact_knn(raw, xq, 5, chunk=250)
+    d2 = ((xq[:, None, :] - xb[None]) ** 2).sum(-1)
+    want = np.argsort(d2, axis=1, kind="stable")[:, :5]
+    np.testing.assert_array_equal(I, want)
+    np.testing.assert_allclose(D, np.take_along_axis(d2, want, 1), rtol=1e-4)
+
+
+@pytest.mark.parametrize("kind, n_total", [("flat", 5_000), ("ivf", 60_000), ("ivfsq8", 60_000), ("ivf", 300)])
+def test_factory_key_builds_what_l2g_builds(kind, n_total):
+    """The benchmark's index_factory strings give make_faiss's index: same type, nlist and nprobe."""
+    icfg = C.IndexConfig()
+    key = bench_index.factory_key(kind, n_total, icfg)
+    ours = faiss.index_factory(DESC_DIM, key)
+    theirs, _ = make_faiss(n_total, dataclasses.replace(icfg, kind=kind))
+    assert type(ours) is type(theirs) or (kind == "flat" and isinstance(ours, faiss.IndexFlat)), (key, ours, theirs)
+    assert getattr(ours, "nlist", 0) == getattr(theirs, "nlist", 0)
+    if kind == "ivfsq8":
+        assert ours.sq.qtype == theirs.sq.qtype == faiss.ScalarQuantizer.QT_8bit
+        assert ours.by_residual == theirs.by_residual
+    with pytest.raises(ValueError, match="unknown index kind"):
+        bench_index.factory_key("hnsw", n_total, icfg)
+
+
+def test_threads_limits_and_restores():
+    import torch
+    from threadpoolctl import threadpool_info
+
+    before = torch.get_num_threads(), faiss.omp_get_max_threads(), [p["num_threads"] for p in threadpool_info()]
+    with threads(1):
+        assert torch.get_num_threads() == 1 and faiss.omp_get_max_threads() == 1
+        assert all(p["num_threads"] == 1 for p in threadpool_info())
+    assert (torch.get_num_threads(), faiss.omp_get_max_threads(),
+            [p["num_threads"] for p in threadpool_info()]) == before
+
+
+def test_missing_benchs_folder_is_a_clear_error(tmp_path, monkeypatch):
+    """From an installed l2g without the clone's benchs/ folder, `l2g bench` says where the benchmarks are."""
+    monkeypatch.setitem(sys.modules, "benchs.run_all", None)        # as if benchs/ were not importable
+    with pytest.raises(RuntimeError, match="benchs/ folder"):
+        bench.load_benchs(tmp_path)
+
+
+def test_one_script_writes_its_own_json(tmp_path):
+    out = tmp_path / "rerank.json"
+    assert bench_rerank.main(["--quick", "--out", str(out)]) == 0
+    rep = json.loads(out.read_text())
+    assert rep["machine"]["threads"] >= 1
+    for m in bench_rerank.METHODS:
+        assert set(rep["rerank"][m]) == {"100", "700"}
+        assert rep["rerank"][m]["700"]["p50_s"] > 0

@@ -1,0 +1,109 @@
+"""How fast is an index built, and how many bytes does it take per descriptor?
+
+``python -m benchs.bench_index [--quick] [--sizes 100 1000] [--out index.json]``: per gallery size and index
+kind (Flat, IVF-Flat, IVF-SQ8, each from an ``index_factory`` string with l2g's nlist rule), the train and
+add time, images per second and the serialised bytes per descriptor (keypoints and row map included).
+"""
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from benchs import bench_extract
+from benchs.common import Stage, machine, n_threads, parser, photos, threads, write_json
+from benchs.galleries import RawStore, gallery, plan
+from l2g import config as C
+from l2g.features import DESC_DIM
+from l2g.index import make_faiss, train_and_add
+
+CODECS = {"flat": "Flat", "ivf": "Flat", "ivfsq8": "SQ8"}
+
+
+def factory_key(kind: str, n_total: int, icfg: C.IndexConfig) -> str:
+    """The index_factory string of an index kind over n_total rows: 'Flat', 'IVF{nlist},Flat', 'IVF{nlist},SQ8'.
+
+    nlist follows l2g's rule (icfg.nlist, else 4 sqrt(N) clipped, >= 39 training rows per list), read from
+    the (empty) index make_faiss gives, so the benchmark measures what l2g builds.
+    """
+    if kind not in CODECS:
+        raise ValueError(f"unknown index kind {kind!r}; expected one of {sorted(CODECS)}")
+    if kind == "flat":
+        return "Flat"
+    nlist = make_faiss(n_total, dataclasses.replace(icfg, kind="ivf"))[0].nlist
+    return f"IVF{nlist},{CODECS[kind]}"
+
+
+def build(kind: str, raw: RawStore, icfg: C.IndexConfig) -> tuple[faiss.Index, dict]:
+    """index_factory + train (IVF: fixed-seed sample of raw) + add chunk by chunk; timings in the dict."""
+    key = factory_key(kind, len(raw), icfg)
+    ix = faiss.index_factory(DESC_DIM, key, faiss.METRIC_L2)
+    if kind != "flat":
+        faiss.extract_index_ivf(ix).nprobe = icfg.nprobe
+    t0 = time.perf_counter()
+    if not ix.is_trained:
+        take = np.random.default_rng(icfg.seed).choice(len(raw), min(icfg.train_sample, len(raw)), replace=False)
+        train_and_add(ix, [], len(raw), icfg, raw.take(np.sort(take)))
+    t1 = time.perf_counter()
+    train_and_add(ix, raw.chunks(icfg.add_chunk), len(raw), icfg)
+    return ix, {"factory": key, "nlist": int(getattr(ix, "nlist", 0)), "train_s": t1 - t0,
+                "add_s": time.perf_counter() - t1}
+
+
+def index_bytes(ix: faiss.Index, n: int, tmp: Path) -> dict:
+    """LocalIndex.memory_bytes() style: FAISS serialised bytes + kpts (n, 5) float32 + img_of (n,) int32."""
+    path = tmp / "size.index"
+    faiss.write_index(ix, str(path))
+    fb = path.stat().st_size
+    path.unlink()
+    return {"faiss": fb, "kpts": n * 20, "img_of": n * 4, "per_descriptor": (fb + n * 24) / n}
+
+
+def index_config(p: dict) -> C.IndexConfig:
+    """The default IndexConfig with a size's nlist and training sample (benchs/galleries.plan)."""
+    return dataclasses.replace(C.IndexConfig(), nlist=p["nlist"], train_sample=p["train_sample"])
+
+
+def build_entry(kind: str, raw: RawStore, n_images: int, icfg: C.IndexConfig, tmp: Path) -> tuple[faiss.Index, dict]:
+    """Build one kind -> (index, {"build": time, rate and peak memory, "bytes": size})."""
+    b = {}
+    with Stage(b):
+        ix, info = build(kind, raw, icfg)
+    b.update(info, s_per_image=(info["train_s"] + info["add_s"]) / n_images)
+    b["images_per_s"] = 1.0 / max(b["s_per_image"], 1e-12)
+    return ix, {"build": b, "bytes": index_bytes(ix, len(raw), tmp)}
+
+
+def main(argv=None) -> int:
+    args = parser(__doc__.splitlines()[0], "index.json", sizes=[100, 1000]).parse_args(argv)
+    tmp = Path(tempfile.mkdtemp(prefix="l2g-bench-index-"))
+    out = {"machine": machine(n_threads()), "sizes": {}}
+    try:
+        with threads(n_threads()):
+            pics = photos()
+            words = bench_extract.run(args.quick, pics)[1]
+            for size in args.sizes:
+                p, d = plan(size, args.quick), tmp / str(size)
+                d.mkdir()
+                raw, counts = gallery(size, p, pics, words, d)[:2]
+                s = out["sizes"][str(size)] = {"images": len(counts), "descriptors": len(raw), "kinds": {}}
+                for kind in p["kinds"]:
+                    ix, s["kinds"][kind] = build_entry(kind, raw, len(counts), index_config(p), d)
+                    b = s["kinds"][kind]
+                    print(f"{size} images, {b['build']['factory']}: {b['build']['images_per_s']:.1f} images/s, "
+                          f"{b['bytes']['per_descriptor']:.0f} B/descriptor")
+                    del ix
+                shutil.rmtree(d, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(f"wrote {write_json(args.out, out)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

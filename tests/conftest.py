@@ -1,7 +1,13 @@
-"""Shared fixtures: the demo gallery and its index, built once per test session."""
+"""Shared fixtures and helpers: the demo gallery and its index (built once per test session), a small
+slice of it with bad files, and the app's small demo data folder.
+
+No test file imports from another test file: what two files share lives here.
+"""
 from __future__ import annotations
 
+import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -10,6 +16,11 @@ from l2g import config as C
 
 # Tests must not fight over 2 cores with BLAS threads of their own.
 os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+# A small feature preset for index and graph tests (fast extraction, same code paths).
+SMALL_CFG = C.DEFAULT.replace(features__num_features=400, features__max_side=480)
+# The app's small feature preset, read by l2g/app/settings.py from the environment.
+SMALL_APP_ENV = {"L2G_NUM_FEATURES": "300", "L2G_MAX_SIDE": "320"}
 
 
 @pytest.fixture(scope="session")
@@ -33,3 +44,49 @@ def realbench() -> Path:
     if not (C.REALBENCH_DIR / "groups.json").is_file():
         pytest.skip(f"realbench-dev not found at {C.REALBENCH_DIR}")
     return C.REALBENCH_DIR
+
+
+@pytest.fixture(scope="session")
+def small_cfg():
+    """The small feature preset (400 keypoints, 480 px) of the index and graph tests."""
+    return SMALL_CFG
+
+
+@pytest.fixture(scope="session")
+def small_gallery(demo_gallery, tmp_path_factory) -> tuple[Path, list]:
+    """A 20-image slice of the demo, with a corrupt file and a text file posing as a JPEG.
+
+    Returns (root, sorted relative paths of the good images). Tests must not write into root.
+    """
+    root = tmp_path_factory.mktemp("small")
+    gt = json.loads((demo_gallery / "groups.json").read_text())
+    keep = [p for g in ("astronaut", "coffee", "chelsea") for p in gt["groups"][g]] + gt["distractors"][:4]
+    for p in keep:
+        (root / p).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(demo_gallery / p, root / p)
+    (root / "broken.jpg").write_bytes((demo_gallery / keep[0]).read_bytes()[:300])
+    (root / "notes.jpg").write_text("not an image")
+    (root / "empty.png").write_bytes(b"")
+    return root, sorted(keep)
+
+
+# ----------------------------------------------------------------------------- the app's small data folder
+
+def build_small(data: Path) -> dict:
+    """The demo and its small index under ``data`` (idempotent); returns the app's env vars."""
+    from l2g import pipeline as P
+    from l2g.app.settings import Gallery, parse_settings
+    from l2g.datasets import build_demo
+
+    env = {"L2G_DATA_DIR": str(data), **SMALL_APP_ENV}
+    s = parse_settings([], env)
+    build_demo(s.demo_dir)
+    ix = s.index_dir(Gallery("demo", s.demo_dir.resolve(), "demo"))
+    P.open_engine(s.demo_dir, ix, s.cfg, sync=not (ix / "manifest.json").is_file())
+    return env
+
+
+def small_data_dir(tmp_path_factory) -> Path:
+    """Where the small demo index lives: $L2G_TEST_DATA (kept between runs) or this session's tmp."""
+    keep = os.environ.get("L2G_TEST_DATA")
+    return Path(keep) if keep else tmp_path_factory.getbasetemp() / "l2g_small_data"

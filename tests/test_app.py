@@ -18,28 +18,11 @@ from l2g import pipeline as P
 from l2g.app import core
 from l2g.app.settings import Gallery, check_gallery, list_galleries, parse_settings
 from l2g.app.uploads import safe_member_path, save_uploads
-from l2g.datasets import build_demo
 from l2g.viz import count_points
+from tests.conftest import build_small, small_data_dir
 
 ROOT = Path(__file__).resolve().parent.parent
-SMALL = {"L2G_NUM_FEATURES": "300", "L2G_MAX_SIDE": "320"}
 TIMEOUT = 300
-
-
-def build_small(data: Path) -> dict:
-    """The demo and its small index under ``data`` (idempotent); returns the app's env vars."""
-    env = {"L2G_DATA_DIR": str(data), **SMALL}
-    s = parse_settings([], env)
-    build_demo(s.demo_dir)
-    ix = s.index_dir(Gallery("demo", s.demo_dir.resolve(), "demo"))
-    P.open_engine(s.demo_dir, ix, s.cfg, sync=not (ix / "manifest.json").is_file())
-    return env
-
-
-def small_data_dir(tmp_path_factory) -> Path:
-    """Where the small demo index lives: $L2G_TEST_DATA (kept between runs) or this session's tmp."""
-    keep = os.environ.get("L2G_TEST_DATA")
-    return Path(keep) if keep else tmp_path_factory.getbasetemp() / "l2g_small_data"
 
 
 @pytest.fixture(scope="session")

@@ -185,7 +185,7 @@ def test_query_in_a_real_browser(tmp_path, tmp_path_factory):
     if not Path(CHROMIUM).exists():
         pytest.skip(f"{CHROMIUM} missing: install Debian's chromium (apt-get install -y chromium)")
     pytest.importorskip("playwright.sync_api")
-    from tests.test_app import build_small, small_data_dir
+    from tests.conftest import build_small, small_data_dir
 
     env = build_small(small_data_dir(tmp_path_factory))
     port = free_port()

@@ -1,0 +1,271 @@
+"""Two-fold tuning of local-to-global re-ranking on realbench-dev (issue 12).
+
+    python benchs/quality_twofold.py cache     # index + graph + VLAD, local results (from the graph)
+    python benchs/quality_twofold.py g2l       # RANSAC of every query's global top 50, once (slow)
+    python benchs/quality_twofold.py vgraph    # verified graph edges (l2g.vgraph), once
+    python benchs/quality_twofold.py table     # every idea: tune on A, score B and the reverse
+
+realbench-dev's groups are split into halves A and B by a seeded shuffle of the
+group names. Each idea is a grid of RerankConfig values: the value with the
+best mAP on A is scored on B and vice versa; "x-fold" is the mAP over every
+query, each scored with the value tuned on the other half (nothing is tuned and
+scored on the same images); "2-img" is the same over the queries of 2-image
+groups. Everything expensive is cached under data/quality/, so each re-ranking
+variant costs seconds. Set OMP_NUM_THREADS=1 on a shared machine.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import itertools
+import json
+import pickle
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from l2g import config as C  # noqa: E402
+from l2g.datasets import load_eval_dataset  # noqa: E402
+from l2g.globaldesc import global_similarities  # noqa: E402
+from l2g.metrics import average_precision  # noqa: E402
+from l2g.pipeline import open_engine  # noqa: E402
+from l2g.rerank import rerank  # noqa: E402
+from l2g.search import SearchResult, local_search, rank_images  # noqa: E402
+from l2g.verify import g2l_rerank  # noqa: E402
+from l2g.vgraph import ensure_vgraph  # noqa: E402
+
+CACHE = C.DATA_DIR / "quality"
+INDEX = CACHE / "realbench"
+SEED = 12
+G2L_TOP = (5, 10, 20, 50)
+
+
+def engine():
+    ds = load_eval_dataset(C.REALBENCH_DIR)
+    eng = open_engine(ds.root, INDEX, C.DEFAULT, paths=ds.images,  # built once by "cache"
+                      sync=not (INDEX / "manifest.json").is_file())
+    return ds, eng
+
+
+def from_graph(eng, i: int) -> SearchResult:
+    """Gallery image i's local search, read from graph row i (the graph is every image's
+    local search with itself excluded, top_n >= gallery size keeps every positive score)."""
+    li, scfg = eng.li, eng.cfg.search
+    row = np.zeros(li.n_images, np.float32)
+    G = eng.graph.G
+    a, b = G.indptr[i], G.indptr[i + 1]
+    row[G.indices[a:b]] = G.data[a:b]
+    row[i] = -1.0
+    ids = rank_images(row, li, scfg.shortlist)
+    ids = ids[ids != i]
+    return SearchResult(ids, row[ids], [li.paths[j] for j in ids], row, 0)
+
+
+def cache():
+    ds, eng = engine()
+    li = eng.li
+    if eng.graph.params.get("top_n", 0) < li.n_images - 1:
+        raise SystemExit("graph top_n is below the gallery size: local results cannot be read from it")
+    queries = []
+    for q in ds.queries:
+        i = li.id_of(q.path)
+        if i is not None:
+            queries.append({"path": q.path, "id": i, "positives": list(q.easy), "group": group_of(ds, q.path)})
+    # the graph rows are the local searches: check it on two queries
+    for qq in queries[:2]:
+        ref = local_search(li, li.features(qq["id"]), eng.cfg.search, exclude=qq["id"], with_matches=False)
+        got = from_graph(eng, qq["id"])
+        assert np.array_equal(ref.ids, got.ids) and np.allclose(ref.scores, got.scores), "graph != local search"
+    local = {qq["id"]: from_graph(eng, qq["id"]) for qq in queries}
+    gsim = {}
+    for qq in queries:
+        s = global_similarities(eng.gi, eng.gi.xb[qq["id"]])
+        s[qq["id"]] = -np.inf
+        gsim[qq["id"]] = s
+    with open(CACHE / "local.pkl", "wb") as f:
+        pickle.dump({"queries": queries, "local": local, "gsim": gsim, "paths": list(li.paths)}, f)
+    print(f"cached {len(queries)} queries, {li.n_images} images")
+
+
+def group_of(ds, path: str) -> str:
+    return Path(path).parent.name
+
+
+def g2l():
+    ds, eng = engine()
+    c = pickle.load(open(CACHE / "local.pkl", "rb"))
+    out_path = CACHE / "g2l.pkl"
+    done = pickle.load(open(out_path, "rb")) if out_path.is_file() else {}
+    vcfg = dataclasses.replace(eng.cfg.verify, top=max(G2L_TOP))
+    t0 = time.perf_counter()
+    for n, qq in enumerate(c["queries"]):
+        i = qq["id"]
+        if i in done:
+            continue
+        gids = rank_images(c["gsim"][i], eng.li)
+        gids = gids[gids != i]
+        r = g2l_rerank(eng.li, eng.li.features(i), gids, vcfg, exclude=i)
+        done[i] = {"global": gids, "inliers": {j: v.n_inliers for j, v in r.verified.items()}}
+        if n % 10 == 0:
+            pickle.dump(done, open(out_path, "wb"))
+            print(f"g2l {n}/{len(c['queries'])} {time.perf_counter() - t0:.0f}s", flush=True)
+    pickle.dump(done, open(out_path, "wb"))
+    print(f"g2l done {time.perf_counter() - t0:.0f}s")
+
+
+def vgraph():
+    ds, eng = engine()
+    t0 = time.perf_counter()
+    vg = ensure_vgraph(INDEX, eng.li, eng.graph, eng.cfg.graph, eng.cfg.verify)
+    print(f"vgraph: {vg.I.nnz // 2} verified edges with inliers, {time.perf_counter() - t0:.0f}s", vg.timings)
+
+
+# ----------------------------------------------------------------------------- scoring
+
+def full_ranking(ids, all_scores, li_paths_rank, exclude) -> list:
+    """A method's list, then the rest of the gallery by local score (as l2g.evaluate)."""
+    rest = np.lexsort((li_paths_rank, -np.asarray(all_scores, np.float64)))
+    seen = set(int(j) for j in ids)
+    return [int(j) for j in ids] + [int(j) for j in rest if int(j) not in seen and int(j) != exclude]
+
+
+class Bench:
+    def __init__(self):
+        c = pickle.load(open(CACHE / "local.pkl", "rb"))
+        self.q, self.local, self.gsim, self.paths = c["queries"], c["local"], c["gsim"], c["paths"]
+        self.prank = np.argsort(np.argsort(np.array(self.paths, dtype=object)))
+        self.g2l = pickle.load(open(CACHE / "g2l.pkl", "rb")) if (CACHE / "g2l.pkl").is_file() else None
+        ds, eng = engine()
+        self.graph, self.li = eng.graph, eng.li
+        from l2g.vgraph import load_vgraph, vgraph_params
+        self.vg = load_vgraph(INDEX, eng.li, vgraph_params(eng.cfg.graph, eng.cfg.verify))
+        groups = sorted({qq["group"] for qq in self.q})
+        rng = np.random.default_rng(SEED)
+        a = set(rng.permutation(groups)[: len(groups) // 2].tolist())
+        self.fold = np.array([qq["group"] in a for qq in self.q])           # True = half A
+        size = {g: sum(qq["group"] == g for qq in self.q) for g in groups}
+        self.pair = np.array([size[qq["group"]] == 2 for qq in self.q])
+
+    def ap(self, ranking_ids, qq) -> float:
+        return average_precision([self.paths[j] for j in ranking_ids], qq["positives"])
+
+    def local_aps(self) -> np.ndarray:
+        return np.array([self.ap(full_ranking(self.local[qq["id"]].ids, self.local[qq["id"]].all_scores,
+                                              self.prank, qq["id"]), qq) for qq in self.q])
+
+    def l2g_aps(self, rcfg: C.RerankConfig, sat: float | None = None) -> np.ndarray:
+        vg = self.vg
+        if vg is not None and sat is not None:
+            vg = dataclasses.replace(vg, params={**vg.params, "verify_sat": sat})
+        out = []
+        for qq in self.q:
+            res = self.local[qq["id"]]
+            rr = rerank(res, self.graph, rcfg, vgraph=vg)
+            out.append(self.ap(full_ranking(rr.ids, res.all_scores, self.prank, qq["id"]), qq))
+        return np.array(out)
+
+    def g2l_aps(self, n: int) -> np.ndarray:
+        out = []
+        for qq in self.q:
+            d = self.g2l[qq["id"]]
+            gids = d["global"]
+            head, rest = gids[:n], gids[n:]
+            cnt = np.array([d["inliers"].get(int(j), 0) for j in head])
+            ids = np.concatenate([head[np.argsort(-cnt, kind="stable")], rest])
+            out.append(self.ap(ids, qq))
+        return np.array(out)
+
+
+def mean(x, m=None) -> float:
+    x = np.asarray(x) if m is None else np.asarray(x)[m]
+    return 100.0 * float(np.mean(x)) if len(x) else float("nan")
+
+
+IDEAS = {  # idea -> list of (label, RerankConfig overrides, verify_sat or None)
+    "l2g (old default)": [("", {}, None)],
+    "guard: local_w": [(f"local_w={w}", {"local_w": w}, None) for w in (0.1, 0.2, 0.3, 0.4, 0.5, 0.7)],
+    "guard: keep_head": [(f"keep_head={h}", {"keep_head": h}, None) for h in (1.2, 1.5, 2.0, 3.0)],
+    "max-symmetrised block": [("symmetric=max", {"symmetric": "max"}, None)],
+    "max-sym + local_w": [(f"max, local_w={w}", {"symmetric": "max", "local_w": w}, None)
+                          for w in (0.1, 0.2, 0.3, 0.4, 0.5)],
+    "reciprocal weighting": [(f"mutual_k={k}, w={w}", {"mutual_k": k, "mutual_w": w}, None)
+                             for k in (5, 10, 20, 40) for w in (0.0, 0.5)],
+    "k, dim": [(f"k={k}, dim={d}", {"k": k, "dim": d}, None) for k in (25, 50, 100, 150) for d in (8, 16, 32)],
+    "normalise, transform": [(f"{nm}, {tr}", {"normalise": nm, "transform": tr}, None)
+                             for nm in ("p99", "max", "rank") for tr in ("1-s", "sqrt(1-s)", "-log(s)")],
+    "smacof (unweighted)": [("smacof", {"method": "smacof"}, None)],
+    "weighted smacof": [("smacof weighted", {"method": "smacof", "weighted": True}, None)],
+    "verified edges": [(f"verified_w={v}, sat={s}", {"verified_w": v}, s)
+                       for v in (0.25, 0.5, 0.75, 1.0) for s in (15, 30, 60)],
+}
+
+
+def combos():
+    out = []
+    for sym, lw, kh, mk, vw in itertools.product(("mean", "max"), (0.0, 0.2, 0.3, 0.5), (0.0, 1.5),
+                                                 (0, 10), (0.0, 0.5, 1.0)):
+        over = {"symmetric": sym, "local_w": lw, "keep_head": kh, "mutual_k": mk, "mutual_w": 0.5,
+                "verified_w": vw}
+        out.append((f"{sym}, lw={lw}, kh={kh}, mk={mk}, vw={vw}", over, 30.0 if vw else None))
+    return out
+
+
+def table(ideas: dict, out_json: Path):
+    b = Bench()
+    A, B = b.fold, ~b.fold
+    base = C.RerankConfig()
+    rows, detail = [], {}
+    local = b.local_aps()
+    rows.append(("local", "", mean(local, B), "", mean(local, A), mean(local), mean(local, b.pair)))
+    if b.g2l is not None:
+        for n in G2L_TOP:
+            g = b.g2l_aps(n)
+            rows.append((f"g2l@{n}", f"{100 * n / len(b.paths):.0f}% of gallery", mean(g, B), "", mean(g, A),
+                         mean(g), mean(g, b.pair)))
+    for idea, grid in ideas.items():
+        if any(s is not None or o.get("verified_w") for _, o, s in grid) and b.vg is None:
+            continue
+        t0 = time.perf_counter()
+        aps = {lab: b.l2g_aps(dataclasses.replace(base, **o), s) for lab, o, s in grid}
+        best_a = max(aps, key=lambda k: mean(aps[k], A))
+        best_b = max(aps, key=lambda k: mean(aps[k], B))
+        xf = np.where(A, aps[best_b], aps[best_a])       # each query scored by the other half's choice
+        rows.append((idea, best_a, mean(aps[best_a], B), best_b, mean(aps[best_b], A), mean(xf), mean(xf, b.pair)))
+        detail[idea] = {lab: {"A": mean(v, A), "B": mean(v, B), "full": mean(v), "2img": mean(v, b.pair)}
+                        for lab, v in aps.items()}
+        print(f"{idea}: {time.perf_counter() - t0:.0f}s", file=sys.stderr, flush=True)
+    lines = ["| method / idea | tuned on A | -> mAP on B | tuned on B | -> mAP on A | x-fold (all) | x-fold 2-img |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append("| " + " | ".join(f"{v:.1f}" if isinstance(v, float) else str(v) for v in r) + " |")
+    print(f"\nrealbench-dev: {len(b.q)} queries, half A {int(A.sum())}, half B {int(B.sum())}, "
+          f"2-image-group queries {int(b.pair.sum())}\n")
+    print("\n".join(lines))
+    out_json.write_text(json.dumps({"rows": rows, "detail": detail}, indent=1))
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("step", choices=("cache", "g2l", "vgraph", "table", "combos"))
+    ap.add_argument("--only", nargs="*", help="ideas to run (default: all)")
+    a = ap.parse_args(argv)
+    CACHE.mkdir(parents=True, exist_ok=True)
+    if a.step == "cache":
+        cache()
+    elif a.step == "g2l":
+        g2l()
+    elif a.step == "vgraph":
+        vgraph()
+    elif a.step == "table":
+        ideas = {k: v for k, v in IDEAS.items() if not a.only or k in a.only}
+        table(ideas, CACHE / "table.json")
+    else:
+        table({"l2g (old default)": IDEAS["l2g (old default)"], "combined": combos()}, CACHE / "combos.json")
+
+
+if __name__ == "__main__":
+    main()

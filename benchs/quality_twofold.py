@@ -4,6 +4,8 @@
     python benchs/quality_twofold.py g2l       # RANSAC of every query's global top 50, once (slow)
     python benchs/quality_twofold.py vgraph    # verified graph edges (l2g.vgraph), once
     python benchs/quality_twofold.py table     # every idea: tune on A, score B and the reverse
+    python benchs/quality_twofold.py combos    # the joint grid of the ideas that won
+    ... --extractor aliked --side 512          # the same on another feature preset
 
 realbench-dev's groups are split into halves A and B by a seeded shuffle of the
 group names. Each idea is a grid of RerankConfig values: the value with the
@@ -40,13 +42,15 @@ from l2g.vgraph import ensure_vgraph  # noqa: E402
 
 CACHE = C.DATA_DIR / "quality"
 INDEX = CACHE / "realbench"
+CFG = C.DEFAULT
 SEED = 12
+GRAPH_P0 = (0.35, 0.42)       # narrower kernels for the graph than the search's p0
 G2L_TOP = (5, 10, 20, 50)
 
 
 def engine():
     ds = load_eval_dataset(C.REALBENCH_DIR)
-    eng = open_engine(ds.root, INDEX, C.DEFAULT, paths=ds.images,  # built once by "cache"
+    eng = open_engine(ds.root, INDEX, CFG, paths=ds.images,  # built once by "cache"
                       sync=not (INDEX / "manifest.json").is_file())
     return ds, eng
 
@@ -86,7 +90,7 @@ def cache():
         s = global_similarities(eng.gi, eng.gi.xb[qq["id"]])
         s[qq["id"]] = -np.inf
         gsim[qq["id"]] = s
-    with open(CACHE / "local.pkl", "wb") as f:
+    with open(INDEX / "local.pkl", "wb") as f:
         pickle.dump({"queries": queries, "local": local, "gsim": gsim, "paths": list(li.paths)}, f)
     print(f"cached {len(queries)} queries, {li.n_images} images")
 
@@ -97,8 +101,8 @@ def group_of(ds, path: str) -> str:
 
 def g2l():
     ds, eng = engine()
-    c = pickle.load(open(CACHE / "local.pkl", "rb"))
-    out_path = CACHE / "g2l.pkl"
+    c = pickle.load(open(INDEX / "local.pkl", "rb"))
+    out_path = INDEX / "g2l.pkl"
     done = pickle.load(open(out_path, "rb")) if out_path.is_file() else {}
     vcfg = dataclasses.replace(eng.cfg.verify, top=max(G2L_TOP))
     t0 = time.perf_counter()
@@ -115,6 +119,21 @@ def g2l():
             print(f"g2l {n}/{len(c['queries'])} {time.perf_counter() - t0:.0f}s", flush=True)
     pickle.dump(done, open(out_path, "wb"))
     print(f"g2l done {time.perf_counter() - t0:.0f}s")
+
+
+def graphs():
+    """Graphs built with a narrower kernel than the search's (the query row keeps the search's)."""
+    from l2g.graph import build_graph
+
+    ds, eng = engine()
+    for p0 in GRAPH_P0:
+        path = INDEX / f"graph_p0_{p0}.pkl"
+        if path.is_file():
+            continue
+        t0 = time.perf_counter()
+        g = build_graph(eng.li, eng.cfg.graph, dataclasses.replace(eng.cfg.search, p0=p0))
+        pickle.dump(g, open(path, "wb"))
+        print(f"graph p0={p0}: {time.perf_counter() - t0:.0f}s", flush=True)
 
 
 def vgraph():
@@ -135,12 +154,12 @@ def full_ranking(ids, all_scores, li_paths_rank, exclude) -> list:
 
 class Bench:
     def __init__(self):
-        c = pickle.load(open(CACHE / "local.pkl", "rb"))
+        c = pickle.load(open(INDEX / "local.pkl", "rb"))
         self.q, self.local, self.gsim, self.paths = c["queries"], c["local"], c["gsim"], c["paths"]
         self.prank = np.argsort(np.argsort(np.array(self.paths, dtype=object)))
-        self.g2l = pickle.load(open(CACHE / "g2l.pkl", "rb")) if (CACHE / "g2l.pkl").is_file() else None
+        self.g2l = pickle.load(open(INDEX / "g2l.pkl", "rb")) if (INDEX / "g2l.pkl").is_file() else None
         ds, eng = engine()
-        self.graph, self.li = eng.graph, eng.li
+        self.graph, self.li, self.graphs = eng.graph, eng.li, {}
         from l2g.vgraph import load_vgraph, vgraph_params
         self.vg = load_vgraph(INDEX, eng.li, vgraph_params(eng.cfg.graph, eng.cfg.verify))
         groups = sorted({qq["group"] for qq in self.q})
@@ -157,14 +176,19 @@ class Bench:
         return np.array([self.ap(full_ranking(self.local[qq["id"]].ids, self.local[qq["id"]].all_scores,
                                               self.prank, qq["id"]), qq) for qq in self.q])
 
-    def l2g_aps(self, rcfg: C.RerankConfig, sat: float | None = None) -> np.ndarray:
+    def l2g_aps(self, rcfg: C.RerankConfig, sat: float | None = None, graph_p0: float | None = None) -> np.ndarray:
         vg = self.vg
+        graph = self.graph
+        if graph_p0 is not None:
+            if graph_p0 not in self.graphs:
+                self.graphs[graph_p0] = pickle.load(open(INDEX / f"graph_p0_{graph_p0}.pkl", "rb"))
+            graph = self.graphs[graph_p0]
         if vg is not None and sat is not None:
             vg = dataclasses.replace(vg, params={**vg.params, "verify_sat": sat})
         out = []
         for qq in self.q:
             res = self.local[qq["id"]]
-            rr = rerank(res, self.graph, rcfg, vgraph=vg)
+            rr = rerank(res, graph, rcfg, vgraph=vg)
             out.append(self.ap(full_ranking(rr.ids, res.all_scores, self.prank, qq["id"]), qq))
         return np.array(out)
 
@@ -197,20 +221,22 @@ IDEAS = {  # idea -> list of (label, RerankConfig overrides, verify_sat or None)
     "k, dim": [(f"k={k}, dim={d}", {"k": k, "dim": d}, None) for k in (25, 50, 100, 150) for d in (8, 16, 32)],
     "normalise, transform": [(f"{nm}, {tr}", {"normalise": nm, "transform": tr}, None)
                              for nm in ("p99", "max", "rank") for tr in ("1-s", "sqrt(1-s)", "-log(s)")],
+    "narrower graph kernel": [(f"graph p0={p}", {"graph_p0": p}, None) for p in GRAPH_P0],
+    "narrower graph kernel + max-sym + local_w": [(f"graph p0={p}, max, local_w={w}",
+                                                   {"graph_p0": p, "symmetric": "max", "local_w": w}, None)
+                                                  for p in GRAPH_P0 + (None,) for w in (0.2, 0.3, 0.4)],
     "smacof (unweighted)": [("smacof", {"method": "smacof"}, None)],
     "weighted smacof": [("smacof weighted", {"method": "smacof", "weighted": True}, None)],
     "verified edges": [(f"verified_w={v}, sat={s}", {"verified_w": v}, s)
-                       for v in (0.25, 0.5, 0.75, 1.0) for s in (15, 30, 60)],
+                       for v in (0.5, 1.0, 2.0, 4.0) for s in (15, 30, 60)],
 }
 
 
 def combos():
     out = []
-    for sym, lw, kh, mk, vw in itertools.product(("mean", "max"), (0.0, 0.2, 0.3, 0.5), (0.0, 1.5),
-                                                 (0, 10), (0.0, 0.5, 1.0)):
-        over = {"symmetric": sym, "local_w": lw, "keep_head": kh, "mutual_k": mk, "mutual_w": 0.5,
-                "verified_w": vw}
-        out.append((f"{sym}, lw={lw}, kh={kh}, mk={mk}, vw={vw}", over, 30.0 if vw else None))
+    for sym, lw, k, dim in itertools.product(("mean", "max"), (0.0, 0.2, 0.3, 0.4, 0.5), (50, 100, 150), (16, 32)):
+        over = {"symmetric": sym, "local_w": lw, "k": k, "dim": dim}
+        out.append((f"{sym}, local_w={lw}, k={k}, dim={dim}", over, None))
     return out
 
 
@@ -230,7 +256,8 @@ def table(ideas: dict, out_json: Path):
         if any(s is not None or o.get("verified_w") for _, o, s in grid) and b.vg is None:
             continue
         t0 = time.perf_counter()
-        aps = {lab: b.l2g_aps(dataclasses.replace(base, **o), s) for lab, o, s in grid}
+        aps = {lab: b.l2g_aps(dataclasses.replace(base, **{k: v for k, v in o.items() if k != "graph_p0"}), s,
+                              o.get("graph_p0")) for lab, o, s in grid}
         best_a = max(aps, key=lambda k: mean(aps[k], A))
         best_b = max(aps, key=lambda k: mean(aps[k], B))
         xf = np.where(A, aps[best_b], aps[best_a])       # each query scored by the other half's choice
@@ -250,9 +277,15 @@ def table(ideas: dict, out_json: Path):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("step", choices=("cache", "g2l", "vgraph", "table", "combos"))
+    ap.add_argument("step", choices=("cache", "g2l", "vgraph", "graphs", "table", "combos"))
     ap.add_argument("--only", nargs="*", help="ideas to run (default: all)")
+    ap.add_argument("--extractor", default=C.DEFAULT.features.extractor, help="features of the index (sift, aliked)")
+    ap.add_argument("--side", type=int, default=C.DEFAULT.features.max_side, help="longest image side (px)")
     a = ap.parse_args(argv)
+    global CFG, INDEX
+    if (a.extractor, a.side) != (CFG.features.extractor, CFG.features.max_side):
+        CFG = CFG.replace(features__extractor=a.extractor, features__max_side=a.side)
+        INDEX = CACHE / f"realbench-{CFG.features.name}"
     CACHE.mkdir(parents=True, exist_ok=True)
     if a.step == "cache":
         cache()
@@ -260,11 +293,13 @@ def main(argv=None):
         g2l()
     elif a.step == "vgraph":
         vgraph()
+    elif a.step == "graphs":
+        graphs()
     elif a.step == "table":
         ideas = {k: v for k, v in IDEAS.items() if not a.only or k in a.only}
-        table(ideas, CACHE / "table.json")
+        table(ideas, INDEX / "table.json")
     else:
-        table({"l2g (old default)": IDEAS["l2g (old default)"], "combined": combos()}, CACHE / "combos.json")
+        table({"l2g (old default)": IDEAS["l2g (old default)"], "combined": combos()}, INDEX / "combos.json")
 
 
 if __name__ == "__main__":

@@ -18,15 +18,16 @@ from l2g.search import SearchResult
 
 # --------------------------------------------------------------------------- guard
 
-def _isolated_match_case():
+def _isolated_match_case(cluster: float = 0.2):
     """c0: the true match, first by local score but similar to no other candidate;
-    c1..c8: look-alikes, mutually similar, a little below c0; 30 background images."""
+    c1..c8: look-alikes, mutually similar (graph score ``cluster``), a little below c0;
+    30 background images."""
     rng = np.random.default_rng(0)
     nc, nb = 8, 30
     n = 1 + nc + nb
     q = np.concatenate([[0.3], np.linspace(0.27, 0.21, nc), np.linspace(0.09, 0.015, nb)]).astype(np.float32)
     G = (rng.random((n, n)) * 0.03).astype(np.float32)
-    G[1:1 + nc, 1:1 + nc] = 0.2
+    G[1:1 + nc, 1:1 + nc] = cluster
     G[0, :] = G[:, 0] = 0.0
     np.fill_diagonal(G, 0)
     paths = [f"c{i}.jpg" for i in range(n)]
@@ -59,6 +60,14 @@ def test_local_share_moves_the_order_towards_local_search():
     assert ranks[0] > 0 and ranks[2] == 0 and ranks[0] >= ranks[1] >= ranks[2]
     full = rerank(res, g, C.RerankConfig(k=n, local_w=1.0))
     assert np.array_equal(full.ids, res.ids)             # local_w 1: the local order
+
+
+def test_shipped_default_keeps_the_isolated_match_first():
+    res, g, n = _isolated_match_case(cluster=0.3)
+    old = rerank(res, g, C.RerankConfig(k=n, symmetric="mean", local_w=0.0))   # the pre-issue-12 default
+    assert list(old.ids).index(0) > 0
+    rr = rerank(res, g, dataclasses.replace(C.RerankConfig(), k=n))
+    assert C.RerankConfig().local_w > 0 and rr.ids[0] == 0
 
 
 # --------------------------------------------------------------------------- other options

@@ -44,6 +44,7 @@ CACHE = C.DATA_DIR / "quality"
 INDEX = CACHE / "realbench"
 CFG = C.DEFAULT
 SEED = 12
+LOCAL = "local.pkl"           # local results (and the graph's) of the search settings in use
 GRAPH_P0 = (0.35, 0.42)       # narrower kernels for the graph than the search's p0
 G2L_TOP = (5, 10, 20, 50)
 
@@ -90,7 +91,7 @@ def cache():
         s = global_similarities(eng.gi, eng.gi.xb[qq["id"]])
         s[qq["id"]] = -np.inf
         gsim[qq["id"]] = s
-    with open(INDEX / "local.pkl", "wb") as f:
+    with open(INDEX / LOCAL, "wb") as f:
         pickle.dump({"queries": queries, "local": local, "gsim": gsim, "paths": list(li.paths)}, f)
     print(f"cached {len(queries)} queries, {li.n_images} images")
 
@@ -101,7 +102,7 @@ def group_of(ds, path: str) -> str:
 
 def g2l():
     ds, eng = engine()
-    c = pickle.load(open(INDEX / "local.pkl", "rb"))
+    c = pickle.load(open(INDEX / LOCAL, "rb"))
     out_path = INDEX / "g2l.pkl"
     done = pickle.load(open(out_path, "rb")) if out_path.is_file() else {}
     vcfg = dataclasses.replace(eng.cfg.verify, top=max(G2L_TOP))
@@ -154,7 +155,7 @@ def full_ranking(ids, all_scores, li_paths_rank, exclude) -> list:
 
 class Bench:
     def __init__(self):
-        c = pickle.load(open(INDEX / "local.pkl", "rb"))
+        c = pickle.load(open(INDEX / LOCAL, "rb"))
         self.q, self.local, self.gsim, self.paths = c["queries"], c["local"], c["gsim"], c["paths"]
         self.prank = np.argsort(np.argsort(np.array(self.paths, dtype=object)))
         self.g2l = pickle.load(open(INDEX / "g2l.pkl", "rb")) if (INDEX / "g2l.pkl").is_file() else None
@@ -209,8 +210,13 @@ def mean(x, m=None) -> float:
     return 100.0 * float(np.mean(x)) if len(x) else float("nan")
 
 
+# every idea is measured alone against the pre-issue-12 re-ranking; SHIPPED are the fields changed since
+OLD = C.RerankConfig(symmetric="mean", local_w=0.0)
+SHIPPED = ("symmetric", "local_w")
+
 IDEAS = {  # idea -> list of (label, RerankConfig overrides, verify_sat or None)
     "l2g (old default)": [("", {}, None)],
+    "l2g (shipped default)": [("", {f: getattr(C.RerankConfig(), f) for f in SHIPPED}, None)],
     "guard: local_w": [(f"local_w={w}", {"local_w": w}, None) for w in (0.1, 0.2, 0.3, 0.4, 0.5, 0.7)],
     "guard: keep_head": [(f"keep_head={h}", {"keep_head": h}, None) for h in (1.2, 1.5, 2.0, 3.0)],
     "max-symmetrised block": [("symmetric=max", {"symmetric": "max"}, None)],
@@ -243,7 +249,7 @@ def combos():
 def table(ideas: dict, out_json: Path):
     b = Bench()
     A, B = b.fold, ~b.fold
-    base = C.RerankConfig()
+    base = OLD
     rows, detail = [], {}
     local = b.local_aps()
     rows.append(("local", "", mean(local, B), "", mean(local, A), mean(local), mean(local, b.pair)))
@@ -272,7 +278,22 @@ def table(ideas: dict, out_json: Path):
     print(f"\nrealbench-dev: {len(b.q)} queries, half A {int(A.sum())}, half B {int(B.sum())}, "
           f"2-image-group queries {int(b.pair.sum())}\n")
     print("\n".join(lines))
+    if "l2g (shipped default)" in ideas and b.g2l is not None:
+        targets(b, b.l2g_aps(dataclasses.replace(base, **ideas["l2g (shipped default)"][0][1])), local)
     out_json.write_text(json.dumps({"rows": rows, "detail": detail}, indent=1))
+
+
+def targets(b: "Bench", l2g: np.ndarray, local: np.ndarray) -> None:
+    """Issue 12's targets for the shipped l2g, on the full set and on each half."""
+    g = {n: b.g2l_aps(n) for n in G2L_TOP}
+    print("\n| set | l2g | local + 5 | g2l@50 + 1 | max g2l@N, N <= 20 | met |\n|---|---|---|---|---|---|")
+    for name, m in (("full", np.ones(len(b.q), bool)), ("half A", b.fold), ("half B", ~b.fold),
+                    ("2-image groups", b.pair)):
+        v, lo, g50 = mean(l2g, m), mean(local, m) + 5, mean(g[50], m) + 1
+        g20 = max(mean(g[n], m) for n in G2L_TOP if n <= 20)
+        met = ", ".join(f"{t}: {'yes' if ok else 'no'}" for t, ok in
+                        (("local+5", v >= lo), ("g2l@50+1", v >= g50), ("g2l@N<=20", v > g20)))
+        print(f"| {name} | {v:.1f} | {lo:.1f} | {g50:.1f} | {g20:.1f} | {met} |")
 
 
 def main(argv=None):
@@ -281,8 +302,12 @@ def main(argv=None):
     ap.add_argument("--only", nargs="*", help="ideas to run (default: all)")
     ap.add_argument("--extractor", default=C.DEFAULT.features.extractor, help="features of the index (sift, aliked)")
     ap.add_argument("--side", type=int, default=C.DEFAULT.features.max_side, help="longest image side (px)")
+    ap.add_argument("--p0", type=float, default=C.DEFAULT.search.p0, help="search kernel bandwidth")
     a = ap.parse_args(argv)
-    global CFG, INDEX
+    global CFG, INDEX, LOCAL
+    if a.p0 != CFG.search.p0:
+        CFG = CFG.replace(search__p0=a.p0)
+        LOCAL = f"local-p0_{a.p0}.pkl"
     if (a.extractor, a.side) != (CFG.features.extractor, CFG.features.max_side):
         CFG = CFG.replace(features__extractor=a.extractor, features__max_side=a.side)
         INDEX = CACHE / f"realbench-{CFG.features.name}"
@@ -299,7 +324,8 @@ def main(argv=None):
         ideas = {k: v for k, v in IDEAS.items() if not a.only or k in a.only}
         table(ideas, INDEX / "table.json")
     else:
-        table({"l2g (old default)": IDEAS["l2g (old default)"], "combined": combos()}, INDEX / "combos.json")
+        table({k: IDEAS[k] for k in ("l2g (old default)", "l2g (shipped default)")} | {"combined": combos()},
+              INDEX / "combos.json")
 
 
 if __name__ == "__main__":

@@ -30,15 +30,15 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from l2g import config as C  # noqa: E402
-from l2g.datasets import load_eval_dataset  # noqa: E402
-from l2g.globaldesc import global_similarities  # noqa: E402
-from l2g.metrics import average_precision  # noqa: E402
-from l2g.pipeline import open_engine  # noqa: E402
-from l2g.rerank import rerank  # noqa: E402
-from l2g.search import SearchResult, local_search, rank_images  # noqa: E402
-from l2g.verify import g2l_rerank  # noqa: E402
-from l2g.vgraph import ensure_vgraph  # noqa: E402
+from l2g import config as C
+from l2g.datasets import load_eval_dataset
+from l2g.globaldesc import global_similarities
+from l2g.metrics import average_precision
+from l2g.pipeline import open_engine
+from l2g.rerank import rerank
+from l2g.search import SearchResult, local_search, rank_images
+from l2g.verify import g2l_rerank
+from l2g.vgraph import ensure_vgraph
 
 CACHE = C.DATA_DIR / "quality"
 INDEX = CACHE / "realbench"
@@ -47,6 +47,16 @@ SEED = 12
 LOCAL = "local.pkl"           # local results (and the graph's) of the search settings in use
 GRAPH_P0 = (0.35, 0.42)       # narrower kernels for the graph than the search's p0
 G2L_TOP = (5, 10, 20, 50)
+
+
+def _load(path: Path):
+    with open(path, "rb") as f:
+        return pickle.load(f)
+
+
+def _dump(obj, path: Path) -> None:
+    with open(path, "wb") as f:
+        pickle.dump(obj, f)
 
 
 def engine():
@@ -101,10 +111,10 @@ def group_of(ds, path: str) -> str:
 
 
 def g2l():
-    ds, eng = engine()
-    c = pickle.load(open(INDEX / LOCAL, "rb"))
+    _, eng = engine()
+    c = _load(INDEX / LOCAL)
     out_path = INDEX / "g2l.pkl"
-    done = pickle.load(open(out_path, "rb")) if out_path.is_file() else {}
+    done = _load(out_path) if out_path.is_file() else {}
     vcfg = dataclasses.replace(eng.cfg.verify, top=max(G2L_TOP))
     t0 = time.perf_counter()
     for n, qq in enumerate(c["queries"]):
@@ -116,9 +126,9 @@ def g2l():
         r = g2l_rerank(eng.li, eng.li.features(i), gids, vcfg, exclude=i)
         done[i] = {"global": gids, "inliers": {j: v.n_inliers for j, v in r.verified.items()}}
         if n % 10 == 0:
-            pickle.dump(done, open(out_path, "wb"))
+            _dump(done, out_path)
             print(f"g2l {n}/{len(c['queries'])} {time.perf_counter() - t0:.0f}s", flush=True)
-    pickle.dump(done, open(out_path, "wb"))
+    _dump(done, out_path)
     print(f"g2l done {time.perf_counter() - t0:.0f}s")
 
 
@@ -126,19 +136,19 @@ def graphs():
     """Graphs built with a narrower kernel than the search's (the query row keeps the search's)."""
     from l2g.graph import build_graph
 
-    ds, eng = engine()
+    _, eng = engine()
     for p0 in GRAPH_P0:
         path = INDEX / f"graph_p0_{p0}.pkl"
         if path.is_file():
             continue
         t0 = time.perf_counter()
         g = build_graph(eng.li, eng.cfg.graph, dataclasses.replace(eng.cfg.search, p0=p0))
-        pickle.dump(g, open(path, "wb"))
+        _dump(g, path)
         print(f"graph p0={p0}: {time.perf_counter() - t0:.0f}s", flush=True)
 
 
 def vgraph():
-    ds, eng = engine()
+    _, eng = engine()
     t0 = time.perf_counter()
     vg = ensure_vgraph(INDEX, eng.li, eng.graph, eng.cfg.graph, eng.cfg.verify)
     print(f"vgraph: {vg.I.nnz // 2} verified edges with inliers, {time.perf_counter() - t0:.0f}s", vg.timings)
@@ -149,17 +159,17 @@ def vgraph():
 def full_ranking(ids, all_scores, li_paths_rank, exclude) -> list:
     """A method's list, then the rest of the gallery by local score (as l2g.evaluate)."""
     rest = np.lexsort((li_paths_rank, -np.asarray(all_scores, np.float64)))
-    seen = set(int(j) for j in ids)
+    seen = {int(j) for j in ids}
     return [int(j) for j in ids] + [int(j) for j in rest if int(j) not in seen and int(j) != exclude]
 
 
 class Bench:
     def __init__(self):
-        c = pickle.load(open(INDEX / LOCAL, "rb"))
+        c = _load(INDEX / LOCAL)
         self.q, self.local, self.gsim, self.paths = c["queries"], c["local"], c["gsim"], c["paths"]
         self.prank = np.argsort(np.argsort(np.array(self.paths, dtype=object)))
-        self.g2l = pickle.load(open(INDEX / "g2l.pkl", "rb")) if (INDEX / "g2l.pkl").is_file() else None
-        ds, eng = engine()
+        self.g2l = _load(INDEX / "g2l.pkl") if (INDEX / "g2l.pkl").is_file() else None
+        _, eng = engine()
         self.graph, self.li, self.graphs = eng.graph, eng.li, {}
         from l2g.vgraph import load_vgraph, vgraph_params
         self.vg = load_vgraph(INDEX, eng.li, vgraph_params(eng.cfg.graph, eng.cfg.verify))
@@ -182,7 +192,7 @@ class Bench:
         graph = self.graph
         if graph_p0 is not None:
             if graph_p0 not in self.graphs:
-                self.graphs[graph_p0] = pickle.load(open(INDEX / f"graph_p0_{graph_p0}.pkl", "rb"))
+                self.graphs[graph_p0] = _load(INDEX / f"graph_p0_{graph_p0}.pkl")
             graph = self.graphs[graph_p0]
         if vg is not None and sat is not None:
             vg = dataclasses.replace(vg, params={**vg.params, "verify_sat": sat})
@@ -283,7 +293,7 @@ def table(ideas: dict, out_json: Path):
     out_json.write_text(json.dumps({"rows": rows, "detail": detail}, indent=1))
 
 
-def targets(b: "Bench", l2g: np.ndarray, local: np.ndarray) -> None:
+def targets(b: Bench, l2g: np.ndarray, local: np.ndarray) -> None:
     """Issue 12's targets for the shipped l2g, on the full set and on each half."""
     g = {n: b.g2l_aps(n) for n in G2L_TOP}
     print("\n| set | l2g | local + 5 | g2l@50 + 1 | max g2l@N, N <= 20 | met |\n|---|---|---|---|---|---|")

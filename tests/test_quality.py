@@ -15,7 +15,6 @@ from l2g.graph import Graph
 from l2g.rerank import reciprocal_weights, rerank
 from l2g.search import SearchResult
 
-
 # --------------------------------------------------------------------------- guard
 
 def _isolated_match_case(cluster: float = 0.2):

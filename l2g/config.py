@@ -71,6 +71,8 @@ class SearchConfig:
 @dataclass(frozen=True)
 class GraphConfig:
     top_n: int = 200                # neighbours kept per gallery image in the similarity graph
+    verify_top: int = 20            # l2g.vgraph: each image is RANSAC-verified against its top graph neighbours
+    verify_sat: float = 50.0        # l2g.vgraph: inlier count at which an edge counts as fully verified
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,16 @@ class RerankConfig:
     normalise: str = "p99"          # similarity scale: 'p99' | 'max' | 'rank'
     w: float = 0.0                  # blend weight of the global descriptor cosine (the app's slider)
     blend_w: float = 0.19           # the l2g_blend method's weight while w is 0 (a third-party reading of the paper)
+    symmetric: str = "max"          # graph block symmetrisation: 'mean' (S + S^T)/2 | 'max' max(S, S^T)
+    local_w: float = 0.3            # guard: final = (1 - local_w) cos_mds + local_w * normalised local score
+    # symmetric and local_w: chosen by a two-fold split of realbench-dev by group (README, issue 12);
+    # 'max' + local_w 0.3 beat 'mean' + 0 on both halves (69.3 vs 68.4 on A, 68.6 vs 67.5 on B)
+    keep_head: float = 0.0          # guard: the local top-1 keeps rank 1 when its local score is at least
+                                    #   keep_head times the second's (0: off)
+    mutual_k: int = 0               # reciprocal weighting: block edges not among both ends' top mutual_k
+    mutual_w: float = 0.5           #   candidates are scaled by mutual_w (mutual_k 0: off)
+    weighted: bool = False          # SMACOF pair weights: pairs with no local similarity get weight 0
+    verified_w: float = 0.0         # verified graph edges (l2g.vgraph): block S * (1 + v * g), g in [0, 1]
     smacof_max_iter: int = 300
     smacof_eps: float = 1e-6        # relative stress change that stops SMACOF
     qe_n: int = 10                  # local + alpha-QE baseline: top candidates averaged into the query

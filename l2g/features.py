@@ -19,12 +19,31 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .config import DATA_DIR, FeatureConfig
+from .config import DATA_DIR, REPO_ROOT, FeatureConfig
 from .errors import ExtractorUnavailable, NoKeypointsError  # noqa: F401 (re-exported)
 
 KP_COLS = ("x", "y", "scale", "angle", "response")
 DESC_DIM = 128
 WEIGHTS_DIR = Path(os.environ.get("L2G_WEIGHTS", DATA_DIR / "weights"))
+SHARED_WEIGHTS_DIR = REPO_ROOT.parent / "shared" / "weights"   # a checkout beside a shared folder
+
+
+def weight_dirs() -> list[Path]:
+    """Folders searched for weight files, in order: $L2G_WEIGHTS (or data/weights), data/weights,
+    ../shared/weights relative to the repository."""
+    out: list[Path] = []
+    for d in (WEIGHTS_DIR, DATA_DIR / "weights", SHARED_WEIGHTS_DIR):
+        if Path(d) not in out:
+            out.append(Path(d))
+    return out
+
+
+def find_weights(rel: str) -> Path | None:
+    """The first existing ``rel`` under :func:`weight_dirs`, or None."""
+    for d in weight_dirs():
+        if (d / rel).is_file():
+            return d / rel
+    return None
 
 
 @dataclass
@@ -95,7 +114,7 @@ def _lafs_to_kpts(lafs: torch.Tensor, resp: torch.Tensor) -> np.ndarray:
 class ExtractorSpec:
     build: Callable[[FeatureConfig, bool], torch.nn.Module]
     run: Callable[[torch.nn.Module, np.ndarray, FeatureConfig], tuple[np.ndarray, np.ndarray]]
-    weights: tuple[str, ...] = ()     # files expected under WEIGHTS_DIR
+    weights: tuple[str, ...] = ()     # files expected under one of weight_dirs()
     note: str = ""
 
 
@@ -125,7 +144,8 @@ def _build_disk(cfg: FeatureConfig, pretrained: bool) -> torch.nn.Module:
 
     model = DISK()
     if pretrained:
-        state = torch.load(WEIGHTS_DIR / "disk" / "depth-save.pth", map_location="cpu", weights_only=True)
+        state = torch.load(find_weights("disk/depth-save.pth") or WEIGHTS_DIR / "disk" / "depth-save.pth",
+                           map_location="cpu", weights_only=True)
         model.load_state_dict(state.get("extractor", state))
     return model.eval()
 
@@ -144,17 +164,57 @@ def _run_disk(model, rgb, cfg):
     return kpts, (d / (np.linalg.norm(d, axis=1, keepdims=True) + 1e-12)).astype(np.float32)
 
 
+ALIKED_MODEL = "aliked-n16"
+
+
+def _build_aliked(cfg: FeatureConfig, pretrained: bool) -> torch.nn.Module:
+    import kornia.feature as KF
+
+    model = KF.ALIKED(model_name=ALIKED_MODEL, max_num_keypoints=cfg.num_features)
+    if pretrained:
+        path = find_weights(f"{ALIKED_MODEL}.pth")
+        if path is None:
+            raise ExtractorUnavailable(_missing_message("aliked", [f"{ALIKED_MODEL}.pth"]))
+        res = model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True), strict=False)
+        # the checkpoint lacks only the derived buffer dkd.hw_grid; anything else is a wrong file
+        if list(res.missing_keys) != ["dkd.hw_grid"] or list(res.unexpected_keys):
+            raise ExtractorUnavailable(
+                f"{path} is not an {ALIKED_MODEL} checkpoint: missing keys {list(res.missing_keys)[:5]}, "
+                f"unexpected keys {list(res.unexpected_keys)[:5]}")
+    return model.eval()
+
+
+def _run_aliked(model, rgb, cfg):
+    x = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].float() / 255.0
+    f = model(x)[0]
+    xy = f.keypoints.float().numpy()
+    kpts = np.zeros((xy.shape[0], 5), np.float32)
+    kpts[:, :2] = xy
+    kpts[:, 2] = 8.0  # ALIKED has no scale: a nominal support radius for drawing
+    kpts[:, 4] = f.keypoint_scores.float().numpy()
+    d = f.descriptors.float().numpy()
+    return kpts, (d / (np.linalg.norm(d, axis=1, keepdims=True) + 1e-12)).astype(np.float32)
+
+
 EXTRACTORS: dict[str, ExtractorSpec] = {
     "sift": ExtractorSpec(_build_sift, _run_sift, note="Kornia DoG + SIFT, hand-crafted, no weights"),
     "disk": ExtractorSpec(_build_disk, _run_disk, weights=("disk/depth-save.pth",),
                           note="Kornia DISK (learned); needs its checkpoint on disk"),
+    "aliked": ExtractorSpec(_build_aliked, _run_aliked, weights=(f"{ALIKED_MODEL}.pth",),
+                            note="Kornia ALIKED-N16 (learned, 128-D, BSD-3); needs aliked-n16.pth on disk, slow on a CPU"),
 }
 
 
 def missing_weights(name: str) -> list[Path]:
-    """Weight files an extractor needs that are not on disk."""
+    """Weight files an extractor needs that are in none of :func:`weight_dirs`."""
     spec = EXTRACTORS[name]
-    return [WEIGHTS_DIR / w for w in spec.weights if not (WEIGHTS_DIR / w).is_file()]
+    return [WEIGHTS_DIR / w for w in spec.weights if find_weights(w) is None]
+
+
+def _missing_message(name: str, files) -> str:
+    return (f"extractor {name!r} needs weights that are not on disk: {', '.join(map(str, files))} "
+            f"(looked in {', '.join(str(d) for d in weight_dirs())}). l2g never downloads weights; "
+            "copy the file there (or set L2G_WEIGHTS), or use the default 'sift' extractor.")
 
 
 def available_extractors() -> dict[str, str]:
@@ -173,11 +233,7 @@ class Extractor:
             raise ValueError(f"backend must be 'pyramid' or 'patch', got {cfg.backend!r}")
         missing = missing_weights(cfg.extractor) if pretrained else []
         if missing:
-            raise ExtractorUnavailable(
-                f"extractor {cfg.extractor!r} needs weights that are not on disk: "
-                + ", ".join(str(p) for p in missing)
-                + ". l2g never downloads weights; copy the file there (or set L2G_WEIGHTS), "
-                "or use the default 'sift' extractor.")
+            raise ExtractorUnavailable(_missing_message(cfg.extractor, missing))
         self.cfg = cfg
         self.spec = EXTRACTORS[cfg.extractor]
         torch.manual_seed(0)

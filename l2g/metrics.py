@@ -76,10 +76,14 @@ def average_precision(ranking: Sequence[Hashable], positives: Iterable[Hashable]
 
 def precision_at_k(ranking: Sequence[Hashable], positives: Iterable[Hashable],
                    junk: Iterable[Hashable] = (), k: int = 10) -> float:
-    """Fraction of the first k junk-free ranks that are positives (always divided by k).
+    """Precision at k exactly as revisitop's ``compute_map`` (mP@k).
 
-    ranking, positives, junk: as in :func:`average_precision`.
-    k: cut-off >= 1; a ranking shorter than k is padded with misses.
+    ranking, positives, junk: as in :func:`average_precision`; junk is removed first.
+    k: cut-off >= 1. With the positives' 1-based ranks in the junk-free ranking,
+    kq = min(k, rank of the last positive) and P@k = (positives ranked <= kq) / kq:
+    the divisor is kq, not k, so a query with fewer than k positives, all ranked
+    first, still scores 1. Positives never ranked are ignored by that rule (revisitop
+    always scores a full ranking); a ranking holding no positive scores 0.
     Returns a value in [0, 1], or NaN when there are no positives (revisitop).
     """
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
@@ -87,8 +91,11 @@ def precision_at_k(ranking: Sequence[Hashable], positives: Iterable[Hashable],
     cleaned, pos = _clean(ranking, positives, junk)
     if not pos:
         return float("nan")
-    hits = sum(1 for g in cleaned[: int(k)] if g in pos)
-    return hits / int(k)
+    ranks = [r + 1 for r, g in enumerate(cleaned) if g in pos]
+    if not ranks:
+        return 0.0
+    kq = min(int(k), ranks[-1])
+    return sum(1 for r in ranks if r <= kq) / kq
 
 
 def revisited_setups(easy: Iterable[Hashable], hard: Iterable[Hashable],

@@ -98,10 +98,29 @@ def test_precision_at_k_with_junk():
     assert precision_at_k(ranking, pos, junk, k=1) == pytest.approx(1.0)
     assert precision_at_k(ranking, pos, junk, k=2) == pytest.approx(0.5)
     assert precision_at_k(ranking, pos, junk, k=3) == pytest.approx(2 / 3)
-    assert precision_at_k(ranking, pos, junk, k=10) == pytest.approx(0.3)  # short list: / k
+    # k beyond the last positive (rank 4): kq = 4, so 3/4, not 3/10
+    assert precision_at_k(ranking, pos, junk, k=10) == pytest.approx(0.75)
     # without the junk list j1 is a miss at the top
     assert precision_at_k(ranking, pos, (), k=1) == 0.0
     assert precision_at_k(ranking, pos, (), k=2) == pytest.approx(0.5)
+
+
+def test_precision_at_k_kq_rule_hand_computed():
+    # junk J1, J2 removed first -> p1 n1 n2 p2 n3 n4: positives at 1-based ranks 1 and 4
+    ranking = ["J1", "p1", "n1", "J2", "n2", "p2", "n3", "n4"]
+    pos, junk = ["p1", "p2"], ["J1", "J2"]
+    assert precision_at_k(ranking, pos, junk, k=1) == pytest.approx(1.0)      # kq 1: 1/1
+    assert precision_at_k(ranking, pos, junk, k=2) == pytest.approx(0.5)      # kq 2: 1/2
+    assert precision_at_k(ranking, pos, junk, k=3) == pytest.approx(1 / 3)    # kq 3: 1/3
+    assert precision_at_k(ranking, pos, junk, k=5) == pytest.approx(0.5)      # kq 4: 2/4
+    assert precision_at_k(ranking, pos, junk, k=10) == pytest.approx(0.5)     # kq 4: 2/4 (not 2/10)
+    # junk kept as plain negatives: positives at ranks 2 and 6
+    assert precision_at_k(ranking, pos, (), k=1) == 0.0
+    assert precision_at_k(ranking, pos, (), k=10) == pytest.approx(2 / 6)     # kq 6
+    # every positive first: 1 at any k, however few positives there are
+    assert precision_at_k(["p", "n1", "n2"], ["p"], k=10) == pytest.approx(1.0)
+    # no positive ranked at all: 0
+    assert precision_at_k(["n1", "n2"], ["p"], k=5) == 0.0
 
 
 # --------------------------------------------------------------------------- summarise
@@ -166,7 +185,7 @@ def _revisitop_prk(ranks, pos_ids, junk_ids, k) -> float:
     if len(one_based) == 0:
         return 0.0
     kq = min(one_based.max(), k)
-    return float((one_based <= kq).sum()) / k
+    return float((one_based <= kq).sum()) / kq  # revisitop: prs = (pos <= kq).sum() / kq
 
 
 def test_matches_revisitop_on_random_rankings():

@@ -1,0 +1,182 @@
+"""Issue 12: the guard for isolated true matches, the re-ranking options, verified graph
+edges (l2g.vgraph) and the ALIKED extractor."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+
+from l2g import config as C
+from l2g.errors import ExtractorUnavailable
+from l2g.graph import Graph
+from l2g.rerank import reciprocal_weights, rerank
+from l2g.search import SearchResult
+
+# --------------------------------------------------------------------------- guard
+
+def _isolated_match_case(cluster: float = 0.2):
+    """c0: the true match, first by local score but similar to no other candidate;
+    c1..c8: look-alikes, mutually similar (graph score ``cluster``), a little below c0;
+    30 background images."""
+    rng = np.random.default_rng(0)
+    nc, nb = 8, 30
+    n = 1 + nc + nb
+    q = np.concatenate([[0.3], np.linspace(0.27, 0.21, nc), np.linspace(0.09, 0.015, nb)]).astype(np.float32)
+    G = (rng.random((n, n)) * 0.03).astype(np.float32)
+    G[1:1 + nc, 1:1 + nc] = cluster
+    G[0, :] = G[:, 0] = 0.0
+    np.fill_diagonal(G, 0)
+    paths = [f"c{i}.jpg" for i in range(n)]
+    ids = np.arange(n)
+    return SearchResult(ids, q, paths, q.copy(), 1000), Graph(sp.csr_matrix(G), paths), n
+
+
+def test_isolated_true_match_is_demoted_without_the_guard():
+    res, g, n = _isolated_match_case()
+    for method in ("classical", "smacof"):
+        rr = rerank(res, g, C.RerankConfig(k=n, method=method, local_w=0.0, keep_head=0.0))
+        assert list(rr.ids).index(0) > 0, method   # the failure mode the guard exists for
+
+
+@pytest.mark.parametrize("method", ["classical", "smacof"])
+def test_keep_head_guard_keeps_the_isolated_match_first(method):
+    res, g, n = _isolated_match_case()
+    rr = rerank(res, g, C.RerankConfig(k=n, method=method, keep_head=1.05))
+    assert rr.ids[0] == 0
+    assert sorted(rr.ids.tolist()) == list(range(n))      # a permutation: nothing lost
+    # a head that does not dominate (the second is within the ratio) is not protected
+    rr = rerank(res, g, C.RerankConfig(k=n, method=method, keep_head=1.2))
+    assert rr.ids[0] != 0
+
+
+def test_local_share_moves_the_order_towards_local_search():
+    res, g, n = _isolated_match_case()
+    ranks = [list(rerank(res, g, C.RerankConfig(k=n, method="smacof", local_w=w)).ids).index(0)
+             for w in (0.0, 0.5, 1.0)]
+    assert ranks[0] > 0 and ranks[2] == 0 and ranks[0] >= ranks[1] >= ranks[2]
+    full = rerank(res, g, C.RerankConfig(k=n, local_w=1.0))
+    assert np.array_equal(full.ids, res.ids)             # local_w 1: the local order
+
+
+def test_shipped_default_keeps_the_isolated_match_first():
+    res, g, n = _isolated_match_case(cluster=0.3)
+    old = rerank(res, g, C.RerankConfig(k=n, symmetric="mean", local_w=0.0))   # the pre-issue-12 default
+    assert list(old.ids).index(0) > 0
+    rr = rerank(res, g, dataclasses.replace(C.RerankConfig(), k=n))
+    assert C.RerankConfig().local_w > 0 and rr.ids[0] == 0
+
+
+# --------------------------------------------------------------------------- other options
+
+def test_reciprocal_weights():
+    S = np.array([[0, 5, 4, 1],
+                  [5, 0, 1, 3],
+                  [4, 1, 0, 2],
+                  [1, 3, 2, 0]], np.float32)
+    W = reciprocal_weights(S, 1, 0.25)
+    # top-1: 0 -> 1, 1 -> 0, 2 -> 0, 3 -> 1: only (0, 1) is reciprocal
+    expect = np.full((4, 4), 0.25, np.float32)
+    expect[0, 1] = expect[1, 0] = 1.0
+    assert np.array_equal(W, expect)
+    assert np.array_equal(reciprocal_weights(S, 0, 0.25), np.ones_like(S))
+    assert np.array_equal(reciprocal_weights(S, 3, 0.25)[~np.eye(4, dtype=bool)], np.ones(12))
+
+
+def test_max_symmetrised_block_and_option_errors():
+    res, g, n = _isolated_match_case()
+    G = g.G.toarray()
+    G[1, 2], G[2, 1] = 0.5, 0.1
+    g2 = Graph(sp.csr_matrix(G), g.paths)
+    rr = rerank(res, g2, C.RerankConfig(k=n, symmetric="max", normalise="max"))
+    assert rr.params["symmetric"] == "max"
+    assert rr.S[2, 3] == pytest.approx(rr.S[3, 2])          # rows 2, 3 = candidates 1, 2
+    assert rr.S[2, 3] == pytest.approx(1.0)                 # max(0.5, 0.1) = the block's maximum
+    with pytest.raises(ValueError, match="symmetric"):
+        rerank(res, g, C.RerankConfig(symmetric="min"))
+    with pytest.raises(ValueError, match="smacof"):
+        rerank(res, g, C.RerankConfig(weighted=True, method="classical"))
+
+
+def test_weighted_smacof_differs_and_keeps_every_candidate():
+    res, g, n = _isolated_match_case()
+    a = rerank(res, g, C.RerankConfig(k=n, method="smacof"))
+    b = rerank(res, g, C.RerankConfig(k=n, method="smacof", weighted=True))
+    assert sorted(b.ids.tolist()) == list(range(n))
+    assert b.params["weighted"] and not np.allclose(a.cos_mds, b.cos_mds)
+
+
+# --------------------------------------------------------------------------- verified graph
+
+def test_verified_graph_saved_reloaded_and_extended(demo_gallery, tmp_path):
+    from l2g.datasets import load_groups
+    from l2g.pipeline import open_engine
+    from l2g.vgraph import build_vgraph, ensure_vgraph, load_vgraph, vgraph_params
+
+    cfg = C.DEFAULT.replace(graph__verify_top=2)
+    paths = sorted(p for ps in load_groups(demo_gallery).groups.values() for p in ps)[:8]
+    folder = tmp_path / "ix"
+    eng = open_engine(demo_gallery, folder, cfg, paths=paths[:5], with_global=False)
+    vg = ensure_vgraph(folder, eng.li, eng.graph, cfg.graph, cfg.verify)
+    assert (folder / "vgraph.npz").is_file() and vg.I.shape == (5, 5)
+    assert (vg.I != vg.I.T).nnz == 0 and vg.params["verified_now"] > 0
+    again = load_vgraph(folder, eng.li, vgraph_params(cfg.graph, cfg.verify))
+    assert again is not None and (again.I != vg.I).nnz == 0
+    assert load_vgraph(folder, eng.li, vgraph_params(C.DEFAULT.graph, cfg.verify)) is None  # other settings
+    B = vg.block(np.arange(5))
+    assert B.shape == (5, 5) and B.min() >= 0 and B.max() <= 1 and np.allclose(np.diag(B), 0)
+
+    eng8 = open_engine(demo_gallery, folder, cfg, paths=paths, with_global=False)   # 3 images added
+    assert load_vgraph(folder, eng8.li) is None                                      # stale: other images
+    ext = ensure_vgraph(folder, eng8.li, eng8.graph, cfg.graph, cfg.verify)
+    fresh = build_vgraph(eng8.li, eng8.graph, cfg.graph, cfg.verify)
+    assert ext.I.shape == (8, 8) and (ext.I != fresh.I).nnz == 0
+    assert ext.params["verified_now"] < fresh.params["verified_now"]                 # old pairs reused
+    res = SearchResult(np.arange(1, 8), np.ones(7, np.float32), [], np.ones(8, np.float32), 10)
+    rr = rerank(res, eng8.graph, C.RerankConfig(verified_w=1.0), vgraph=ext)
+    assert rr.params["verified_w"] == 1.0 and sorted(rr.ids.tolist()) == list(range(1, 8))
+
+
+# --------------------------------------------------------------------------- ALIKED
+
+def _no_weights(monkeypatch, tmp_path):
+    import l2g.features as F
+
+    monkeypatch.setattr(F, "WEIGHTS_DIR", tmp_path / "a")
+    monkeypatch.setattr(F, "DATA_DIR", tmp_path / "b")
+    monkeypatch.setattr(F, "SHARED_WEIGHTS_DIR", tmp_path / "c")
+    return F
+
+
+def test_aliked_without_weights_is_a_clear_error(monkeypatch, tmp_path):
+    F = _no_weights(monkeypatch, tmp_path)
+    with pytest.raises(ExtractorUnavailable, match=r"aliked-n16\.pth.*never downloads"):
+        F.Extractor(C.FeatureConfig(extractor="aliked"))
+    assert "aliked" not in F.available_extractors() and "sift" in F.available_extractors()
+
+
+def test_aliked_refuses_a_wrong_checkpoint(monkeypatch, tmp_path):
+    F = _no_weights(monkeypatch, tmp_path)
+    (tmp_path / "a").mkdir()
+    torch.save({"not.a.weight": torch.zeros(1)}, tmp_path / "a" / "aliked-n16.pth")
+    with pytest.raises(ExtractorUnavailable, match="not an aliked-n16 checkpoint"):
+        F.Extractor(C.FeatureConfig(extractor="aliked"))
+
+
+def test_aliked_with_weights_gives_unit_128d_descriptors():
+    import l2g.features as F
+
+    if F.find_weights("aliked-n16.pth") is None:
+        pytest.skip("aliked-n16.pth not found in " + ", ".join(map(str, F.weight_dirs())))
+    from skimage import data
+
+    ex = F.Extractor(C.FeatureConfig(extractor="aliked", num_features=300))
+    rgb = np.ascontiguousarray(data.astronaut()[::2, ::2])     # (256, 256, 3)
+    f = ex(rgb)
+    assert 50 <= len(f) <= 300
+    assert f.desc.shape == (len(f), 128) and f.desc.dtype == np.float32
+    assert np.allclose(np.linalg.norm(f.desc, axis=1), 1.0, atol=1e-3)
+    assert (f.xy >= 0).all() and (f.xy[:, 0] <= 255).all() and (f.xy[:, 1] <= 255).all()
+    assert np.all(np.diff(f.kpts[:, 4]) <= 0)                  # strongest first

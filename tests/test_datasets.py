@@ -177,6 +177,62 @@ def test_malicious_pickle_refused_without_executing(tmp_path):
         safe_load_pickle(tmp_path / "junk.pkl")
 
 
+class _Call:
+    """Pickles as a call fn(*args) (then state, if given): how a forged pickle asks for memory."""
+
+    def __init__(self, fn, args, state=None):
+        self.fn, self.args, self.state = fn, args, state
+
+    def __reduce__(self):
+        return (self.fn, self.args) if self.state is None else (self.fn, self.args, self.state)
+
+
+def _huge_pickles() -> dict:
+    from numpy._core.multiarray import _reconstruct
+
+    big = (1 << 32,)                                                    # x 8 bytes = 32 GiB
+    return {
+        "ndarray": pickle.dumps({"gnd": _Call(np.ndarray, (big, "f8"))}, protocol=2),
+        "reconstruct": pickle.dumps([_Call(_reconstruct, (np.ndarray, big, b"b"))], protocol=4),
+        "object-array state": pickle.dumps(_Call(_reconstruct, (np.ndarray, (0,), b"b"),
+                                                 (1, big, np.dtype("O"), False, [])), protocol=2),
+        "bytearray": pickle.dumps(_Call(bytearray, (1 << 35,)), protocol=2),
+        "list of a range": pickle.dumps(_Call(list, (range(1 << 40),)), protocol=4),
+        "bytes length field": b"\x80\x04\x8e" + (1 << 35).to_bytes(8, "little") + b"ab.",
+    }
+
+
+@pytest.mark.parametrize("kind", list(_huge_pickles()))
+def test_pickle_asking_for_huge_memory_is_refused_before_allocating(tmp_path, kind):
+    import resource
+
+    p = tmp_path / "gnd_roxford5k.pkl"
+    p.write_bytes(_huge_pickles()[kind])
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(DatasetError, match="refusing|truncated|not a readable") as err:
+        safe_load_pickle(p)
+    assert str(p) in str(err.value) and "MemoryError" not in str(err.value)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 512 * 1024      # KiB: < 512 MiB
+    if kind != "bytes length field":
+        assert "limit" in str(err.value)
+    with pytest.raises(DatasetError):                       # the same through the dataset loader
+        load_eval_dataset(tmp_path)
+
+
+def test_pickle_file_over_the_limit_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setattr(config, "PICKLE_MAX_BYTES", 1000)
+    p = tmp_path / "big.pkl"
+    p.write_bytes(pickle.dumps(list(range(2000))))
+    with pytest.raises(DatasetError, match=r"pickle file of 5,762 bytes .*limit 1,000"):
+        safe_load_pickle(p)
+    p.write_bytes(pickle.dumps(_Call(np.ndarray, ((250,), "f8"))))   # 2,000 bytes asked by a tiny file
+    monkeypatch.setattr(config, "PICKLE_MAX_BYTES", 1500)
+    with pytest.raises(DatasetError, match=r"numpy array of shape \(250,\) of 2,000 bytes"):
+        safe_load_pickle(p)
+    monkeypatch.setattr(config, "PICKLE_MAX_BYTES", 2000)          # the limit itself is allowed
+    assert safe_load_pickle(p).shape == (250,)
+
+
 # ----------------------------------------------------------------------------- download
 
 

@@ -61,8 +61,9 @@ class LoadedImage:
 # ----------------------------------------------------------------------------- input
 
 
-def _read_source(source: Source, max_bytes: int) -> tuple[object, str, str]:
-    """Return (something Image.open accepts, short name, name for messages)."""
+def _read_source(source: Source, max_bytes: int, name: str | None = None) -> tuple[object, str, str]:
+    """Return (something Image.open accepts, short name, name for messages); ``name`` names bytes
+    and file-likes (an upload's file name) in place of '<bytes>' / their ``.name``."""
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
         label = str(path)
@@ -78,9 +79,9 @@ def _read_source(source: Source, max_bytes: int) -> tuple[object, str, str]:
         return path, path.name, label
     if isinstance(source, (bytes, bytearray, memoryview)):
         data = bytes(source)
-        label = "<bytes>"
+        label = name or "<bytes>"
     elif hasattr(source, "read") or hasattr(source, "getvalue"):
-        label = os.path.basename(str(getattr(source, "name", "") or "")) or "<upload>"
+        label = name or os.path.basename(str(getattr(source, "name", "") or "")) or "<upload>"
         try:
             if hasattr(source, "getvalue"):      # BytesIO / Streamlit UploadedFile: position-independent
                 data = source.getvalue()
@@ -203,18 +204,20 @@ def _exif_orientation(im: Image.Image) -> int:
 
 
 def load_image(source: Source, max_side: int | None = ImageConfig.max_side,
-               cfg: ImageConfig = ImageConfig()) -> LoadedImage:
+               cfg: ImageConfig = ImageConfig(), name: str | None = None) -> LoadedImage:
     """Decode ``source`` to an upright RGB uint8 image whose longest side is at most ``max_side``.
 
     source:   a path, bytes, or a binary file-like (e.g. a Streamlit UploadedFile).
     max_side: cap on the longest side (px); None or 0 keeps the full size. Never upscales.
     cfg:      ``max_pixels`` / ``max_bytes`` guards against decompression bombs and huge files.
+    name:     the name of bytes / a file-like in messages and LoadedImage.name (e.g. the upload's
+              file name); ignored for paths, which are named by themselves.
 
     Raises ImageError for anything unreadable, TypeError for a wrong argument type.
     """
     if max_side is not None and (not isinstance(max_side, (int, np.integer)) or max_side < 0):
         raise ValueError(f"load_image: max_side must be a positive int or None, got {max_side!r}")
-    fp, name, label = _read_source(source, cfg.max_bytes)
+    fp, name, label = _read_source(source, cfg.max_bytes, name)
     try:
         with Image.open(fp, formats=ALLOWED_FORMATS) as im:
             return _decode(im, name, label, max_side, cfg)

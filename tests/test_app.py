@@ -430,3 +430,51 @@ def test_tiny_gallery_query_and_evaluation_pages(small_env, tmp_path, monkeypatc
     finally:
         monkeypatch.delenv("L2G_GALLERY_ROOTS")
         state.settings.clear()
+
+
+# ----------------------------------------------------------------------------- input hardening (issue 9)
+
+
+def test_upload_is_decoded_once_and_named_by_its_file_name(small_env, engine, monkeypatch):
+    """An upload is decoded once per query (was 3 times), and every message names its file."""
+    from l2g import images
+
+    labels = []
+    real = images._decode
+
+    def counting(im, name, label, *a, **kw):
+        labels.append(label)
+        return real(im, name, label, *a, **kw)
+
+    monkeypatch.setattr(images, "_decode", counting)
+    big = np.asarray(Image.open(engine.li.image_path(0)).convert("RGB").resize((1800, 1350)))
+    at = _app()
+    at.session_state["l2g_inject_upload"] = ("holiday.jpg", _png(big, fmt="JPEG", quality=90))
+    at.run()
+    assert not at.exception and not _errors(at), _errors(at)
+    assert at.session_state["l2g_run"].query.name == "holiday.jpg"
+    uploads = [x for x in labels if not Path(x).is_absolute()]       # gallery files are named by path
+    assert uploads == ["holiday.jpg"], labels
+    assert any("holiday.jpg" in w.value and "downscaled" in w.value for w in at.warning)
+    # a slider that only re-ranks decodes nothing again
+    at.sidebar.slider(key="l2g_p_k").set_value(5).run()
+    assert not at.exception and [x for x in labels if not Path(x).is_absolute()] == ["holiday.jpg"]
+
+    bad = _png(np.zeros((64, 64, 3), np.uint8), fmt="JPEG")[:200]
+    at = _app()
+    at.session_state["l2g_inject_upload"] = ("broken photo.jpg", bad)
+    at.run()
+    errs = _errors(at)
+    assert errs and all("<bytes>" not in e for e in errs) and any("broken photo.jpg" in e for e in errs)
+    out = core.make_query_safe(engine, source=bad, name="scan.jpg")
+    assert "scan.jpg" in out.error and "<bytes>" not in out.error
+
+
+def test_make_query_takes_a_loaded_image(engine):
+    from l2g.images import load_image
+
+    img = load_image(engine.li.image_path(3), max_side=engine.cfg.features.max_side)
+    q = P.make_query(engine, source=img, name="mine")
+    assert q.image is img and q.name == "mine" and len(q.feats) > 0
+    with pytest.raises(ValueError, match="max_side"):
+        P.make_query(engine, source=load_image(engine.li.image_path(3), max_side=None))

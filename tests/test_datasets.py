@@ -48,6 +48,58 @@ def test_list_images(tmp_path):
         list_images(tmp_path / "nope")
 
 
+def _textured_png(seed: int) -> bytes:
+    blocks = np.random.default_rng(seed).integers(0, 256, (20, 24, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(np.kron(blocks, np.ones((10, 10, 1), np.uint8))).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _gallery_with_links(tmp_path: Path) -> Path:
+    """g/ with two images, a file symlink leading outside, one staying inside, a folder link, a zip."""
+    g, outside = tmp_path / "g", tmp_path / "outside"
+    _write(g / "a.png", _textured_png(1))
+    _write(g / "sub" / "b.png", _textured_png(2))
+    _write(outside / "secret.png", _textured_png(3))
+    (g / "leak.png").symlink_to(outside / "secret.png")
+    (g / "sub" / "same.png").symlink_to(g / "a.png")
+    (g / "linked_dir").symlink_to(outside, target_is_directory=True)
+    _write(g / "photos.zip", b"PK\x05\x06" + b"\x00" * 18)
+    _write(g / "notes.txt", b"hello")
+    return g
+
+
+def test_scan_gallery_refuses_file_links_leading_outside(tmp_path):
+    from l2g.datasets import scan_gallery
+
+    g = _gallery_with_links(tmp_path)
+    scan = scan_gallery(g)
+    assert scan.images == list_images(g) == ["a.png", "sub/b.png", "sub/same.png"]
+    assert [p for p, _ in scan.refused] == ["leak.png"] and "outside" in scan.refused[0][1]
+    ignored = dict(scan.ignored)
+    assert "archive" in ignored["photos.zip"] and "not an image" in ignored["notes.txt"]
+    assert "not followed" in ignored["linked_dir"]
+
+
+def test_cli_index_reports_links_and_archives_and_skips_them(tmp_path, capsys):
+    from l2g.cli import main
+    from l2g.index import load_index
+
+    g = _gallery_with_links(tmp_path)
+    assert main(["index", str(g), "--out", str(tmp_path / "ix"), "--features", "100", "--no-global"]) == 0
+    out = capsys.readouterr().out
+    assert "skipped leak.png: a symbolic link to a file outside" in out
+    assert "skipped photos.zip: an archive" in out and "skipped linked_dir: a symbolic link to a folder" in out
+    li = load_index(tmp_path / "ix")
+    assert sorted(li.paths) == ["a.png", "sub/b.png", "sub/same.png"]
+    assert ("leak.png", "a symbolic link to a file outside the gallery folder: refused") in li.failed
+    # an explicit path list (groups.json, the evaluation) is checked too
+    from l2g.index import build_index
+
+    li, rep = build_index(g, tmp_path / "ix2", paths=["a.png", "leak.png", "linked_dir/secret.png"])
+    assert li.paths == ["a.png"] and {p for p, _ in rep.failed} == {"leak.png", "linked_dir/secret.png"}
+
+
 def _groups_folder(root: Path) -> Path:
     files = {"g/a1.jpg": 1, "g/a2.jpg": 2, "g/a3.jpg": 3, "h/b1.jpg": 4, "h/b2.jpg": 5, "lone/c.jpg": 6, "d/x.jpg": 7}
     for rel, seed in files.items():

@@ -62,12 +62,16 @@ def cmd_index(args) -> int:
     if not folder.is_dir():
         print(f"error: {folder} is not a folder", file=sys.stderr)
         return 2
+    from .datasets import scan_gallery
+
     eng = open_engine(folder, Path(args.out) if args.out else None, _cfg(args), progress=Bar("indexing"),
                       with_global=not args.no_global)
     r = eng.report
     print(f"index: {eng.li.folder}\n  images: {eng.li.n_images} ({len(r.added)} extracted, {len(r.reused)} resumed, "
           f"{len(r.skipped)} unchanged), descriptors: {eng.li.ntotal}, kind: {eng.li.kind}")
     for rel, why in r.failed:
+        print(f"  skipped {rel}: {why}")
+    for rel, why in scan_gallery(folder).ignored:     # archives, other files, folder symlinks
         print(f"  skipped {rel}: {why}")
     for rel in r.empty:
         print(f"  no keypoints: {rel}")
@@ -83,7 +87,10 @@ def cmd_search(args) -> int:
     from .index import read_manifest
 
     m = read_manifest(Path(args.index))
-    eng = open_engine(Path(m["root"]), Path(args.index), sync=False, with_global=args.method in ("global", "g2l", "l2g_blend"))
+    # the query is extracted with the index's own feature settings, not the defaults
+    cfg = C.DEFAULT.replace(features=C.FeatureConfig(**m["features"]))
+    eng = open_engine(Path(m["root"]), Path(args.index), cfg, sync=False,
+                      with_global=args.method in ("global", "g2l", "l2g_blend"))
     cfg = eng.cfg.replace(search__shortlist=max(args.top, eng.cfg.search.shortlist))
     q = make_query(eng, source=Path(args.image), name=str(args.image),
                    bbox=tuple(args.bbox) if args.bbox else None)
@@ -93,7 +100,8 @@ def cmd_search(args) -> int:
     results = [{"rank": r + 1, "path": eng.li.paths[j], "score": round(float(run.local.all_scores[j]), 6),
                 "matches": run.local.n_matches(j)} for r, j in enumerate(ids)]
     if args.json:
-        print(json.dumps({"query": str(args.image), "method": args.method, "results": results,
+        print(json.dumps({"query": str(args.image), "method": args.method, "keypoints": len(q.feats),
+                          "results": results,
                           "timings": {k: round(v, 4) for k, v in run.timings.items()}}, indent=1))
     else:
         print(f"{args.method} ranking for {args.image} ({len(q.feats)} keypoints, "

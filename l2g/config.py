@@ -30,6 +30,17 @@ class ImageConfig:
     max_bytes: int = 200_000_000    # file-size cap (bytes)
 
 
+# Peak resident memory one query may add (decode + feature extraction), in MiB over the process's
+# baseline, for any image up to ImageConfig.max_pixels (tests/test_memory.py checks it). The decoded
+# file is the only full-size copy: 4 bytes/px for RGB in Pillow, so ~460 MiB at the cap. Measured on
+# the test images (README): 16-bit PNG 332 MiB (was 3,323), RGB PNG 530 MiB (was 1,312), CLI search 358.
+QUERY_PEAK_RSS_MB = 600
+
+# Untrusted ground-truth pickles (Revisited Oxford/Paris): the file, and any one array, bytes or list
+# it asks for, may be at most this large (bytes; items for lists), checked before anything is allocated.
+PICKLE_MAX_BYTES = 256 * 2**20
+
+
 @dataclass(frozen=True)
 class FeatureConfig:
     extractor: str = "sift"         # key in l2g.features.EXTRACTORS

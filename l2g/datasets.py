@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from l2g import config
 from l2g.errors import DatasetError
+from l2g.unpickle import safe_load_pickle
 
 GROUPS_FILE = "groups.json"
 REVISITOP_NAMES = ("roxford5k", "rparis6k")
@@ -28,27 +28,79 @@ REVISITOP_NAMES = ("roxford5k", "rparis6k")
 # ----------------------------------------------------------------------------- listing
 
 
-def list_images(folder: str | os.PathLike) -> list[str]:
-    """Relative POSIX paths of the image files under ``folder`` (recursive, sorted).
+ARCHIVE_EXTENSIONS = (".zip", ".tar", ".gz", ".tgz", ".bz2", ".xz", ".7z", ".rar")
+LINK_OUTSIDE = "a symbolic link to a file outside the gallery folder: refused"
 
-    Images are recognised by extension (config.IMAGE_EXTENSIONS, any case); hidden
-    files and hidden folders (name starting with '.') are skipped.
+
+@dataclass
+class GalleryScan:
+    """What a gallery folder holds (relative POSIX paths, sorted).
+
+    images:  image files to index (a symlink is followed only when it stays inside the folder);
+    refused: (path, reason) image files that are symlinks leading outside the folder;
+    ignored: (path, reason) other files and folder symlinks, which are not indexed.
     """
+
+    images: list[str] = field(default_factory=list)
+    refused: list[tuple[str, str]] = field(default_factory=list)
+    ignored: list[tuple[str, str]] = field(default_factory=list)
+
+
+def escapes(root: str | os.PathLike, rel: str) -> bool:
+    """True when ``root/rel``, symlinks followed, does not lie inside ``root`` (symlinks followed)."""
+    try:
+        (Path(root) / rel).resolve().relative_to(Path(root).resolve())
+        return False
+    except (OSError, ValueError, RuntimeError):
+        return True
+
+
+def _ignored_reason(fname: str) -> str:
+    ext = os.path.splitext(fname)[1].lower()
+    if ext in ARCHIVE_EXTENSIONS:
+        return f"an archive ({ext}): not opened, extract it into the folder to index its images"
+    return f"not an image file (extension {ext or 'none'}; indexed: {', '.join(config.IMAGE_EXTENSIONS)})"
+
+
+def scan_gallery(folder: str | os.PathLike) -> GalleryScan:
+    """Walk ``folder`` recursively: images by extension (config.IMAGE_EXTENSIONS, any case), file
+    symlinks leading outside refused, folder symlinks not followed, other files listed as ignored.
+    Hidden files and folders (name starting with '.') are skipped silently."""
     root = Path(folder)
     if not root.exists():
         raise DatasetError(f"{root}: no such folder")
     if not root.is_dir():
         raise DatasetError(f"{root}: not a folder")
     exts = {e.lower() for e in config.IMAGE_EXTENSIONS}
-    found: list[str] = []
+    scan = GalleryScan()
     for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
         rel_dir = Path(dirpath).relative_to(root)
+        for d in dirnames:
+            if not d.startswith(".") and os.path.islink(os.path.join(dirpath, d)):
+                scan.ignored.append(((rel_dir / d).as_posix(), "a symbolic link to a folder: not followed"))
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
         for fname in filenames:
-            if fname.startswith(".") or os.path.splitext(fname)[1].lower() not in exts:
+            rel = (rel_dir / fname).as_posix()
+            if fname.startswith("."):
                 continue
-            found.append((rel_dir / fname).as_posix())
-    return sorted(found)
+            if os.path.splitext(fname)[1].lower() not in exts:
+                scan.ignored.append((rel, _ignored_reason(fname)))
+            elif escapes(root, rel):
+                scan.refused.append((rel, LINK_OUTSIDE))
+            else:
+                scan.images.append(rel)
+    scan.images.sort()
+    scan.refused.sort()
+    scan.ignored.sort()
+    return scan
+
+
+def list_images(folder: str | os.PathLike) -> list[str]:
+    """Relative POSIX paths of the image files under ``folder`` (recursive, sorted); see scan_gallery.
+
+    File symlinks that lead outside ``folder`` are left out (scan_gallery reports them).
+    """
+    return scan_gallery(folder).images
 
 
 # ----------------------------------------------------------------------------- groups.json
@@ -204,44 +256,6 @@ def _groups_dataset(root: Path) -> EvalDataset:
                                      hard=[], junk=[], exclude_self=True))
     return EvalDataset(root=root, name=root.name, images=gt.images, queries=queries,
                        query_root=root, kind="groups")
-
-
-# ----------------------------------------------------------------------------- untrusted pickle
-
-_SAFE_BUILTINS = frozenset({"dict", "list", "tuple", "set", "str", "int", "float", "bool", "complex",
-                            "bytes", "bytearray", "frozenset", "slice", "range"})
-_SAFE_NUMPY = {
-    ("numpy", "ndarray"), ("numpy", "dtype"),
-    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
-    # protocol-5 pickles rebuild arrays from a byte buffer (harmless: frombuffer + reshape)
-    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
-    # protocol-2 pickles written by Python 3 store bytes as _codecs.encode(text, 'latin1')
-    ("_codecs", "encode"),
-}
-
-
-class _RestrictedUnpickler(pickle.Unpickler):
-    """Admits plain containers/scalars and numpy array reconstruction, nothing else."""
-
-    def find_class(self, module: str, name: str):
-        if module in ("builtins", "__builtin__") and name in _SAFE_BUILTINS:
-            return super().find_class("builtins", name)
-        if (module, name) in _SAFE_NUMPY:
-            return super().find_class(module.replace("numpy.core.", "numpy._core."), name)
-        raise DatasetError(f"refusing to load {module}.{name} from an untrusted pickle "
-                           "(only plain data and numpy arrays are allowed)")
-
-
-def safe_load_pickle(path: str | os.PathLike):
-    """Unpickle an untrusted ground-truth file without running any code from it."""
-    try:
-        with open(path, "rb") as f:
-            return _RestrictedUnpickler(f, encoding="latin1").load()   # latin1: Python 2 numpy data
-    except DatasetError as exc:
-        raise DatasetError(f"{path}: {exc}") from None
-    except (OSError, EOFError, pickle.UnpicklingError, ValueError, TypeError, AttributeError) as exc:
-        raise DatasetError(f"{path}: not a readable ground-truth pickle ({exc})") from exc
 
 
 def _index_list(value, n: int, where: str) -> list[int]:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import BinaryIO, Union
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from l2g.config import ImageConfig
 from l2g.errors import ImageError
@@ -26,6 +26,11 @@ HIGH_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
 _ALPHA_MODES = ("LA", "La", "PA", "RGBA", "RGBa")
 _ORIENTATION_TAG = 0x0112
 _SWAPPING_ORIENTATIONS = (5, 6, 7, 8)   # EXIF orientations that swap width and height
+_TRANSPOSE = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+              5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+              8: Image.Transpose.ROTATE_90}     # as ImageOps.exif_transpose
+STRIP_ROWS = 512        # rows converted at a time when a full-size copy in a wider mode must be avoided
+REDUCING_GAP = 3.0      # integer box reduction first, then Lanczos over at most this factor
 
 # Our own cfg.max_pixels check (in _decode) replaces Pillow's warning-level guard; Pillow's hard
 # DecompressionBombError (above 2 * Image.MAX_IMAGE_PIXELS) still applies and becomes an ImageError.
@@ -56,8 +61,9 @@ class LoadedImage:
 # ----------------------------------------------------------------------------- input
 
 
-def _read_source(source: Source, max_bytes: int) -> tuple[object, str, str]:
-    """Return (something Image.open accepts, short name, name for messages)."""
+def _read_source(source: Source, max_bytes: int, name: str | None = None) -> tuple[object, str, str]:
+    """Return (something Image.open accepts, short name, name for messages); ``name`` names bytes
+    and file-likes (an upload's file name) in place of '<bytes>' / their ``.name``."""
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
         label = str(path)
@@ -73,9 +79,9 @@ def _read_source(source: Source, max_bytes: int) -> tuple[object, str, str]:
         return path, path.name, label
     if isinstance(source, (bytes, bytearray, memoryview)):
         data = bytes(source)
-        label = "<bytes>"
+        label = name or "<bytes>"
     elif hasattr(source, "read") or hasattr(source, "getvalue"):
-        label = os.path.basename(str(getattr(source, "name", "") or "")) or "<upload>"
+        label = name or os.path.basename(str(getattr(source, "name", "") or "")) or "<upload>"
         try:
             if hasattr(source, "getvalue"):      # BytesIO / Streamlit UploadedFile: position-independent
                 data = source.getvalue()
@@ -106,33 +112,84 @@ def _composite_on_white(rgba: np.ndarray) -> np.ndarray:
     return out.astype(np.uint8)
 
 
-def _high_depth_to_gray8(arr: np.ndarray) -> np.ndarray:
-    """(H, W) integer/float array -> (H, W) uint8 stretched over its actual value range.
+def _value_range(im: Image.Image, rows: int = STRIP_ROWS) -> tuple[float, float] | None:
+    """(min, max) of the finite values of a high-depth image, read strip by strip; None if none is finite."""
+    if im.mode != "F":
+        lo, hi = im.getextrema()            # integer modes: no copy, no NaN
+        return float(lo), float(hi)
+    w, h = im.size
+    lo, hi = np.inf, -np.inf
+    for y in range(0, h, rows):
+        a = np.asarray(im.crop((0, y, w, min(h, y + rows))), dtype=np.float32)
+        a = a[np.isfinite(a)]
+        if a.size:
+            lo, hi = min(lo, float(a.min())), max(hi, float(a.max()))
+    return (lo, hi) if lo <= hi else None
 
-    A constant image keeps its value clipped to [0, 255].
+
+def _high_depth_to_gray8(arr: np.ndarray, value_range: tuple[float, float] | None = None,
+                         rows: int = STRIP_ROWS) -> np.ndarray:
+    """(H, W) integer/float array -> (H, W) uint8 stretched over ``value_range`` (default: the
+    array's finite values), converted ``rows`` rows at a time so no full float copy is ever made.
+
+    Values outside the range are clipped; NaN/inf become the low end. A constant image keeps its
+    value clipped to [0, 255].
     """
-    a = arr.astype(np.float64)
-    finite = np.isfinite(a)
-    if not finite.any():
-        return np.zeros(a.shape, np.uint8)
-    lo, hi = float(a[finite].min()), float(a[finite].max())
-    a = np.where(finite, a, lo)
+    if value_range is None:
+        finite = arr[np.isfinite(arr)] if arr.dtype.kind == "f" else arr
+        value_range = (float(finite.min()), float(finite.max())) if finite.size else None
+    if value_range is None:
+        return np.zeros(arr.shape, np.uint8)
+    lo, hi = value_range
     if hi <= lo:
-        return np.full(a.shape, np.clip(round(lo), 0, 255), np.uint8)
-    return np.clip(np.rint((a - lo) * (255.0 / (hi - lo))), 0, 255).astype(np.uint8)
+        return np.full(arr.shape, np.clip(round(lo), 0, 255), np.uint8)
+    out = np.empty(arr.shape, np.uint8)
+    for y in range(0, arr.shape[0], rows):
+        a = arr[y:y + rows].astype(np.float64)
+        a[~np.isfinite(a)] = lo
+        out[y:y + rows] = np.clip(np.rint((a - lo) * (255.0 / (hi - lo))), 0, 255)
+    return out
 
 
-def _to_rgb_array(im: Image.Image) -> np.ndarray:
-    """Any PIL image -> (H, W, 3) uint8 (alpha over white, 16-bit stretched by value range)."""
+def _to_rgb_array(im: Image.Image, value_range: tuple[float, float] | None = None) -> np.ndarray:
+    """Any PIL image -> (H, W, 3) uint8 (alpha over white, 16-bit stretched by ``value_range``)."""
     mode = im.mode
     if mode == "RGB":
         return np.asarray(im, dtype=np.uint8).copy()
     if mode in HIGH_DEPTH_MODES:
-        gray = _high_depth_to_gray8(np.asarray(im))
+        gray = _high_depth_to_gray8(np.asarray(im), value_range)
         return np.repeat(gray[..., None], 3, axis=2)
     if mode in _ALPHA_MODES or "transparency" in im.info:
         return _composite_on_white(np.asarray(im.convert("RGBA"), dtype=np.uint8))
     return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
+
+
+def _reducible_mode(im: Image.Image) -> str:
+    """The mode ``Image.reduce`` can average ``im`` in (palette/bilevel/16-bit modes cannot be)."""
+    if im.mode in ("P", "PA", "L", "RGB") and "transparency" in im.info:
+        return "RGBA"                       # a colour key becomes alpha before pixels are averaged
+    if im.mode in ("P", "PA"):
+        return "RGBA" if im.mode == "PA" else "RGB"
+    if im.mode == "1":
+        return "L"
+    if im.mode.startswith("I;16"):
+        return "I"
+    return im.mode
+
+
+def _shrink(im: Image.Image, factor: int, rows: int = STRIP_ROWS) -> Image.Image:
+    """Box-average ``im`` by an integer ``factor``; modes reduce() refuses are converted strip by
+    strip, so at most ``rows`` full-width rows are ever held in the wider mode."""
+    mode = _reducible_mode(im)
+    if mode == im.mode:
+        return im.reduce(factor)
+    w, h = im.size
+    out = Image.new(mode, (-(-w // factor), -(-h // factor)))
+    step = factor * max(1, rows // factor)
+    for y in range(0, h, step):
+        part = im.crop((0, y, w, min(h, y + step))).convert(mode)
+        out.paste(part.reduce(factor), (0, y // factor))
+    return out
 
 
 def _exif_orientation(im: Image.Image) -> int:
@@ -147,18 +204,20 @@ def _exif_orientation(im: Image.Image) -> int:
 
 
 def load_image(source: Source, max_side: int | None = ImageConfig.max_side,
-               cfg: ImageConfig = ImageConfig()) -> LoadedImage:
+               cfg: ImageConfig = ImageConfig(), name: str | None = None) -> LoadedImage:
     """Decode ``source`` to an upright RGB uint8 image whose longest side is at most ``max_side``.
 
     source:   a path, bytes, or a binary file-like (e.g. a Streamlit UploadedFile).
     max_side: cap on the longest side (px); None or 0 keeps the full size. Never upscales.
     cfg:      ``max_pixels`` / ``max_bytes`` guards against decompression bombs and huge files.
+    name:     the name of bytes / a file-like in messages and LoadedImage.name (e.g. the upload's
+              file name); ignored for paths, which are named by themselves.
 
     Raises ImageError for anything unreadable, TypeError for a wrong argument type.
     """
     if max_side is not None and (not isinstance(max_side, (int, np.integer)) or max_side < 0):
         raise ValueError(f"load_image: max_side must be a positive int or None, got {max_side!r}")
-    fp, name, label = _read_source(source, cfg.max_bytes)
+    fp, name, label = _read_source(source, cfg.max_bytes, name)
     try:
         with Image.open(fp, formats=ALLOWED_FORMATS) as im:
             return _decode(im, name, label, max_side, cfg)
@@ -178,6 +237,9 @@ def load_image(source: Source, max_side: int | None = ImageConfig.max_side,
 
 def _decode(im: Image.Image, name: str, label: str, max_side: int | None,
             cfg: ImageConfig) -> LoadedImage:
+    """Bounded memory: the decoded file is the only full-size copy. JPEG decodes at 1/2-1/8 scale
+    (draft); other formats are box-reduced in PIL (16-bit, palette and bilevel strip by strip) and
+    resized before any 8-bit or float array exists; EXIF rotation is applied to the small image."""
     width, height = im.size
     if width <= 0 or height <= 0:
         raise ImageError(label, f"invalid image size {width}x{height}")
@@ -186,26 +248,30 @@ def _decode(im: Image.Image, name: str, label: str, max_side: int | None,
                                 f"(limit {cfg.max_pixels / 1e6:.1f}); refused as a possible decompression bomb")
     source_mode = im.mode
     orientation = _exif_orientation(im)
-    orig = (height, width) if orientation in _SWAPPING_ORIENTATIONS else (width, height)
+    swap = orientation in _SWAPPING_ORIENTATIONS
+    orig = (height, width) if swap else (width, height)
 
     scale = 1.0
     if max_side and max(width, height) > max_side:
         scale = max_side / max(width, height)
-    target = (max(1, round(orig[0] * scale)), max(1, round(orig[1] * scale)))
+    stored = (max(1, round(width * scale)), max(1, round(height * scale)))   # before EXIF rotation
 
     if scale < 1.0 and im.format in ("JPEG", "MPO"):
         # Let libjpeg decode at 1/2, 1/4 or 1/8 directly (never below the requested size).
-        im.draft(None, (max(1, round(width * scale)), max(1, round(height * scale))))
+        im.draft(None, stored)
     im.load()                                   # truncated / corrupt data surfaces here
-    if orientation != 1:
-        try:
-            im = ImageOps.exif_transpose(im)
-        except Exception:                       # keep the stored orientation rather than fail
-            pass
-    rgb = _to_rgb_array(im)
-    if (rgb.shape[1], rgb.shape[0]) != target:
-        resized = Image.fromarray(rgb).resize(target, Image.Resampling.LANCZOS, reducing_gap=3.0)
-        rgb = np.asarray(resized, dtype=np.uint8).copy()
+    value_range = _value_range(im) if im.mode in HIGH_DEPTH_MODES else None
+    if im.size != stored:
+        factor = int(min(im.size[0] / stored[0], im.size[1] / stored[1]) / REDUCING_GAP)
+        if factor >= 2:
+            im = _shrink(im, factor)
+        mode = _reducible_mode(im)
+        if mode not in (im.mode, "I"):          # palette/bilevel: resize() would use nearest neighbour
+            im = im.convert(mode)               # (small here: at most REDUCING_GAP x the target side)
+        im = im.resize(stored, Image.Resampling.LANCZOS)
+    if orientation in _TRANSPOSE:
+        im = im.transpose(_TRANSPOSE[orientation])
+    rgb = _to_rgb_array(im, value_range)
     return LoadedImage(rgb=rgb, scale=float(scale), orig_size=(int(orig[0]), int(orig[1])),
                        source_mode=source_mode, name=name)
 

@@ -210,8 +210,7 @@ def build_index(gallery: Path, out: Path, cfg: C.L2GConfig = C.DEFAULT, paths: l
     appended in sorted order. Unreadable files are listed in the report and
     never stop the build. Returns the loaded index and a BuildReport.
     """
-    if paths is None:
-        from .datasets import list_images
+    from .datasets import LINK_OUTSIDE, escapes, scan_gallery
 
     t0 = time.perf_counter()
     gallery, out = Path(gallery), Path(out)
@@ -224,14 +223,19 @@ def build_index(gallery: Path, out: Path, cfg: C.L2GConfig = C.DEFAULT, paths: l
                               "use another --out folder")
         old = {e["path"]: ImageEntry(e["path"], e["sha1"], e["n"], tuple(e["size"]), e.get("scale", 1.0))
                for e in m["images"]}
-    paths = sorted(paths if paths is not None else list_images(gallery))
+    scan = scan_gallery(gallery) if paths is None else None
+    paths = sorted(paths if paths is not None else scan.images)
     report = BuildReport(params={"preset": cfg.features.name, "gallery": str(gallery)})
+    report.failed.extend(scan.refused if scan else [])      # file symlinks leading outside the gallery
     extractor = extractor or Extractor(cfg.features)
     entries: dict[str, ImageEntry] = {}
     for i, rel in enumerate(paths):
         if progress:
             progress(i, len(paths), rel)
         p = gallery / rel
+        if escapes(gallery, rel):
+            report.failed.append((rel, LINK_OUTSIDE))
+            continue
         try:
             sha = file_sha1(p)
         except (OSError, ImageError) as e:

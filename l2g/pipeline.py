@@ -129,10 +129,12 @@ def crop(rgb: np.ndarray, bbox) -> np.ndarray:
 
 
 def make_query(engine: Engine, source=None, gallery_id: int | None = None, bbox=None, name: str = "query") -> Query:
-    """A query from an upload / path / bytes (``source``) or a gallery image (``gallery_id``).
+    """A query from an upload / path / bytes / an already decoded LoadedImage (``source``), or a
+    gallery image (``gallery_id``).
 
-    bbox crops the query first (the Revisited Oxford protocol). Raises
-    ImageError for unreadable input and NoKeypointsError for a featureless query.
+    A LoadedImage is used as is (no second decode); it must have been loaded at most at the
+    index's ``features.max_side``. bbox crops the query first (the Revisited Oxford protocol).
+    Raises ImageError for unreadable input and NoKeypointsError for a featureless query.
     """
     t0 = time.perf_counter()
     li = engine.li
@@ -141,7 +143,14 @@ def make_query(engine: Engine, source=None, gallery_id: int | None = None, bbox=
         q = Query(f, li.paths[gallery_id], None, gallery_id)
     else:
         src = li.image_path(gallery_id) if gallery_id is not None else source
-        img = load_image(src, max_side=engine.cfg.features.max_side)
+        max_side = engine.cfg.features.max_side
+        if isinstance(src, LoadedImage):
+            if max(src.rgb.shape[:2]) > max_side:
+                raise ValueError(f"{src.name}: loaded at {max(src.rgb.shape[:2])} px, more than the index's "
+                                 f"max_side {max_side}; load it with load_image(..., max_side={max_side})")
+            img = src
+        else:
+            img = load_image(src, max_side=max_side)
         if gallery_id is not None:
             name = li.paths[gallery_id]
         if bbox is not None:

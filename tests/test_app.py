@@ -413,3 +413,89 @@ def test_tiny_gallery_query_and_evaluation_pages(small_env, tmp_path, monkeypatc
     finally:
         monkeypatch.delenv("L2G_GALLERY_ROOTS")
         state.settings.clear()
+
+
+# ----------------------------------------------------------------------------- input hardening (issue 9)
+
+
+def test_upload_is_decoded_once_and_named_by_its_file_name(small_env, engine, monkeypatch):
+    """An upload is decoded once per query (was 3 times), and every message names its file."""
+    from l2g import images
+
+    labels = []
+    real = images._decode
+
+    def counting(im, name, label, *a, **kw):
+        labels.append(label)
+        return real(im, name, label, *a, **kw)
+
+    monkeypatch.setattr(images, "_decode", counting)
+    big = np.asarray(Image.open(engine.li.image_path(0)).convert("RGB").resize((1800, 1350)))
+    at = _app()
+    at.session_state["l2g_inject_upload"] = ("holiday.jpg", _png(big, fmt="JPEG", quality=90))
+    at.run()
+    assert not at.exception and not _errors(at), _errors(at)
+    assert at.session_state["l2g_run"].query.name == "holiday.jpg"
+    uploads = [x for x in labels if not Path(x).is_absolute()]       # gallery files are named by path
+    assert uploads == ["holiday.jpg"], labels
+    assert any("holiday.jpg" in w.value and "downscaled" in w.value for w in at.warning)
+    # a slider that only re-ranks decodes nothing again
+    at.sidebar.slider(key="l2g_p_k").set_value(5).run()
+    assert not at.exception and [x for x in labels if not Path(x).is_absolute()] == ["holiday.jpg"]
+
+    bad = _png(np.zeros((64, 64, 3), np.uint8), fmt="JPEG")[:200]
+    at = _app()
+    at.session_state["l2g_inject_upload"] = ("broken photo.jpg", bad)
+    at.run()
+    errs = _errors(at)
+    assert errs and all("<bytes>" not in e for e in errs) and any("broken photo.jpg" in e for e in errs)
+    out = core.make_query_safe(engine, source=bad, name="scan.jpg")
+    assert "scan.jpg" in out.error and "<bytes>" not in out.error
+
+
+def test_make_query_takes_a_loaded_image(engine):
+    from l2g.images import load_image
+
+    img = load_image(engine.li.image_path(3), max_side=engine.cfg.features.max_side)
+    q = P.make_query(engine, source=img, name="mine")
+    assert q.image is img and q.name == "mine" and len(q.feats) > 0
+    with pytest.raises(ValueError, match="max_side"):
+        P.make_query(engine, source=load_image(engine.li.image_path(3), max_side=None))
+
+
+def test_check_gallery_refuses_a_missing_demo_path(tmp_path):
+    s = parse_settings(["--data-dir", str(tmp_path / "data")], env={})
+    assert not s.demo_dir.exists()
+    assert check_gallery(Gallery("demo", s.demo_dir.resolve(), "demo"), s) == s.demo_dir.resolve()  # built later
+    with pytest.raises(ValueError, match="does not exist"):
+        check_gallery(Gallery("demo", tmp_path / "elsewhere", "demo"), s)
+
+
+def test_file_symlink_leading_outside_a_gallery_is_not_indexed_nor_shown(small_env, tmp_path, monkeypatch):
+    """A gallery under an allowed root with a file symlink to an image outside it: the build
+    reports the link, the index and the page's image list do not hold it."""
+    from l2g.app import state
+    from l2g.index import load_index
+
+    label = _tiny_gallery(small_env, tmp_path / "roots", 3)
+    g = tmp_path / "roots" / "tiny3"
+    secret = tmp_path / "private" / "secret.jpg"
+    secret.parent.mkdir()
+    secret.write_bytes(next(g.glob("img0*")).read_bytes())
+    (g / "leak.jpg").symlink_to(secret)
+    monkeypatch.setenv("L2G_GALLERY_ROOTS", str(tmp_path / "roots"))
+    state.settings.clear()
+    try:
+        at = _app()
+        at.session_state["l2g_gallery"] = label
+        at.run()
+        assert not at.exception, at.exception
+        assert any("leak.jpg" in w.value and "outside" in w.value for w in at.warning), [w.value for w in at.warning]
+        assert "leak.jpg" not in at.selectbox(key="l2g_qpick").options
+        s = parse_settings([], dict(small_env, L2G_GALLERY_ROOTS=str(tmp_path / "roots")))
+        li = load_index(s.index_dir(Gallery(label, g.resolve(), "root")))
+        assert "leak.jpg" not in li.paths and len(li.paths) == 3
+        assert any(p == "leak.jpg" and "outside" in r for p, r in li.failed)
+    finally:
+        monkeypatch.delenv("L2G_GALLERY_ROOTS")
+        state.settings.clear()

@@ -48,6 +48,58 @@ def test_list_images(tmp_path):
         list_images(tmp_path / "nope")
 
 
+def _textured_png(seed: int) -> bytes:
+    blocks = np.random.default_rng(seed).integers(0, 256, (20, 24, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(np.kron(blocks, np.ones((10, 10, 1), np.uint8))).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _gallery_with_links(tmp_path: Path) -> Path:
+    """g/ with two images, a file symlink leading outside, one staying inside, a folder link, a zip."""
+    g, outside = tmp_path / "g", tmp_path / "outside"
+    _write(g / "a.png", _textured_png(1))
+    _write(g / "sub" / "b.png", _textured_png(2))
+    _write(outside / "secret.png", _textured_png(3))
+    (g / "leak.png").symlink_to(outside / "secret.png")
+    (g / "sub" / "same.png").symlink_to(g / "a.png")
+    (g / "linked_dir").symlink_to(outside, target_is_directory=True)
+    _write(g / "photos.zip", b"PK\x05\x06" + b"\x00" * 18)
+    _write(g / "notes.txt", b"hello")
+    return g
+
+
+def test_scan_gallery_refuses_file_links_leading_outside(tmp_path):
+    from l2g.datasets import scan_gallery
+
+    g = _gallery_with_links(tmp_path)
+    scan = scan_gallery(g)
+    assert scan.images == list_images(g) == ["a.png", "sub/b.png", "sub/same.png"]
+    assert [p for p, _ in scan.refused] == ["leak.png"] and "outside" in scan.refused[0][1]
+    ignored = dict(scan.ignored)
+    assert "archive" in ignored["photos.zip"] and "not an image" in ignored["notes.txt"]
+    assert "not followed" in ignored["linked_dir"]
+
+
+def test_cli_index_reports_links_and_archives_and_skips_them(tmp_path, capsys):
+    from l2g.cli import main
+    from l2g.index import load_index
+
+    g = _gallery_with_links(tmp_path)
+    assert main(["index", str(g), "--out", str(tmp_path / "ix"), "--features", "100", "--no-global"]) == 0
+    out = capsys.readouterr().out
+    assert "skipped leak.png: a symbolic link to a file outside" in out
+    assert "skipped photos.zip: an archive" in out and "skipped linked_dir: a symbolic link to a folder" in out
+    li = load_index(tmp_path / "ix")
+    assert sorted(li.paths) == ["a.png", "sub/b.png", "sub/same.png"]
+    assert ("leak.png", "a symbolic link to a file outside the gallery folder: refused") in li.failed
+    # an explicit path list (groups.json, the evaluation) is checked too
+    from l2g.index import build_index
+
+    li, rep = build_index(g, tmp_path / "ix2", paths=["a.png", "leak.png", "linked_dir/secret.png"])
+    assert li.paths == ["a.png"] and {p for p, _ in rep.failed} == {"leak.png", "linked_dir/secret.png"}
+
+
 def _groups_folder(root: Path) -> Path:
     files = {"g/a1.jpg": 1, "g/a2.jpg": 2, "g/a3.jpg": 3, "h/b1.jpg": 4, "h/b2.jpg": 5, "lone/c.jpg": 6, "d/x.jpg": 7}
     for rel, seed in files.items():
@@ -175,6 +227,62 @@ def test_malicious_pickle_refused_without_executing(tmp_path):
     (tmp_path / "junk.pkl").write_bytes(b"\x00garbage")
     with pytest.raises(DatasetError, match="not a readable"):
         safe_load_pickle(tmp_path / "junk.pkl")
+
+
+class _Call:
+    """Pickles as a call fn(*args) (then state, if given): how a forged pickle asks for memory."""
+
+    def __init__(self, fn, args, state=None):
+        self.fn, self.args, self.state = fn, args, state
+
+    def __reduce__(self):
+        return (self.fn, self.args) if self.state is None else (self.fn, self.args, self.state)
+
+
+def _huge_pickles() -> dict:
+    from numpy._core.multiarray import _reconstruct
+
+    big = (1 << 32,)                                                    # x 8 bytes = 32 GiB
+    return {
+        "ndarray": pickle.dumps({"gnd": _Call(np.ndarray, (big, "f8"))}, protocol=2),
+        "reconstruct": pickle.dumps([_Call(_reconstruct, (np.ndarray, big, b"b"))], protocol=4),
+        "object-array state": pickle.dumps(_Call(_reconstruct, (np.ndarray, (0,), b"b"),
+                                                 (1, big, np.dtype("O"), False, [])), protocol=2),
+        "bytearray": pickle.dumps(_Call(bytearray, (1 << 35,)), protocol=2),
+        "list of a range": pickle.dumps(_Call(list, (range(1 << 40),)), protocol=4),
+        "bytes length field": b"\x80\x04\x8e" + (1 << 35).to_bytes(8, "little") + b"ab.",
+    }
+
+
+@pytest.mark.parametrize("kind", list(_huge_pickles()))
+def test_pickle_asking_for_huge_memory_is_refused_before_allocating(tmp_path, kind):
+    import resource
+
+    p = tmp_path / "gnd_roxford5k.pkl"
+    p.write_bytes(_huge_pickles()[kind])
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(DatasetError, match="refusing|truncated|not a readable") as err:
+        safe_load_pickle(p)
+    assert str(p) in str(err.value) and "MemoryError" not in str(err.value)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 512 * 1024      # KiB: < 512 MiB
+    if kind != "bytes length field":
+        assert "limit" in str(err.value)
+    with pytest.raises(DatasetError):                       # the same through the dataset loader
+        load_eval_dataset(tmp_path)
+
+
+def test_pickle_file_over_the_limit_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setattr(config, "PICKLE_MAX_BYTES", 1000)
+    p = tmp_path / "big.pkl"
+    p.write_bytes(pickle.dumps(list(range(2000))))
+    with pytest.raises(DatasetError, match=r"pickle file of 5,762 bytes .*limit 1,000"):
+        safe_load_pickle(p)
+    p.write_bytes(pickle.dumps(_Call(np.ndarray, ((250,), "f8"))))   # 2,000 bytes asked by a tiny file
+    monkeypatch.setattr(config, "PICKLE_MAX_BYTES", 1500)
+    with pytest.raises(DatasetError, match=r"numpy array of shape \(250,\) of 2,000 bytes"):
+        safe_load_pickle(p)
+    monkeypatch.setattr(config, "PICKLE_MAX_BYTES", 2000)          # the limit itself is allowed
+    assert safe_load_pickle(p).shape == (250,)
 
 
 # ----------------------------------------------------------------------------- download

@@ -275,3 +275,50 @@ def test_hashes(tmp_path):
     expected = hashlib.sha1(data).hexdigest()
     assert file_sha1(p) == expected == bytes_sha1(data)
     assert file_sha1(p, chunk=1000) == expected
+
+
+# ----------------------------------------------------------------------------- reduced decoding (issue 9)
+
+
+def test_downscaled_16bit_palette_and_keyed_images_keep_their_values(tmp_path):
+    """Images reduced before conversion (16-bit strip by strip, palette, colour key) look as
+    their full-size conversion would: range stretched over the whole image, transparency white."""
+    ramp = np.linspace(1000, 3000, 2400).astype(np.uint16)
+    arr = np.tile(ramp, (1600, 1))
+    arr[:400, :600] = 1000
+    out = load_image(_save(Image.fromarray(arr), tmp_path / "ramp16.png"), max_side=600)
+    assert out.source_mode.startswith("I;16") and out.rgb.shape == (400, 600, 3)
+    row = out.rgb[300, :, 0].astype(int)
+    assert row[0] <= 1 and row[-1] >= 254 and np.all(np.diff(row[5:-5]) >= 0)
+    assert out.rgb[:90, :140].max() <= 1                    # the dark block stays where it was
+    pal = Image.new("P", (1500, 900), 0)
+    pal.putpalette([0, 255, 0] + [255, 0, 0] + [0, 0, 0] * 254)
+    pal.paste(1, (0, 0, 750, 900))
+    out = load_image(_save(pal, tmp_path / "p.png", transparency=0), max_side=300)
+    assert out.rgb.shape == (180, 300, 3)
+    assert tuple(out.rgb[90, 40]) == (255, 0, 0) and tuple(out.rgb[90, 260]) == (255, 255, 255)
+    keyed = np.zeros((900, 1500, 3), np.uint8)
+    keyed[:, :750] = (0, 0, 255)
+    out = load_image(_save(Image.fromarray(keyed), tmp_path / "key.png", transparency=(0, 0, 0)), max_side=300)
+    assert tuple(out.rgb[90, 40]) == (0, 0, 255) and tuple(out.rgb[90, 260]) == (255, 255, 255)
+
+
+def test_exif_rotation_of_a_reduced_png(tmp_path):
+    arr = np.full((1000, 2000, 3), 128, np.uint8)
+    arr[:200, :200] = (255, 0, 0)
+    img = Image.fromarray(arr)
+    exif = img.getexif()
+    exif[0x0112] = 6
+    out = load_image(_save(img, tmp_path / "rot6.png", exif=exif.tobytes()), max_side=200)
+    assert out.rgb.shape == (200, 100, 3) and out.orig_size == (1000, 2000)
+    assert out.rgb[5, 94, 0] > 200 and out.rgb[5, 94, 1] < 60       # stored top-left -> top-right
+
+
+def test_bytes_are_named_by_the_name_given(tmp_path):
+    with pytest.raises(ImageError, match="holiday.jpg") as err:
+        load_image(b"not an image", name="holiday.jpg")
+    assert "<bytes>" not in str(err.value)
+    ok = (tmp_path / "a.png")
+    Image.fromarray(_noise_rgb(20, 20)).save(ok)
+    assert load_image(ok.read_bytes(), name="upload.png").name == "upload.png"
+    assert load_image(ok, name="ignored").name == "a.png"             # a path names itself

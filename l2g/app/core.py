@@ -12,7 +12,7 @@ import numpy as np
 
 from .. import pipeline as P
 from ..features import Features, NoKeypointsError
-from ..images import ImageError, load_image
+from ..images import ImageError, LoadedImage, load_image
 from ..metrics import average_precision
 from ..search import rank_images
 
@@ -29,9 +29,12 @@ class QueryOutcome:
     warnings: list = field(default_factory=list)
 
 
-def preview(source, max_side: int):
-    """(LoadedImage, warnings) of an upload or path at the feature resolution; ImageError passes."""
-    img = load_image(source, max_side=max_side)
+def preview(source, max_side: int, name: str | None = None):
+    """(LoadedImage, warnings) of an upload or path at the feature resolution; ImageError passes.
+
+    ``name`` (an upload's file name) names bytes in every message. The LoadedImage is what
+    P.make_query takes, so an upload is decoded once."""
+    img = load_image(source, max_side=max_side, name=name)
     notes = []
     if img.scale < 1.0:
         w, h = img.orig_size
@@ -44,11 +47,14 @@ def preview(source, max_side: int):
 
 def make_query_safe(eng: P.Engine, source=None, gallery_id: int | None = None, bbox=None,
                     name: str = "query") -> QueryOutcome:
-    """P.make_query with every input problem turned into a message (never raises on bad input)."""
+    """P.make_query with every input problem turned into a message (never raises on bad input).
+
+    ``source`` may be a LoadedImage from :func:`preview` (then it is not decoded again); bytes
+    are named ``name`` in messages."""
     out = QueryOutcome()
     try:
-        if source is not None:
-            _, out.warnings = preview(source, eng.cfg.features.max_side)
+        if source is not None and not isinstance(source, LoadedImage):
+            source, out.warnings = preview(source, eng.cfg.features.max_side, name=name)
         out.query = P.make_query(eng, source=source, gallery_id=gallery_id, bbox=bbox, name=name)
     except ImageError as e:
         out.error = f"Cannot use this file as a query: {e}"

@@ -18,6 +18,7 @@ from . import core, stages, state
 OPEN_KEY = "l2g_open_query"      # set by the Evaluation page: a gallery path to open
 FIRST_METHODS = tuple(m for m in P.METHODS if m != "g2l")
 INJECT_KEY = "l2g_inject_upload"   # tests put (name, bytes) here to stand in for the file uploader
+PREVIEW_KEY = "l2g_upload_preview"   # (spec key, LoadedImage, notes) of the current upload
 
 
 def _int_slider(box, label: str, lo: int, hi: int, value: int, **kw) -> int:
@@ -104,13 +105,17 @@ def query_spec(eng: P.Engine, label: str) -> dict | None:
     else:
         st.info("Upload an image (drag and drop), or switch to a gallery image.")
         return None
-    spec.update(key=(label, "u", hashlib.sha1(data).hexdigest()), name=name, data=data)
-    try:
-        img, spec["notes"] = core.preview(data, eng.cfg.features.max_side)
-    except ImageError as e:
-        st.error(f"Cannot use this file as a query: {e}")
-        return None
-    spec["rgb"] = img.rgb
+    spec.update(key=(label, "u", hashlib.sha1(data).hexdigest(), eng.cfg.features.max_side), name=name, data=data)
+    memo = st.session_state.get(PREVIEW_KEY)
+    if memo is None or memo[0] != spec["key"]:     # one decode per upload, not one per page run
+        try:
+            memo = (spec["key"], *core.preview(data, eng.cfg.features.max_side, name=name))
+        except ImageError as e:
+            st.error(f"Cannot use this file as a query: {e}")
+            return None
+        st.session_state[PREVIEW_KEY] = memo
+    _, img, spec["notes"] = memo
+    spec["rgb"], spec["image"] = img.rgb, img          # the query is made from this decode
     return spec
 
 
@@ -144,7 +149,7 @@ def compute(eng: P.Engine, spec: dict, box, params: dict) -> P.QueryRun | None:
         ss.pop("l2g_run_key", None)
         slow = spec.get("data") is not None or box is not None       # features to extract
         with st.spinner("Extracting the query's local features…", show_time=True) if slow else nullcontext():
-            out = core.make_query_safe(eng, source=spec.get("data"), gallery_id=spec.get("gallery_id"),
+            out = core.make_query_safe(eng, source=spec.get("image"), gallery_id=spec.get("gallery_id"),
                                        bbox=box, name=spec["name"])
         if out.error:
             ss.pop("l2g_query_key", None)

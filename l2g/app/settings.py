@@ -9,7 +9,9 @@ Options, command line (after ``--``) first, then environment:
 
 The page never takes a server path as text: galleries are picked from a list
 built here, and every candidate is resolved and checked to lie inside an
-allowed root (a symlink leading outside is refused).
+allowed root (a folder symlink leading outside is refused). Inside a gallery,
+file symlinks leading outside its folder are not indexed and are reported
+(``datasets.scan_gallery``, the build report's failed list).
 """
 from __future__ import annotations
 
@@ -136,7 +138,9 @@ def check_gallery(g: Gallery, s: Settings) -> Path:
     if C.REALBENCH_DIR.is_dir():
         allowed.append(C.REALBENCH_DIR)
     if g.kind == "demo" and not g.path.exists():
-        return g.path                      # built on first use
+        if Path(g.path).resolve() == Path(s.demo_dir).resolve():
+            return g.path                  # the configured demo folder: built on first use
+        raise ValueError(f"{g.label}: {g.path} does not exist and is not the demo folder {s.demo_dir}")
     if not any(inside(g.path, r) for r in allowed if Path(r).exists()):
         raise ValueError(f"{g.label}: not inside an allowed gallery root")
     return g.path

@@ -50,7 +50,7 @@ def safe_member_path(name: str) -> str | None:
 def _check_image(name: str, data: bytes) -> str | None:
     """None when ``data`` decodes as an image, else the reason."""
     try:
-        load_image(data, max_side=64)
+        load_image(data, max_side=64, name=name)
         return None
     except ImageError as e:
         return e.reason
@@ -139,7 +139,7 @@ def save_uploads(files, uploads_dir: Path) -> UploadReport:
     folder = uploads_dir / h.hexdigest()[:16]
     report.images = sorted(accepted)
     report.folder = folder
-    if folder.is_dir():
+    if folder.is_dir() and not folder.is_symlink():   # the same upload before (a planted link is not reused)
         return report
     tmp = uploads_dir / f".{folder.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)

@@ -14,6 +14,7 @@ from .. import config as C
 from .. import pipeline as P
 from ..images import ImageError
 from . import core, stages, state
+from .uploads import MAX_FILE_BYTES
 
 OPEN_KEY = "l2g_open_query"      # set by the Evaluation page: a gallery path to open
 FIRST_METHODS = tuple(m for m in P.METHODS if m != "g2l")
@@ -95,7 +96,7 @@ def query_spec(eng: P.Engine, label: str) -> dict | None:
             st.error(f"Cannot read {rel}: {e}")
             return None
         return spec
-    up = st.file_uploader("Drop a query image here", key="l2g_upload",
+    up = st.file_uploader("Drop a query image here", key="l2g_upload", max_upload_size=MAX_FILE_BYTES // 1_000_000,
                           help="JPEG, PNG, TIFF, WebP, ... Large images are downscaled.")
     if up is not None:
         name, data = up.name, up.getvalue()

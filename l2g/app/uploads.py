@@ -179,7 +179,6 @@ def save_uploads(files, uploads_dir: Path, name: str | None = None) -> UploadRep
     zip's name) is stored as the gallery's display name.
     """
     files = list(files)
-    label = clean_name(name) or default_name(files)
     report = UploadReport()
     accepted: dict[str, bytes] = {}
     for rel, blob, label in _members(files, report):
@@ -193,6 +192,8 @@ def save_uploads(files, uploads_dir: Path, name: str | None = None) -> UploadRep
         accepted[rel] = blob
     if not accepted:
         return report
+    label = clean_name(name) or (default_name(files) if any(str(n).lower().endswith(".zip") for n, _ in files)
+                                 else default_name([(r, b"") for r in accepted]))
     h = hashlib.sha1()
     for rel in sorted(accepted):
         h.update(rel.encode() + b"\0" + hashlib.sha1(accepted[rel]).digest())

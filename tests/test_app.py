@@ -458,7 +458,8 @@ def test_streamlit_config_matches_the_caps():
 def test_cell_formats():
     from l2g.app import fmt
 
-    assert fmt.short_name("groups/coffee/coffee_crop1.jpg") == "coffee/coffee_crop1.jpg"
+    assert fmt.short_name("groups/coffee/coffee_crop1.jpg") == "coffee_crop1.jpg"     # the group is in the name
+    assert fmt.short_name("distractors/brick.jpg") == "distractors/brick.jpg"
     assert fmt.short_name("brick.jpg") == "brick.jpg"
     assert fmt.score_cell("g2l", 165.0) == "165 inliers" and fmt.score_cell("g2l", 1.0) == "1 inlier"
     assert fmt.score_cell("local", 0.41234) == "0.412"
@@ -487,7 +488,7 @@ def test_query_page_stages_in_data_order_and_readable_cells(small_env, engine):
         df = at.get_by_key(f"l2g_rank_{m}").dataframe[0].value
         cells = df.astype(str).to_numpy().ravel().tolist()
         assert not any(c in ("None", "nan") for c in cells), (m, cells)
-        assert all("/" not in n or n.count("/") == 1 for n in df["name"])     # group / file, not the full path
+        assert all(n.count("/") <= 1 and len(n) < len(p) or n == p for n, p in zip(df["name"], df["path"]))
     g2l = at.get_by_key("l2g_rank_g2l").dataframe[0].value
     inl = {int(j): int(n) for j, n in zip(run.g2l.ids, run.g2l.inliers)}
     for path, cell in zip(g2l["path"], g2l["score"]):

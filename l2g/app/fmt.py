@@ -9,10 +9,12 @@ NO_SCORE = {"local_qe"}                    # query expansion re-orders ids only:
 
 
 def short_name(path: str) -> str:
-    """'groups/coffee/coffee_crop1.jpg' -> 'coffee/coffee_crop1.jpg' (the group and the file);
-    a file at the gallery's top level keeps its name."""
+    """A gallery path as a ranking table shows it: the file name when it already starts with its group
+    (folder) name ('groups/coffee/coffee_crop1.jpg' -> 'coffee_crop1.jpg'), else 'group/file'."""
     parts = PurePosixPath(str(path)).parts
-    return "/".join(parts[-2:]) if parts else str(path)
+    if len(parts) < 2 or parts[-1].lower().startswith(parts[-2].lower()):
+        return parts[-1] if parts else str(path)
+    return "/".join(parts[-2:])
 
 
 def score_cell(method: str, score) -> str:

@@ -2,8 +2,6 @@
 match view (4), export. Global-to-local verification runs in the background (background.py)."""
 from __future__ import annotations
 
-import json
-import math
 import time
 
 import pandas as pd
@@ -11,14 +9,12 @@ import streamlit as st
 
 from .. import pipeline as P
 from .. import viz
-from ..verify import verify_pair
-from . import background, core, fmt, state
+from . import background, core, fmt, matchview, state
 
-SEL = "l2g_selected"
+SEL = matchview.SEL
 
 
-def _ms(t: float | None) -> str:
-    return "—" if t is None else f"{1000 * t:.0f} ms" if t < 10 else f"{t:.1f} s"
+_ms, _l2g, _select = matchview._ms, matchview._l2g, matchview._select
 
 
 STAGES = [("extract", "extract"), ("local search", "search"), ("re-rank (MDS)", "l2g"),
@@ -37,15 +33,6 @@ def timing_line(slot, run: P.QueryRun) -> None:
     slot.markdown(":material/timer: " + " · ".join(parts) + what +
                   f"  \nQuery: **{run.query.name}**, {len(run.query.feats)} keypoints used, "
                   f"shortlist {len(run.local.ids)}.")
-
-
-def _l2g(run: P.QueryRun, params: dict):
-    """The local-to-global result shown: the blend when w > 0."""
-    return run.l2g_blend if params["w"] > 0 and run.l2g_blend is not None else run.l2g
-
-
-def _select(j: int) -> None:
-    st.session_state[SEL] = int(j)
 
 
 def shortlist(eng: P.Engine, run: P.QueryRun, positives) -> None:
@@ -152,9 +139,10 @@ def _table(eng, run, method, n, positives):
            "score": st.column_config.TextColumn(width=80 if method in fmt.SCORE_UNITS else 55),
            "rank": st.column_config.NumberColumn(width=40), "move": st.column_config.TextColumn(width=45),
            "✓": st.column_config.TextColumn(width=30),
-           "name": st.column_config.TextColumn("group / file", width="large",
-                                               help="Group folder and file name; the full gallery path is in "
-                                                    "the match view's candidate list and the exports")}
+           "name": st.column_config.TextColumn("image", width="large",
+                                               help="File name (with its folder when the name does not say "
+                                                    "its group); the full gallery path is in the match view's "
+                                                    "candidate list and the exports")}
     order = [c for c in ("rank", "thumb", "move", "score", "✓", "name")
              if (c != "move" or method in ("l2g", "l2g_blend")) and (c != "✓" or positives is not None)
              and (c != "score" or method not in fmt.NO_SCORE)]
@@ -239,79 +227,6 @@ def g2l_pending(eng: P.Engine, run: P.QueryRun) -> None:
     st.fragment(poll, run_every=1.0)()
 
 
-def _verified(eng: P.Engine, run: P.QueryRun, j: int):
-    """(VerifyResult, seconds, query RGB, gallery RGB, gallery features) of candidate j; kept for the
-    current search, so that re-ranking sliders and the inliers-only toggle do not redo it."""
-    key = (st.session_state.get("l2g_run_key"), j)
-    memo = st.session_state.get("l2g_match_memo")
-    if memo and memo[0] == key:
-        return memo[1]
-    q = run.query
-    t0 = time.perf_counter()
-    gf = eng.li.features(j)
-    vr = verify_pair(q.feats, gf, eng.cfg.verify, matches=run.local.matches.get(j))
-    t_ver = time.perf_counter() - t0
-    if q.image is not None:
-        img_q = q.image.rgb
-    else:
-        p = eng.li.image_path(q.gallery_id)
-        img_q = state.gallery_rgb(str(p), p.stat().st_mtime, eng.cfg.features.max_side)
-    p = eng.li.image_path(j)
-    img_g = state.gallery_rgb(str(p), p.stat().st_mtime, eng.cfg.features.max_side)
-    out = (vr, t_ver, img_q, img_g, gf)
-    st.session_state["l2g_match_memo"] = (key, out)
-    return out
-
-
-def match_view(eng: P.Engine, run: P.QueryRun, params: dict, positives):
-    st.subheader("Stage 4 · Match view")
-    rr = _l2g(run, params)
-    new_rank = {int(j): r + 1 for r, j in enumerate(rr.ids)}
-    ids = [int(j) for j in run.local.ids]
-    sel = st.session_state.get(SEL)
-    if sel not in ids:
-        sel = int(rr.ids[0])
-    st.session_state["l2g_match_pick"] = sel
-    fmt_c = lambda j: (f"{eng.li.paths[j]}  (local #{ids.index(j) + 1}, l2g #{new_rank.get(j, '—')})"  # noqa: E731
-                       + ("" if positives is None else "  ✓ positive" if j in positives else ""))
-    c1, c2 = st.columns([4, 1], vertical_alignment="bottom")
-    j = c1.selectbox("Candidate", ids, format_func=fmt_c, key="l2g_match_pick", on_change=lambda: _select(
-        st.session_state["l2g_match_pick"]))
-    only = c2.toggle("Inliers only", key="l2g_inliers_only", help="Hide the outlier lines (red)")
-    vr, t_ver, img_q, img_g, gf = _verified(eng, run, j)
-    m, inl = vr.matches, vr.inliers
-    if only and inl is not None:
-        m, inl = m[inl], inl[inl]
-    png = viz.match_figure(img_q, img_g, run.query.feats.kpts, gf.kpts, m, inl)
-    st.image(png, width="stretch",
-             caption=f"Left: query. Right: {eng.li.paths[j]}. Lines join keypoints matched by the local search; "
-                     f"green = RANSAC inliers ({vr.model})" + ("" if only else ", red = outliers") +
-                     f". Verified in {_ms(t_ver)}.")
-    cap = eng.cfg.search.max_matches
-    c = st.columns(4)
-    c[0].metric("matches", f"≥ {cap}" if cap and len(vr.matches) >= cap else len(vr.matches),
-                help=f"Matched keypoint pairs, kept up to {cap} per image (search.max_matches)")
-    c[1].metric("inliers", vr.n_inliers)
-    c[2].metric("local rank", ids.index(j) + 1)
-    c[3].metric("l2g rank", new_rank.get(j, "—"))
-    return png, j
-
-
-def export(eng, run, params, positives, fig, png, j) -> None:
-    st.subheader("Export")
-    name = run.query.name.replace("/", "_").rsplit(".", 1)[0]
-    c = st.columns(4)
-    c[0].download_button("Rankings (CSV)", lambda: core.export_csv(eng, run, positives),
-                         f"l2g_{name}.csv", "text/csv", on_click="ignore", key="l2g_dl_csv")
-    c[1].download_button("Rankings + scores (JSON)", lambda: core.export_json(eng, run, positives, params),
-                         f"l2g_{name}.json", "application/json", on_click="ignore", key="l2g_dl_json")
-    c[2].download_button("Embedding figure (HTML)", lambda: fig.to_html(include_plotlyjs=True),
-                         f"l2g_{name}_mds.html", "text/html", on_click="ignore", key="l2g_dl_html",
-                         help="Interactive; for a PNG use the camera button of the plot's toolbar")
-    c[3].download_button("Match view (PNG)", lambda: viz.to_png(png),
-                         f"l2g_{name}_matches_{j}.png", "image/png", on_click="ignore", key="l2g_dl_png")
-
-
 def render_all(eng: P.Engine, run: P.QueryRun, params: dict, t_start: float, right, timing_slot) -> None:
     """Stage 1 in the ``right`` column (next to the query), then the embedding, the rankings, the match
     view and the exports below, in the order the data flows."""
@@ -327,5 +242,5 @@ def render_all(eng: P.Engine, run: P.QueryRun, params: dict, t_start: float, rig
         shortlist(eng, run, positives)
     fig = embedding(eng, run, params, positives)
     rankings(eng, run, params, positives, t_start)
-    png, j = match_view(eng, run, params, positives)
-    export(eng, run, params, positives, fig, png, j)
+    png, j = matchview.match_view(eng, run, params, positives)
+    matchview.export(eng, run, params, positives, fig, png, j)

@@ -142,14 +142,14 @@ def _timing_text(page) -> str:
 
 
 def _timed(page, act) -> dict:
-    """Seconds from ``act(page)`` to the page's next 'last update' line (the lists redrawn), to the
+    """Seconds from ``act(page)`` to the next 'Rankings … ready' caption (the lists redrawn), to the
     global-to-local list, and to an idle page (no script running)."""
-    before = _timing_text(page)
+    before = page.get_by_text("after the interaction").first.inner_text()
     t0 = time.perf_counter()
     act(page)
-    page.wait_for_function("b => [...document.querySelectorAll('[data-testid=stMarkdownContainer]')]"
-                           ".some(e => e.innerText.includes('last update') && e.innerText != b)", arg=before,
-                           timeout=300_000)
+    page.wait_for_function("b => [...document.querySelectorAll('[data-testid=stCaptionContainer]')]"
+                           ".some(e => e.innerText.includes('after the interaction') && e.innerText != b)",
+                           arg=before, timeout=300_000)
     t_lists = time.perf_counter() - t0
     page.wait_for_function(G2L_READY, timeout=300_000)
     t_g2l = time.perf_counter() - t0
@@ -195,7 +195,7 @@ def measure(url: str, queries: list[str]) -> dict:
 
 def _crop_nudge(page, press: str) -> None:
     """Move the left edge of the query rectangle (the x-range slider's first thumb) one step."""
-    page.locator("[data-testid=stSlider]", has_text="x range").locator("[role=slider]").first.focus()
+    page.locator("[data-testid=stSlider]", has_text="x range").locator("input[type=range], [role=slider]").first.focus()
     page.keyboard.press(press)
 
 
@@ -238,6 +238,8 @@ def drive(url: str, shot: Path, query: str | None = None, width: int = 1500, hei
             if colour_gt:
                 page.locator(".st-key-l2g_mds_colour").get_by_text("ground truth").click()
                 wait_idle(page)
+            page.wait_for_function(G2L_READY, timeout=300_000)
+            wait_idle(page)
             page.mouse.move(0, 0)
             page.screenshot(path=str(shot), full_page=True)
             return facts
@@ -422,7 +424,10 @@ if __name__ == "__main__":   # README screenshot with the full demo config (data
     ap.add_argument("--measure", nargs="*", help="gallery queries to time instead of taking the screenshot")
     a = ap.parse_args()
     port = free_port()
-    proc = start_server({}, port, Path("/tmp/l2g_streamlit_screenshot.log"))
+    made = venv_in_repo()
+    import tempfile
+
+    proc = start_server({}, port, Path(tempfile.gettempdir()) / "l2g_streamlit_screenshot.log")
     try:
         wait_healthy(port, proc, timeout=300)
         if a.measure:
@@ -437,3 +442,5 @@ if __name__ == "__main__":   # README screenshot with the full demo config (data
                     a.screenshot, optimize=True)
     finally:
         stop_server(proc)
+        if made:
+            VENV_LINK.unlink()

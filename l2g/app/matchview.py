@@ -69,12 +69,15 @@ def match_view(eng: P.Engine, run: P.QueryRun, params: dict, positives):
     m, inl = vr.matches, vr.inliers
     if only and inl is not None:
         m, inl = m[inl], inl[inl]
-    png = viz.match_figure(img_q, img_g, run.query.feats.kpts, gf.kpts, m, inl)
+    cap = eng.cfg.search.max_matches
+    n_all, n_in = len(vr.matches), int(vr.n_inliers)
+    title = (f"{'at least ' if cap and n_all >= cap else ''}{n_all} matches: {n_in} inliers (green), "
+             + ("outliers hidden" if only else f"{n_all - n_in} outliers (red)"))
+    png = viz.match_figure(img_q, img_g, run.query.feats.kpts, gf.kpts, m, inl, title=title)
     st.image(png, width="stretch",
              caption=f"Left: query. Right: {eng.li.paths[j]}. Lines join keypoints matched by the local search; "
                      f"green = RANSAC inliers ({vr.model})" + ("" if only else ", red = outliers") +
                      f". Verified in {_ms(t_ver)}.")
-    cap = eng.cfg.search.max_matches
     c = st.columns(4)
     c[0].metric("matches", f"≥ {cap}" if cap and len(vr.matches) >= cap else len(vr.matches),
                 help=f"Matched keypoint pairs, kept up to {cap} per image (search.max_matches)")

@@ -600,3 +600,19 @@ def test_gallery_selector_follows_an_upload_and_delete(small_env):
     assert not at.exception, at.exception
     assert "upload: follow me" not in at.sidebar.selectbox(key="l2g_gallery_box").options
     assert at.sidebar.selectbox(key="l2g_gallery_box").value == "demo"
+
+
+def test_failed_background_verification_is_shown_once(small_env, monkeypatch):
+    from l2g.app import background
+
+    def boom(*a, **kw):
+        raise RuntimeError("RANSAC exploded")
+
+    monkeypatch.setattr(background, "g2l_rerank", boom)
+    at = _app().run()
+    at = _settle(at)                     # the job fails: the next run says so and does not start it again
+    assert not at.exception, at.exception
+    assert any("RANSAC exploded" in e for e in _errors(at))
+    assert "l2g_g2l_job" not in at.session_state
+    at.run()
+    assert "l2g_g2l_job" not in at.session_state and any("RANSAC exploded" in e for e in _errors(at))

@@ -169,7 +169,11 @@ def rankings(eng: P.Engine, run: P.QueryRun, params: dict, positives, t_start: f
     for c, (m, tk) in zip(cols, shown):
         with c:
             if m == "g2l" and run.g2l is None and run.global_ids is not None:
-                g2l_pending(eng, run)
+                failed = st.session_state.get("l2g_g2l_failed")
+                if failed is not None:
+                    st.error(f"Global-to-local verification failed: {failed[1]}")
+                else:
+                    g2l_pending(eng, run)
                 continue
             if m not in run.rankings():
                 st.info(f"{core.METHOD_LABELS[m]}: not available (no global descriptors)")
@@ -204,10 +208,15 @@ def sync_g2l(eng: P.Engine, run: P.QueryRun):
     if job is not None and job.done:
         background.apply(job, _all_runs())
         if job.error:
-            st.error(f"Global-to-local verification failed: {job.error}")
+            ss["l2g_g2l_failed"] = (job.local, job.error)      # not retried for this search
         ss.pop("l2g_g2l_job")
         job = None
-    if run.g2l is None and run.global_ids is not None and (job is None or job.local is not run.local):
+    failed = ss.get("l2g_g2l_failed")
+    if failed is not None and failed[0] is not run.local:
+        ss.pop("l2g_g2l_failed")
+        failed = None
+    if run.g2l is None and run.global_ids is not None and failed is None and (job is None
+                                                                              or job.local is not run.local):
         ss["l2g_g2l_job"] = background.start(eng, run, ss.get("l2g_run_key"))
 
 

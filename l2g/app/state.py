@@ -121,7 +121,7 @@ def open_gallery(g: Gallery, rebuild: bool = False) -> tuple[P.Engine | None, st
 def _forget_query() -> None:
     for k in [k for k in st.session_state if k.startswith("l2g_run") or k in
               ("l2g_query", "l2g_selected", "l2g_query_key", "l2g_match_memo", "l2g_last_action",
-                                        "l2g_qcache", "l2g_g2l_job")]:
+                                        "l2g_qcache", "l2g_g2l_job", "l2g_g2l_failed")]:
         del st.session_state[k]
 
 

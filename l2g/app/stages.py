@@ -224,10 +224,16 @@ def g2l_pending(eng: P.Engine, run: P.QueryRun) -> None:
     """The global-to-local column while its job runs: a note re-drawn every second (a fragment, so the
     rest of the page stays as it is and usable); the whole page re-runs once the list is ready."""
 
+    inline = {"first": True}    # the call within the page's run never re-runs the page (one-shot messages)
+
     def poll():
         job = st.session_state.get("l2g_g2l_job")
+        first, inline["first"] = inline["first"], False
         if job is None or job.done:
-            st.rerun()
+            if not first:
+                st.rerun()
+            if job is None:
+                return
         st.markdown(f"**{core.METHOD_LABELS['g2l']}**")
         st.info(f"Spatial verification of the global shortlist ({len(run.global_ids)} images) is running in the "
                 f"background: {time.perf_counter() - job.started:.0f} s so far. The rest of the page is ready.",

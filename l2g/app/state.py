@@ -143,7 +143,8 @@ def pick_gallery(sidebar=True) -> tuple[Gallery, P.Engine | None]:
     pending = ss.pop("l2g_gallery_pending", None)     # set by an upload: the box follows it
     if pending in labels:
         want = ss["l2g_gallery_box"] = pending
-    label = box.selectbox("Gallery", labels, index=labels.index(want), key="l2g_gallery_box",
+    kw = {} if pending in labels else {"index": labels.index(want)}   # (a value set by code needs no default)
+    label = box.selectbox("Gallery", labels, **kw, key="l2g_gallery_box",
                           help="The demo, realbench-dev when present, your uploads, and folders under "
                                "the allowed roots (--gallery-root / L2G_GALLERY_ROOTS).")
     g = gals[labels.index(label)]

@@ -135,10 +135,10 @@ def _table(eng, run, method, n, positives):
         r["name"] = fmt.short_name(r["path"])
         r["score"] = fmt.score_cell(method, r["score"])
     df = pd.DataFrame(rows, columns=["rank", "thumb", "move", "score", "✓", "name", "path"])
-    cfg = {"thumb": st.column_config.ImageColumn("", width=50),
-           "score": st.column_config.TextColumn(width=80 if method in fmt.SCORE_UNITS else 55),
-           "rank": st.column_config.NumberColumn(width=40), "move": st.column_config.TextColumn(width=45),
-           "✓": st.column_config.TextColumn(width=30),
+    cfg = {"thumb": st.column_config.ImageColumn("", width=46),
+           "score": st.column_config.TextColumn(width=78 if method in fmt.SCORE_UNITS else 52),
+           "rank": st.column_config.NumberColumn(width=36), "move": st.column_config.TextColumn(width=42),
+           "✓": st.column_config.TextColumn(width=26),
            "name": st.column_config.TextColumn("image", width="large",
                                                help="File name (with its folder when the name does not say "
                                                     "its group); the full gallery path is in the match view's "

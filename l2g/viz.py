@@ -17,6 +17,7 @@ from .rerank import RerankResult
 INLIER = (40, 200, 70)
 OUTLIER = (230, 50, 40)
 QUERY_COLOUR = "#ffb000"
+QUERY_SYMBOL = "diamond"     # the one marker symbol scatter (2-D) and scatter3d (3-D) both have
 POS_COLOUR = "#00a843"
 NEG_COLOUR = "#c4c4c4"
 
@@ -66,7 +67,7 @@ def _name(labels, j: int) -> str:
 def mds_figure(rr: RerankResult, labels: Sequence[str] | Mapping[int, str], colors_by: str = "rank_change",
                positives: set | frozenset = frozenset(), dim: int = 2, local_scores=None,
                query_label: str = "query", selected: int | None = None, view: str = "pca") -> go.Figure:
-    """Scatter of the query (a star) and its k candidates in the similarity embedding.
+    """Scatter of the query (a diamond, in 2-D and 3-D) and its k candidates in the similarity embedding.
 
     rr.X is (k+1, d), row 0 the query; rows 1.. are rr.head (local-search order).
     labels: gallery id -> name (a list indexed by id, or a mapping).
@@ -142,12 +143,17 @@ def mds_figure(rr: RerankResult, labels: Sequence[str] | Mapping[int, str], colo
     qc = {ax: [float(Y[0, a])] for a, ax in enumerate("xyz"[:dim])}
     traces.append(Scatter(**qc, mode="markers", name="query", customdata=[[-1]],
                           text=[f"<b>{query_label}</b> (query)"], hovertemplate="%{text}<extra></extra>",
-                          marker=dict(symbol="star" if dim == 2 else "diamond", size=22 if dim == 2 else 9,
+                          marker=dict(symbol=QUERY_SYMBOL, size=16 if dim == 2 else 9,
                                       color=QUERY_COLOUR, line=dict(width=1.5, color="black"))))
+    if dim == 2:          # a click selects a point: keep the others in full colour (no greying out)
+        for t in traces:
+            t.update(unselected=dict(marker=dict(opacity=1.0)), selected=dict(marker=dict(opacity=1.0)))
     fig = go.Figure(traces)
     fig.update_layout(
-        title=dict(text=f"Query + top-{k} · stress-1 = {rr.stress1:.3f} · {about}", font=dict(size=14)),
-        margin=dict(l=10, r=10, t=50, b=10), height=520, legend=dict(orientation="h", y=-0.05),
+        title=dict(text=f"Query + top-{k} · stress-1 = {rr.stress1:.3f} · {about}", font=dict(size=14),
+                   x=0.01, xanchor="left", y=0.98, yanchor="top"),
+        modebar=dict(orientation="v"),       # the toolbar down the right edge, off the title
+        margin=dict(l=10, r=40, t=60, b=10), height=520, legend=dict(orientation="h", y=-0.05),
         clickmode="event+select", dragmode="pan" if dim == 2 else "orbit")
     if dim == 2:
         fig.update_yaxes(scaleanchor="x", scaleratio=1, zeroline=False, showticklabels=False)

@@ -71,8 +71,18 @@ def _png(rgb, mode="RGB", **kw) -> bytes:
 # ----------------------------------------------------------------------------- the query page
 
 
+def _settle(at):
+    """Wait for the background global-to-local job (if one runs), then run the page again to show it."""
+    try:
+        job = at.session_state["l2g_g2l_job"]
+    except KeyError:
+        return at
+    assert job.wait(TIMEOUT), "global-to-local verification did not finish"
+    return at.run()
+
+
 def test_query_page_shows_every_stage(small_env, engine, monkeypatch):
-    at = _app().run()
+    at = _settle(_app().run())
     assert not at.exception, at.exception
     assert not _errors(at)
     run = at.session_state["l2g_run"]
@@ -88,7 +98,7 @@ def test_query_page_shows_every_stage(small_env, engine, monkeypatch):
     assert k >= 3 and _plotly_points(at) == k + 1
     # (c) three ranking lists side by side, with AP (ground truth known) and rank moves
     tables = {m: at.get_by_key(f"l2g_rank_{m}").dataframe[0].value for m in ("local", "l2g", "g2l")}
-    names = {m: list(tables[m]["name"]) for m in ("local", "l2g", "g2l")}
+    names = {m: list(tables[m]["path"]) for m in ("local", "l2g", "g2l")}
     assert names["local"] == [engine.li.paths[j] for j in run.local.ids[:len(names["local"])]]
     assert names["l2g"] == [engine.li.paths[j] for j in run.l2g.ids[:len(names["l2g"])]]
     assert names["g2l"] == [engine.li.paths[j] for j in run.g2l.ids[:len(names["g2l"])]]
@@ -276,7 +286,7 @@ def test_gallery_upload_page_creates_and_opens_gallery(small_env):
     assert not at.exception, at.exception
     assert any("notes.txt" in w.value and "not an image" in w.value for w in at.warning)
     assert any("1 image(s) saved" in m.value for m in at.success)
-    assert at.session_state["l2g_gallery"].startswith("upload ")
+    assert at.session_state["l2g_gallery"].startswith("upload: ")     # named (no zip, no name typed: '1 image')
     assert at.sidebar.selectbox(key="l2g_gallery_box").value == at.session_state["l2g_gallery"]
 
 
@@ -499,3 +509,179 @@ def test_file_symlink_leading_outside_a_gallery_is_not_indexed_nor_shown(small_e
     finally:
         monkeypatch.delenv("L2G_GALLERY_ROOTS")
         state.settings.clear()
+
+
+# ----------------------------------------------------------------------------- issue 11: a new user's visit
+
+
+def test_streamlit_config_matches_the_caps():
+    import tomllib
+
+    from l2g.app.uploads import MAX_TOTAL_BYTES
+
+    cfg = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())
+    assert cfg["server"]["fileWatcherType"] == "none"        # no watcher walking .venv/ while idle
+    assert cfg["server"]["maxUploadSize"] * 1_000_000 == MAX_TOTAL_BYTES
+
+
+def test_cell_formats():
+    from l2g.app import fmt
+
+    assert fmt.short_name("groups/coffee/coffee_crop1.jpg") == "coffee_crop1.jpg"     # the group is in the name
+    assert fmt.short_name("distractors/brick.jpg") == "distractors/brick.jpg"
+    assert fmt.short_name("brick.jpg") == "brick.jpg"
+    assert fmt.score_cell("g2l", 165.0) == "165 inliers" and fmt.score_cell("g2l", 1.0) == "1 inlier"
+    assert fmt.score_cell("local", 0.41234) == "0.412"
+    assert fmt.score_cell("local_qe", 0.5) == "" and fmt.score_cell("l2g", None) == ""
+    assert fmt.matches_text(500, 500) == "≥ 500 matches" and fmt.matches_text(37, 500) == "37 matches"
+    assert fmt.eta_text(10, 40, 5.0) == "10/40, 2.0 images/s, about 15 s left"
+    assert fmt.eta_text(0, 40, 0.0) == "0/40"
+    assert fmt.build_phase("similarity graph: a.jpg").startswith("step 2/3")
+    assert fmt.build_phase("groups/a/b.jpg").startswith("step 1/3")
+
+
+def _subheaders(at) -> list[str]:
+    return [h.value for h in at.subheader]
+
+
+def test_query_page_stages_in_data_order_and_readable_cells(small_env, engine):
+    at = _settle(_app().run())
+    assert not at.exception, at.exception
+    heads = _subheaders(at)
+    pos = [next(i for i, h in enumerate(heads) if h.startswith(f"Stage {n}")) for n in (1, 2, 3, 4)]
+    assert pos == sorted(pos), heads
+    run = at.session_state["l2g_run"]
+    assert run.g2l is not None        # verified in the background, shown on the next run
+    cap = engine.cfg.search.max_matches
+    for m in ("local", "l2g", "g2l"):
+        df = at.get_by_key(f"l2g_rank_{m}").dataframe[0].value
+        cells = df.astype(str).to_numpy().ravel().tolist()
+        assert not any(c in ("None", "nan") for c in cells), (m, cells)
+        assert all(n.count("/") <= 1 and len(n) < len(p) or n == p for n, p in zip(df["name"], df["path"]))
+    g2l = at.get_by_key("l2g_rank_g2l").dataframe[0].value
+    inl = {int(j): int(n) for j, n in zip(run.g2l.ids, run.g2l.inliers)}
+    for path, cell in zip(g2l["path"], g2l["score"]):
+        n = inl[engine.li.id_of(path)]
+        assert cell == f"{n} inlier" + ("" if n == 1 else "s")
+    caps = [c for im in at.image for c in im.captions if c.startswith("#")]
+    for c, j in zip(caps, run.local.ids):
+        n = run.local.n_matches(int(j))
+        assert (f"≥ {cap} matches" in c) == (n >= cap) and ("None" not in c)
+
+
+def test_query_features_cached_per_crop(small_env, monkeypatch):
+    at = _app().run()
+    assert not at.exception
+    from l2g.features import Extractor
+
+    calls = {"extract": 0}
+    real_call = Extractor.__call__
+
+    def counting_call(self, rgb):
+        calls["extract"] += 1
+        return real_call(self, rgb)
+
+    monkeypatch.setattr(Extractor, "__call__", counting_call)
+    at.checkbox(key="l2g_crop_on").check().run()
+    assert calls["extract"] == 1
+    xs = [s for s in at.slider if s.label.startswith("x range")][0]
+    first = xs.value
+    xs.set_value((0, first[1])).run()
+    assert calls["extract"] == 2
+    [s for s in at.slider if s.label.startswith("x range")][0].set_value(first).run()   # back to a seen box
+    assert calls["extract"] == 2 and at.session_state["l2g_last_action"][0] == "reuse"
+    nf = next(s for s in at.sidebar.slider if s.label.startswith("Query features"))
+    nf.set_value(nf.value - 50).run()
+    assert not at.exception
+    assert calls["extract"] == 2 and at.session_state["l2g_last_action"][0] == "search"
+    assert "last update" in " ".join(m.value for m in at.markdown)
+
+
+def test_point_picker_and_inliers_only_toggle(small_env, engine):
+    at = _settle(_app().run())
+    run = at.session_state["l2g_run"]
+    at.radio(key="l2g_mds_dim").set_value("3-D").run()
+    j = int(run.l2g.ids[2])
+    at.selectbox(key="l2g_mds_pick").set_value(j).run()     # the 3-D plot's stand-in for a click
+    assert not at.exception, at.exception
+    assert at.session_state["l2g_selected"] == j
+    assert at.selectbox(key="l2g_match_pick").value == j
+    cap = next(c for im in at.image for c in im.captions if "Lines join" in c)
+    assert engine.li.paths[j] in cap and "red = outliers" in cap
+    at.toggle(key="l2g_inliers_only").set_value(True).run()
+    cap = next(c for im in at.image for c in im.captions if "Lines join" in c)
+    assert "red = outliers" not in cap
+    at.button(key="l2g_mds_clear").click().run()
+    assert "l2g_selected" not in at.session_state
+
+
+def test_uploaded_gallery_named_renamed_deleted(tmp_path):
+    from l2g.app.uploads import NAME_FILE, delete_upload, rename_upload, upload_name
+    from l2g.app.settings import upload_label
+
+    ok = _png(np.random.default_rng(2).integers(0, 255, (80, 80, 3), dtype=np.uint8))
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("x/a.png", ok)
+    up = tmp_path / "uploads"
+    rep = save_uploads([("holiday pics.zip", buf.getvalue())], up)
+    assert upload_name(rep.folder) == "holiday pics" and upload_label(rep.folder) == "upload: holiday pics"
+    rep2 = save_uploads([("b.png", ok)], up, name="  my/gallery\n ")
+    assert upload_name(rep2.folder) == "my-gallery"
+    assert rename_upload(up, rep.folder, "trip") == "trip" and upload_name(rep.folder) == "trip"
+    with pytest.raises(ValueError):
+        rename_upload(up, rep.folder, "   ")
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (outside / "keep.png").write_bytes(ok)
+    for bad in (outside, up, up / ".." / "elsewhere", rep.folder / "x"):
+        with pytest.raises(ValueError):
+            delete_upload(up, bad)
+    (up / "link").symlink_to(outside)
+    with pytest.raises(ValueError):
+        delete_upload(up, up / "link")
+    assert (outside / "keep.png").is_file()
+    delete_upload(up, rep.folder)
+    assert not rep.folder.exists() and rep2.folder.is_dir() and (rep2.folder / NAME_FILE).is_file()
+
+
+def test_gallery_selector_follows_an_upload_and_delete(small_env):
+    from streamlit.testing.v1 import AppTest
+
+    ok = _png(np.random.default_rng(3).integers(0, 255, (96, 96, 3), dtype=np.uint8))
+    at = AppTest.from_function(_gallery_page, default_timeout=TIMEOUT)
+    at.run()
+    assert at.sidebar.selectbox(key="l2g_gallery_box").value == "demo"
+    at.session_state["l2g_inject_gallery"] = ([("one.png", ok)], "follow me")
+    at.run()
+    assert not at.exception, at.exception
+    assert at.sidebar.selectbox(key="l2g_gallery_box").value == "upload: follow me"
+    at.sidebar.button[0].click().run()          # Re-scan: says what it found
+    assert any("images indexed" in s.value or "nothing new" in s.value for s in at.sidebar.success)
+    at.selectbox(key="l2g_manage_pick").set_value("upload: follow me").run()
+    sub = [b for b in at.get("button") if getattr(b, "label", "") == "Delete"]
+    assert sub, "no Delete button"
+    sub[0].click().run()
+    assert any("Tick the box" in w.value for w in at.warning)           # not confirmed: nothing deleted
+    assert "upload: follow me" in at.sidebar.selectbox(key="l2g_gallery_box").options
+    at.checkbox(key="l2g_delete_sure").check()
+    [b for b in at.get("button") if getattr(b, "label", "") == "Delete"][0].click().run()
+    assert not at.exception, at.exception
+    assert "upload: follow me" not in at.sidebar.selectbox(key="l2g_gallery_box").options
+    assert at.sidebar.selectbox(key="l2g_gallery_box").value == "demo"
+
+
+def test_failed_background_verification_is_shown_once(small_env, monkeypatch):
+    from l2g.app import background
+
+    def boom(*a, **kw):
+        raise RuntimeError("RANSAC exploded")
+
+    monkeypatch.setattr(background, "g2l_rerank", boom)
+    at = _app().run()
+    at = _settle(at)                     # the job fails: the next run says so and does not start it again
+    assert not at.exception, at.exception
+    assert any("RANSAC exploded" in e for e in _errors(at))
+    assert "l2g_g2l_job" not in at.session_state
+    at.run()
+    assert "l2g_g2l_job" not in at.session_state and any("RANSAC exploded" in e for e in _errors(at))

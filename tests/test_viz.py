@@ -33,8 +33,8 @@ def test_mds_figure_has_k_plus_one_points(dim, colors_by):
     assert viz.count_points(d) == 7
     query = [t for t in d["data"] if t["name"] == "query"]
     assert len(query) == 1 and len(query[0]["x"]) == 1
+    assert query[0]["marker"]["symbol"] == viz.QUERY_SYMBOL == "diamond"   # the same marker in 2-D and 3-D
     if dim == 2:
-        assert query[0]["marker"]["symbol"] == "star"
         assert all(t["type"] == "scatter" for t in d["data"])
     else:
         assert all(t["type"] == "scatter3d" for t in d["data"]) and "z" in d["data"][0]
@@ -123,3 +123,14 @@ def test_how_it_works_png(tmp_path):
         assert im.format == "PNG" and im.size[0] == 1200 and im.size[1] > 300
         arr = np.asarray(im.convert("RGB"))
     assert arr.std() > 10           # not blank
+
+
+@pytest.mark.parametrize("dim", [2, 3])
+def test_mds_title_clear_of_toolbar_and_clicks_grey_nothing(dim):
+    d = json.loads(viz.mds_figure(fake_rr(), LABELS, "rank_change", dim=dim, selected=11).to_json())
+    lay = d["layout"]
+    assert lay["modebar"]["orientation"] == "v"          # toolbar down the right edge, not over the title
+    assert lay["title"]["xanchor"] == "left" and lay["margin"]["t"] >= 50
+    if dim == 2:         # a click (plotly selection) keeps the other points in full colour
+        for t in d["data"]:
+            assert t["unselected"]["marker"]["opacity"] == 1.0

@@ -78,8 +78,14 @@ def render() -> None:
             st.error(f"The evaluation failed: {e}")
     res = st.session_state.get(key)
     if res is None:
-        st.caption("Runs every query through the chosen methods with the sidebar-independent default "
-                   "settings; on the demo this takes about a minute on 2 cores.")
+        n = max_q or len(ds.queries)
+        last = st.session_state.get("l2g_run")        # the Query page's last run, when there was one
+        t = last.timings.get("total") if last is not None and last.timings.get("g2l") is not None else None
+        st.caption(f"Runs {n} queries through the chosen methods with the sidebar-independent default "
+                   "settings: it takes about as long as that many queries on the Query page" +
+                   (f" (the last query there took {t:.1f} s with every method, so about "
+                    f"{n * t / 60:.0f} min)." if t else ". Spatial verification (global-to-local) is the slowest "
+                    "method: on the full demo, on a busy 2-core machine, all methods took about 9 minutes."))
         return
     st.subheader(f"{res['dataset']}: {res['n_queries']} queries, {res['n_images']} images")
     summ = _summary(res)

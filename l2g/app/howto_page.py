@@ -46,18 +46,24 @@ Cheap and precise at the top, but a relevant image that the global descriptor mi
 The global step sees how the candidates agree **with each other**, not only with the query.
 """)
     st.markdown("""
-### What to look at on the query page
-* **Timings** (top right): extraction, local search, re-ranking and spatial verification, per query.
-  Moving *k*, *d* or *w* only re-runs the re-ranking (the caption says *re-ranking only* and its time).
-* **1 · Shortlist**: the local scores and matched keypoints of each candidate; crops of the query's
-  scene often rank high with few matches.
-* **2 · Similarity embedding**: the star is the query. With *Colour by: ground truth* the positives
-  form a cluster around it; false matches sit apart even when their local score was high.
+### What to look at on the query page (top to bottom, the order the data flows)
+* **Timing line** (under the title): extraction, local search, re-ranking and spatial verification, per query,
+  and how long the last update took. Moving *k*, *d* or *w* only re-runs the re-ranking (it says
+  *re-ranking only*); a crop or an image seen before re-uses its features.
+* **Query** (left): a gallery image or an upload, optionally with a rectangle (a crop).
+* **Stage 1 · Local search shortlist** (right of the query): the local scores and matched keypoints of each
+  candidate; crops of the query's scene often rank high with few matches.
+* **Stage 2 · Similarity embedding**: the diamond is the query (in 2-D and 3-D). With *Colour by: ground truth*
+  the positives form a cluster around it; false matches sit apart even when their local score was high.
   *Colour by: rank change* shows which candidates moved up (green) or down (red).
   Stress-1 in the title says how faithfully the picture keeps the similarities (0 = exactly).
-* **3 · Rankings**: local only, local-to-global with its ↑/↓ moves, and global-to-local side by side;
+  Click a point (2-D), or pick it in *Open a point* (2-D and 3-D), to open it in the match view;
+  *Clear selection* goes back. The camera button of the plot's toolbar saves a PNG.
+* **Stage 3 · Rankings**: local only, local-to-global with its ↑/↓ moves, and global-to-local (scored in
+  RANSAC inliers; it is verified in the background and appears when ready) side by side;
   ✓ marks positives and AP is shown for gallery queries of a gallery with ground truth.
-* **4 · Match view**: click a point or a thumbnail's *matches* button; green lines are RANSAC
-  inliers, red ones outliers. Many inliers but a low local rank is what re-ranking should fix.
+* **Stage 4 · Match view**: pick a candidate (or click a point, or a thumbnail's *matches* button);
+  green lines are RANSAC inliers, red ones outliers (*Inliers only* hides them).
+  Many inliers but a low local rank is what re-ranking should fix.
 * **Evaluation** page: mAP of every method, and the queries re-ranking hurt most.
 """)

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from .. import config as C
 from ..pipeline import slug
+from .uploads import upload_name
 
 DEMO = "demo"
 REALBENCH = "realbench-dev"
@@ -118,8 +119,11 @@ def list_galleries(s: Settings) -> list[Gallery]:
     if C.REALBENCH_DIR.is_dir():
         out.append(Gallery(REALBENCH, C.REALBENCH_DIR.resolve(), "realbench"))
     if s.uploads_dir.is_dir():
+        taken = set()
         for k in _subfolders(s.uploads_dir):
-            out.append(Gallery(f"upload {k.name[:12]}", k.resolve(), "upload"))
+            label = upload_label(k, taken)
+            taken.add(label)
+            out.append(Gallery(label, k.resolve(), "upload"))
     for root in s.gallery_roots:
         for p in [root] + _subfolders(root):
             label = f"{root.name}/{p.relative_to(root).as_posix()}" if p != root else f"{root.name}/"
@@ -130,6 +134,16 @@ def list_galleries(s: Settings) -> list[Gallery]:
             seen.add(g.label)
             uniq.append(g)
     return uniq
+
+
+def upload_label(folder: Path, taken=()) -> str:
+    """'upload: <name>' (the name typed at upload, else the zip's), made unique with the folder's hash;
+    'upload <hash>' for a folder without a name."""
+    name = upload_name(folder)
+    if not name:
+        return f"upload {folder.name[:12]}"
+    label = f"upload: {name}"
+    return label if label not in taken else f"{label} ({folder.name[:6]})"
 
 
 def check_gallery(g: Gallery, s: Settings) -> Path:

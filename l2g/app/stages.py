@@ -1,8 +1,7 @@
-"""The query page's stages: shortlist, embedding, rankings, match view, export."""
+"""The query page's stages, in the order the data flows: shortlist (1), embedding (2), rankings (3),
+match view (4), export. Global-to-local verification runs in the background (background.py)."""
 from __future__ import annotations
 
-import json
-import math
 import time
 
 import pandas as pd
@@ -10,14 +9,12 @@ import streamlit as st
 
 from .. import pipeline as P
 from .. import viz
-from ..verify import g2l_rerank, verify_pair
-from . import core, state
+from . import background, core, fmt, matchview, state
 
-SEL = "l2g_selected"
+SEL = matchview.SEL
 
 
-def _ms(t: float | None) -> str:
-    return "—" if t is None else f"{1000 * t:.0f} ms" if t < 10 else f"{t:.1f} s"
+_ms, _l2g, _select = matchview._ms, matchview._l2g, matchview._select
 
 
 STAGES = [("extract", "extract"), ("local search", "search"), ("re-rank (MDS)", "l2g"),
@@ -27,99 +24,144 @@ STAGES = [("extract", "extract"), ("local search", "search"), ("re-rank (MDS)", 
 def timing_line(slot, run: P.QueryRun) -> None:
     """One line of per-stage times (written twice: before and after spatial verification)."""
     t = run.timings
-    parts = [f"{lab} **{'running…' if key == 'g2l' and run.g2l is None else _ms(t.get(key))}**"
-             for lab, key in STAGES if key in t or key == "g2l"]
+    parts = [f"{lab} **{'running in the background…' if key == 'g2l' and run.g2l is None else _ms(t.get(key))}**"
+             for lab, key in STAGES if key in t or (key == "g2l" and run.global_ids is not None)]
     act = st.session_state.get("l2g_last_action")
     what = ""
     if act:
-        what = (f" — last update: {'new search + re-ranking' if act[0] == 'search' else 're-ranking only'} "
-                f"in **{_ms(act[1])}**")
+        what = f" — last update: {act[2] if len(act) > 2 else act[0]} in **{_ms(act[1])}**"
     slot.markdown(":material/timer: " + " · ".join(parts) + what +
                   f"  \nQuery: **{run.query.name}**, {len(run.query.feats)} keypoints used, "
                   f"shortlist {len(run.local.ids)}.")
 
 
-def _l2g(run: P.QueryRun, params: dict):
-    """The local-to-global result shown: the blend when w > 0."""
-    return run.l2g_blend if params["w"] > 0 and run.l2g_blend is not None else run.l2g
-
-
-def _select(j: int) -> None:
-    st.session_state[SEL] = int(j)
-
-
 def shortlist(eng: P.Engine, run: P.QueryRun, positives) -> None:
     st.subheader(f"Stage 1 · Local search shortlist  ·  {_ms(run.timings.get('search'))}")
+    cap = eng.cfg.search.max_matches
     st.caption("Every query descriptor votes for the gallery images among its nearest neighbours "
-               "(CANN kernel). Score = summed votes / query keypoints.")
-    n = st.select_slider("Thumbnails shown", [6, 12, 18, 24, 36, 48], value=12, key="l2g_nthumb")
+               f"(CANN kernel). Score = summed votes / query keypoints. Matches: keypoint pairs found, "
+               f"kept up to {cap} per image for drawing (\"≥ {cap}\" when the cap is hit).")
+    n = st.select_slider("Thumbnails shown", [8, 12, 16, 24, 36, 48], value=12, key="l2g_nthumb")
     ids = run.local.ids[:n]
-    per_row = 6
+    per_row = 4
     for r0 in range(0, len(ids), per_row):
         cols = st.columns(per_row)
         for c, r in zip(cols, range(r0, min(r0 + per_row, len(ids)))):
             j = int(ids[r])
             mark = "" if positives is None else (" ✓" if j in positives else " ✗")
             c.image(state.thumb_of(eng, j), width="stretch",
-                    caption=f"#{r + 1}{mark} {eng.li.paths[j].split('/')[-1]}\n"
-                            f"score {run.local.scores[r]:.3f} · {run.local.n_matches(j)} matches")
+                    caption=f"#{r + 1}{mark} {fmt.short_name(eng.li.paths[j])}\n"
+                            f"score {run.local.scores[r]:.3f} · {fmt.matches_text(run.local.n_matches(j), cap)}")
             c.button("matches", key=f"l2g_sl_{j}", on_click=_select, args=(j,), width="stretch")
+
+
+def _clear_selection() -> None:
+    """Back to no selected point: the plot's own selection is dropped too (a new chart key)."""
+    ss = st.session_state
+    ss.pop(SEL, None)
+    ss.pop("l2g_mds_sig", None)
+    ss["l2g_mds_gen"] = ss.get("l2g_mds_gen", 0) + 1
+
+
+def _pick_point() -> None:
+    j = st.session_state.get("l2g_mds_pick")
+    if j is not None and j >= 0:
+        _select(j)
+
+
+def plot_config(name: str) -> dict:
+    """Plotly toolbar: the camera button saves a PNG (made in the browser, no server-side renderer)."""
+    return {"displaylogo": False, "toImageButtonOptions": {"format": "png", "filename": f"l2g_{name}_mds",
+                                                           "scale": 2}}
 
 
 def embedding(eng: P.Engine, run: P.QueryRun, params: dict, positives):
     rr = _l2g(run, params)
+    ss = st.session_state
     st.subheader(f"Stage 2 · Similarity embedding  ·  {_ms(run.timings.get('l2g'))}")
-    st.caption("The query and its top-k as points whose distances reproduce 1 − (pairwise local similarity), "
-               "by MDS in d dimensions; candidates are re-ranked by cosine to the query (the star). "
-               "Click a point (2-D) to open it in the match view.")
-    c1, c2, c3 = st.columns([1, 1.3, 1.7])
-    dim = c1.radio("View", ["2-D", "3-D"], horizontal=True, key="l2g_mds_dim")
-    view = c2.radio("Projection", ["PCA", "fresh MDS"], horizontal=True, key="l2g_mds_view",
-                    disabled=rr.X.shape[1] <= 3,
-                    help="PCA: the d-D embedding the ranking used, on its main axes. Fresh MDS: the same "
-                         "similarities embedded directly in 2-D / 3-D (a more faithful picture).")
+    plot, side = st.columns([3, 2], gap="medium")
+    side.caption("The query and its top-k as points whose distances reproduce 1 − (pairwise local similarity), "
+                 "by MDS in d dimensions; candidates are re-ranked by cosine to the query (the diamond). "
+                 "Click a point (2-D) or pick it below (2-D and 3-D) to open it in the match view (Stage 4). "
+                 "PNG: the camera button of the plot's toolbar.")
+    dim = side.radio("View", ["2-D", "3-D"], horizontal=True, key="l2g_mds_dim")
+    view = side.radio("Projection", ["PCA", "fresh MDS"], horizontal=True, key="l2g_mds_view",
+                      disabled=rr.X.shape[1] <= 3,
+                      help="PCA: the d-D embedding the ranking used, on its main axes. Fresh MDS: the same "
+                           "similarities embedded directly in 2-D / 3-D (a more faithful picture).")
     opts = ["rank change"] + (["ground truth"] if positives is not None else [])
-    colour = c3.radio("Colour by", opts, horizontal=True, key="l2g_mds_colour")
+    colour = side.radio("Colour by", opts, horizontal=True, key="l2g_mds_colour")
+    head = [int(j) for j in rr.ids[:len(rr.head)]]
+    chart_key = f"l2g_mds_{ss.get('l2g_mds_gen', 0)}"
+    if dim == "2-D":      # a click on the 2-D plot (its state from the last run) selects that candidate
+        ev = ss.get(chart_key) or {}
+        pts = ev.get("selection", {}).get("points", []) if hasattr(ev, "get") else []
+        cand = [p["customdata"][0] for p in pts if p.get("customdata") and p["customdata"][0] >= 0]
+        if cand and ss.get("l2g_mds_sig") != tuple(cand):
+            ss["l2g_mds_sig"] = tuple(cand)
+            ss[SEL] = int(cand[0])
+    sel = ss.get(SEL)
+    ss["l2g_mds_pick"] = sel if sel in head else -1
+    new_rank = {j: r + 1 for r, j in enumerate(head)}
+    side.selectbox("Open a point in the match view", [-1] + head, key="l2g_mds_pick", on_change=_pick_point,
+                   format_func=lambda j: "—" if j < 0 else f"l2g #{new_rank[j]}: {fmt.short_name(eng.li.paths[j])}",
+                   help="The same as clicking the point; 3-D plots cannot report clicks to the app.")
+    side.button("Clear selection", icon=":material/deselect:", on_click=_clear_selection, key="l2g_mds_clear",
+                disabled=sel is None)
     fig = viz.mds_figure(rr, eng.li.paths, "ground_truth" if colour == "ground truth" else "rank_change",
                          positives or set(), 2 if dim == "2-D" else 3, local_scores=run.local.all_scores,
-                         query_label=run.query.name, selected=st.session_state.get(SEL),
-                         view="pca" if view == "PCA" else "mds")
-    if dim == "2-D":
-        ev = st.plotly_chart(fig, key="l2g_mds", on_select="rerun", selection_mode="points")
-        pts = (ev or {}).get("selection", {}).get("points", []) if ev else []
-        cand = [p["customdata"][0] for p in pts if p.get("customdata") and p["customdata"][0] >= 0]
-        sig = tuple(cand)
-        if cand and st.session_state.get("l2g_mds_sig") != sig:
-            st.session_state["l2g_mds_sig"] = sig
-            st.session_state[SEL] = int(cand[0])
-    else:
-        st.plotly_chart(fig, key="l2g_mds3")
+                         query_label=run.query.name, selected=sel, view="pca" if view == "PCA" else "mds")
+    name = run.query.name.replace("/", "_").rsplit(".", 1)[0]
+    with plot:
+        if dim == "2-D":
+            st.plotly_chart(fig, key=chart_key, on_select="rerun", selection_mode="points",
+                            config=plot_config(name))
+        else:
+            st.plotly_chart(fig, key="l2g_mds3", config=plot_config(name))
     return fig
 
 
+ROW_H = 48
+
+
 def _table(eng, run, method, n, positives):
+    """A method's first n entries: group / file name (the full path in the hidden 'path' column, and on
+    the column's help), the score as text with its unit ('0.412', '165 inliers'; none for QE)."""
     rows = core.ranking_rows(eng, run, method, n, positives)
     for r in rows:
         r["thumb"] = state.thumb_uri_of(eng, r["id"])
         r["✓"] = "" if r["positive"] is None else ("✓" if r["positive"] else "")
-    df = pd.DataFrame(rows, columns=["rank", "thumb", "move", "score", "✓", "name"])
-    cfg = {"thumb": st.column_config.ImageColumn("", width=50),
-           "score": st.column_config.NumberColumn(format="%.3f", width=60),
-           "rank": st.column_config.NumberColumn(width=40), "move": st.column_config.TextColumn(width=45),
-           "✓": st.column_config.TextColumn(width=30), "name": st.column_config.TextColumn(width="large")}
-    if method not in ("l2g", "l2g_blend"):
-        df = df.drop(columns=["move"])
-    if positives is None:
-        df = df.drop(columns=["✓"])
+        r["path"] = r["name"]
+        r["name"] = fmt.short_name(r["path"])
+        r["score"] = fmt.score_cell(method, r["score"])
+    df = pd.DataFrame(rows, columns=["rank", "thumb", "move", "score", "✓", "name", "path"])
+    cfg = {"thumb": st.column_config.ImageColumn("", width=46),
+           "score": st.column_config.TextColumn(width=78 if method in fmt.SCORE_UNITS else 52),
+           "rank": st.column_config.NumberColumn(width=36), "move": st.column_config.TextColumn(width=42),
+           "✓": st.column_config.TextColumn(width=26),
+           "name": st.column_config.TextColumn("image", width="large",
+                                               help="File name (with its folder when the name does not say "
+                                                    "its group); the full gallery path is in the match view's "
+                                                    "candidate list and the exports")}
+    order = [c for c in ("rank", "thumb", "move", "score", "✓", "name")
+             if (c != "move" or method in ("l2g", "l2g_blend")) and (c != "✓" or positives is not None)
+             and (c != "score" or method not in fmt.NO_SCORE)]
     with st.container(key=f"l2g_rank_{method}"):
-        st.dataframe(df, column_config=cfg, hide_index=True, row_height=48)
+        st.dataframe(df, column_config=cfg, column_order=order, hide_index=True, row_height=ROW_H,
+                     height=ROW_H * (len(df) + 1) + 3)
+
+
+def _head(m: str, run: P.QueryRun, params: dict, ap: dict, tk: str) -> str:
+    head = f"**{core.METHOD_LABELS[m]}**" + (f" (w = {params['w']:.2f})" if m == "l2g_blend" else "")
+    head += f" · {_ms(run.timings.get(tk))}"
+    return head + (f" · AP **{ap[m]:.3f}**" if m in ap else "")
 
 
 def rankings(eng: P.Engine, run: P.QueryRun, params: dict, positives, t_start: float):
-    """The three lists; returns (AP per method, the slot of the pending global-to-local list)."""
-    st.subheader("Rankings")
+    """Stage 3: local, local-to-global and global-to-local side by side (the last one from the background
+    job, polled by a fragment until it is ready); returns AP per method."""
+    st.subheader("Stage 3 · Rankings")
     ap = core.aps(eng, run, positives)
-    slot = None
     n = st.select_slider("Ranks shown", [10, 20, 30, 50, 100], value=20, key="l2g_nrank")
     lm = "l2g_blend" if params["w"] > 0 and run.l2g_blend is not None else "l2g"
     cols = st.columns(3)
@@ -127,17 +169,16 @@ def rankings(eng: P.Engine, run: P.QueryRun, params: dict, positives, t_start: f
     for c, (m, tk) in zip(cols, shown):
         with c:
             if m == "g2l" and run.g2l is None and run.global_ids is not None:
-                slot = st.empty()
-                slot.info("global-to-local: spatial verification running…")
+                failed = st.session_state.get("l2g_g2l_failed")
+                if failed is not None:
+                    st.error(f"Global-to-local verification failed: {failed[1]}")
+                else:
+                    g2l_pending(eng, run)
                 continue
             if m not in run.rankings():
                 st.info(f"{core.METHOD_LABELS[m]}: not available (no global descriptors)")
                 continue
-            head = f"**{core.METHOD_LABELS[m]}**" + (f" (w = {params['w']:.2f})" if m == "l2g_blend" else "")
-            head += f" · {_ms(run.timings.get(tk))}"
-            if m in ap:
-                head += f" · AP **{ap[m]:.3f}**"
-            st.markdown(head)
+            st.markdown(_head(m, run, params, ap, tk))
             _table(eng, run, m, n, positives)
     latency = time.perf_counter() - t_start
     st.session_state["l2g_latency"] = latency
@@ -152,97 +193,60 @@ def rankings(eng: P.Engine, run: P.QueryRun, params: dict, positives, t_start: f
                 with c:
                     st.markdown(f"**{core.METHOD_LABELS[m]}**" + (f" · AP **{ap[m]:.3f}**" if m in ap else ""))
                     _table(eng, run, m, n, positives)
-    return ap, slot
+    return ap
 
 
-def _matches(eng: P.Engine, run: P.QueryRun, j: int):
-    """(overlay RGB, VerifyResult, seconds) of candidate j; kept for the current search, so that
-    re-ranking sliders do not redo it."""
-    key = (st.session_state.get("l2g_run_key"), j)
-    memo = st.session_state.get("l2g_match_memo")
-    if memo and memo[0] == key:
-        return memo[1]
-    q = run.query
-    t0 = time.perf_counter()
-    gf = eng.li.features(j)
-    vr = verify_pair(q.feats, gf, eng.cfg.verify, matches=run.local.matches.get(j))
-    t_ver = time.perf_counter() - t0
-    if q.image is not None:
-        img_q = q.image.rgb
-    else:
-        p = eng.li.image_path(q.gallery_id)
-        img_q = state.gallery_rgb(str(p), p.stat().st_mtime, eng.cfg.features.max_side)
-    p = eng.li.image_path(j)
-    img_g = state.gallery_rgb(str(p), p.stat().st_mtime, eng.cfg.features.max_side)
-    out = (viz.match_figure(img_q, img_g, q.feats.kpts, gf.kpts, vr.matches, vr.inliers), vr, t_ver)
-    st.session_state["l2g_match_memo"] = (key, out)
-    return out
+def _all_runs():
+    ss = st.session_state
+    return [ss.get("l2g_run"), ss.get("l2g_run_base")] + [b for b, _ in ss.get("l2g_runcache", {}).values()]
 
 
-def match_view(eng: P.Engine, run: P.QueryRun, params: dict, positives):
-    st.subheader("Match view")
-    rr = _l2g(run, params)
-    new_rank = {int(j): r + 1 for r, j in enumerate(rr.ids)}
-    ids = [int(j) for j in run.local.ids]
-    sel = st.session_state.get(SEL)
-    if sel not in ids:
-        sel = int(rr.ids[0])
-    st.session_state["l2g_match_pick"] = sel
-    fmt = lambda j: (f"{eng.li.paths[j]}  (local #{ids.index(j) + 1}, l2g #{new_rank.get(j, '—')})"  # noqa: E731
-                     + ("" if positives is None else "  ✓ positive" if j in positives else ""))
-    j = st.selectbox("Candidate", ids, format_func=fmt, key="l2g_match_pick", on_change=lambda: _select(
-        st.session_state["l2g_match_pick"]))
-    png, vr, t_ver = _matches(eng, run, j)
-    st.image(png, width="stretch",
-             caption=f"Left: query. Right: {eng.li.paths[j]}. Lines join keypoints matched by the local search; "
-                     f"green = RANSAC inliers ({vr.model}), red = outliers. Verified in {_ms(t_ver)}.")
-    c = st.columns(4)
-    c[0].metric("matches", len(vr.matches))
-    c[1].metric("inliers", vr.n_inliers)
-    c[2].metric("local rank", ids.index(j) + 1)
-    c[3].metric("l2g rank", new_rank.get(j, "—"))
-    return png, j
+def sync_g2l(eng: P.Engine, run: P.QueryRun):
+    """Start the background verification of this search if needed, or store its finished result."""
+    ss = st.session_state
+    job = ss.get("l2g_g2l_job")
+    if job is not None and job.done:
+        background.apply(job, _all_runs())
+        if job.error:
+            ss["l2g_g2l_failed"] = (job.local, job.error)      # not retried for this search
+        ss.pop("l2g_g2l_job")
+        job = None
+    failed = ss.get("l2g_g2l_failed")
+    if failed is not None and failed[0] is not run.local:
+        ss.pop("l2g_g2l_failed")
+        failed = None
+    if run.g2l is None and run.global_ids is not None and failed is None and (job is None
+                                                                              or job.local is not run.local):
+        ss["l2g_g2l_job"] = background.start(eng, run, ss.get("l2g_run_key"))
 
 
-def export(eng, run, params, positives, fig, png, j) -> None:
-    st.subheader("Export")
-    name = run.query.name.replace("/", "_").rsplit(".", 1)[0]
-    c = st.columns(4)
-    c[0].download_button("Rankings (CSV)", lambda: core.export_csv(eng, run, positives),
-                         f"l2g_{name}.csv", "text/csv", on_click="ignore", key="l2g_dl_csv")
-    c[1].download_button("Rankings + scores (JSON)", lambda: core.export_json(eng, run, positives, params),
-                         f"l2g_{name}.json", "application/json", on_click="ignore", key="l2g_dl_json")
-    c[2].download_button("Embedding figure (HTML)", lambda: fig.to_html(include_plotlyjs=True),
-                         f"l2g_{name}_mds.html", "text/html", on_click="ignore", key="l2g_dl_html")
-    c[3].download_button("Match view (PNG)", lambda: viz.to_png(png),
-                         f"l2g_{name}_matches_{j}.png", "image/png", on_click="ignore", key="l2g_dl_png")
+def g2l_pending(eng: P.Engine, run: P.QueryRun) -> None:
+    """The global-to-local column while its job runs: a note re-drawn every second (a fragment, so the
+    rest of the page stays as it is and usable); the whole page re-runs once the list is ready."""
 
+    inline = {"first": True}    # the call within the page's run never re-runs the page (one-shot messages)
 
-def finish_g2l(eng: P.Engine, run: P.QueryRun, positives, slot) -> None:
-    """Global-to-local (spatial verification of the global shortlist), run after the page is drawn,
-    so that the local and local-to-global lists show first. Stored in the run for later reruns."""
-    if run.g2l is None and run.global_ids is not None:
-        ex = run.query.gallery_id if run.query.bbox is None else None
-        t0 = time.perf_counter()
-        g2l = g2l_rerank(eng.li, run.query.feats, run.global_ids, eng.cfg.verify, exclude=ex)
-        dt = time.perf_counter() - t0
-        for r in (run, st.session_state.get("l2g_run_base")):
-            if r is not None and r.local is run.local:
-                r.g2l = g2l
-                r.timings["g2l"] = dt
-                r.timings["total"] = sum(v for k, v in r.timings.items() if k != "total")
-    if slot is not None and run.g2l is not None:
-        with slot.container():
-            head = f"**{core.METHOD_LABELS['g2l']}** · {_ms(run.timings.get('g2l'))}"
-            if positives:
-                ap = core.aps(eng, run, positives)
-                head += f" · AP **{ap['g2l']:.3f}**"
-            st.markdown(head)
-            _table(eng, run, "g2l", st.session_state.get("l2g_nrank", 20), positives)
+    def poll():
+        job = st.session_state.get("l2g_g2l_job")
+        first, inline["first"] = inline["first"], False
+        if job is None or job.done:
+            if not first:
+                st.rerun()
+            if job is None:
+                return
+        st.markdown(f"**{core.METHOD_LABELS['g2l']}**")
+        st.info(f"Spatial verification of the global shortlist ({len(run.global_ids)} images) is running in the "
+                f"background: {time.perf_counter() - job.started:.0f} s so far. The rest of the page is ready.",
+                icon=":material/hourglass_top:")
+
+    st.fragment(poll, run_every=1.0)()
 
 
 def render_all(eng: P.Engine, run: P.QueryRun, params: dict, t_start: float, right, timing_slot) -> None:
-    """Everything below the query: embedding (in the ``right`` column), rankings, shortlist, matches."""
+    """Stage 1 in the ``right`` column (next to the query), then the embedding, the rankings, the match
+    view and the exports below, in the order the data flows."""
+    sync_g2l(eng, run)
+    run = st.session_state.get("l2g_run", run)
     positives = core.positives_for(eng, run.query)
     timing_line(timing_slot, run)
     if len(run.local.ids) == 0:
@@ -250,10 +254,8 @@ def render_all(eng: P.Engine, run: P.QueryRun, params: dict, t_start: float, rig
                 "Add images on the Galleries page, or upload a query instead.")
         return
     with right:
-        fig = embedding(eng, run, params, positives)
-    ap, slot = rankings(eng, run, params, positives, t_start)
-    shortlist(eng, run, positives)
-    png, j = match_view(eng, run, params, positives)
-    export(eng, run, params, positives, fig, png, j)
-    finish_g2l(eng, run, positives, slot)
-    timing_line(timing_slot, run)
+        shortlist(eng, run, positives)
+    fig = embedding(eng, run, params, positives)
+    rankings(eng, run, params, positives, t_start)
+    png, j = matchview.match_view(eng, run, params, positives)
+    matchview.export(eng, run, params, positives, fig, png, j)

@@ -22,6 +22,7 @@ from ..datasets import build_demo, list_images
 from ..demo import demo_is_complete
 from ..features import Extractor
 from ..images import ImageError, load_image, thumbnail
+from . import fmt
 from .settings import DEMO, Gallery, Settings, check_gallery, list_galleries, parse_settings
 
 
@@ -45,13 +46,21 @@ _BUILD_LOCKS: dict = {}
 _LOCKS_LOCK = threading.Lock()
 
 
-def _progress_bar(label: str):
+def _progress_bar(label: str, phased: bool = True):
+    """A progress bar and its callback: each phase (features, graph, global) is named and gets its own
+    rate and ETA, so a count going back to 0 reads as a new phase."""
     bar = st.progress(0.0, text=label)
     t0 = time.perf_counter()
+    phase = {"name": None, "t0": t0}
 
     def cb(done, total, message):
+        name = fmt.build_phase(message) if phased else "progress"
+        now = time.perf_counter()
+        if name != phase["name"]:
+            phase.update(name=name, t0=now)
         frac = min(1.0, done / total) if total else 0.0
-        bar.progress(frac, text=f"{label}: {message} ({done}/{total}, {time.perf_counter() - t0:.0f} s)")
+        bar.progress(frac, text=f"{label} · {name}: {message} "
+                                f"({fmt.eta_text(done, total, now - phase['t0'])}; {now - t0:.0f} s in all)")
     return bar, cb
 
 
@@ -63,7 +72,8 @@ def _build(g: Gallery, path: Path, index_dir: Path, s: Settings) -> None:
     with _LOCKS_LOCK:
         lock = _BUILD_LOCKS.setdefault(str(index_dir), threading.Lock())
     with lock:
-        bar, cb = _progress_bar(f"Indexing {g.label} (first time only)")
+        t_build = time.perf_counter()
+        bar, cb = _progress_bar(f"Indexing {g.label}")
         eng = P.open_engine(path, index_dir, s.cfg, progress=cb, extractor=extractor(s.cfg.features), sync=True)
         bar.empty()
         rep = eng.report
@@ -71,6 +81,11 @@ def _build(g: Gallery, path: Path, index_dir: Path, s: Settings) -> None:
             bad = [f"`{p}`: {r}" for p, r in rep.failed[:20]] + [f"`{p}`: no keypoints" for p in rep.empty[:20]]
             st.warning(f"{len(rep.failed) + len(rep.empty)} image(s) of {g.label} not indexed:\n- "
                        + "\n- ".join(bad))
+        if rep is not None:     # shown on the next run too (Re-scan gives feedback)
+            st.session_state["l2g_scan_note"] = (
+                f"{g.label}: {eng.li.n_images} images indexed — {len(rep.added)} new or changed, "
+                f"{len(rep.skipped) + len(rep.reused)} unchanged, {len(rep.failed) + len(rep.empty)} not indexable "
+                f"({time.perf_counter() - t_build:.1f} s).")
     _engine.clear()
 
 
@@ -84,7 +99,7 @@ def open_gallery(g: Gallery, rebuild: bool = False) -> tuple[P.Engine | None, st
     try:
         path = check_gallery(g, s)
         if g.kind == "demo" and not demo_is_complete(path):
-            bar, cb = _progress_bar("Building the demo gallery")
+            bar, cb = _progress_bar("Building the demo gallery", phased=False)
             build_demo(path, progress=cb)
             bar.empty()
         index_dir = s.index_dir(g)
@@ -105,7 +120,8 @@ def open_gallery(g: Gallery, rebuild: bool = False) -> tuple[P.Engine | None, st
 
 def _forget_query() -> None:
     for k in [k for k in st.session_state if k.startswith("l2g_run") or k in
-              ("l2g_query", "l2g_selected", "l2g_query_key", "l2g_match_memo", "l2g_last_action")]:
+              ("l2g_query", "l2g_selected", "l2g_query_key", "l2g_match_memo", "l2g_last_action",
+                                        "l2g_qcache", "l2g_g2l_job", "l2g_g2l_failed")]:
         del st.session_state[k]
 
 
@@ -124,7 +140,11 @@ def pick_gallery(sidebar=True) -> tuple[Gallery, P.Engine | None]:
     if ss.get("l2g_gallery_box") not in labels:
         ss.pop("l2g_gallery_box", None)
     box = st.sidebar if sidebar else st
-    label = box.selectbox("Gallery", labels, index=labels.index(want), key="l2g_gallery_box",
+    pending = ss.pop("l2g_gallery_pending", None)     # set by an upload: the box follows it
+    if pending in labels:
+        want = ss["l2g_gallery_box"] = pending
+    kw = {} if pending in labels else {"index": labels.index(want)}   # (a value set by code needs no default)
+    label = box.selectbox("Gallery", labels, **kw, key="l2g_gallery_box",
                           help="The demo, realbench-dev when present, your uploads, and folders under "
                                "the allowed roots (--gallery-root / L2G_GALLERY_ROOTS).")
     g = gals[labels.index(label)]
@@ -132,6 +152,9 @@ def pick_gallery(sidebar=True) -> tuple[Gallery, P.Engine | None]:
     for msg in ss.pop("l2g_gallery_errors", []):
         st.error(msg)
     eng, err = open_gallery(g, rebuild=rebuild)
+    note = ss.pop("l2g_scan_note", None)
+    if rebuild and not err:
+        box.success(note or f"{label}: nothing new to index.", icon=":material/check:")
     if err:
         if label != want:            # go back to the gallery that was loaded
             ss["l2g_gallery_errors"] = [err + f" Staying on **{want}**."]

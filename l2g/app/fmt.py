@@ -1,0 +1,61 @@
+"""How the query page writes names, scores, match counts and progress (no Streamlit here)."""
+from __future__ import annotations
+
+import math
+from pathlib import PurePosixPath
+
+SCORE_UNITS = {"g2l": "inliers"}          # methods whose score is a count, not a similarity
+NO_SCORE = {"local_qe"}                    # query expansion re-orders ids only: no score to show
+
+
+def short_name(path: str) -> str:
+    """A gallery path as a ranking table shows it: the file name when it already starts with its group
+    (folder) name ('groups/coffee/coffee_crop1.jpg' -> 'coffee_crop1.jpg'), else 'group/file'."""
+    parts = PurePosixPath(str(path)).parts
+    if len(parts) < 2 or parts[-1].lower().startswith(parts[-2].lower()):
+        return parts[-1] if parts else str(path)
+    return "/".join(parts[-2:])
+
+
+def score_cell(method: str, score) -> str:
+    """A ranking table's score cell: '0.412', '165 inliers', or '' when the method has none."""
+    if method in NO_SCORE or score is None or (isinstance(score, float) and math.isnan(score)):
+        return ""
+    unit = SCORE_UNITS.get(method)
+    if unit:
+        n = int(round(float(score)))
+        return f"{n} {unit[:-1] if n == 1 else unit}"
+    return f"{float(score):.3f}"
+
+
+def matches_text(n: int, cap: int) -> str:
+    """'37 matches', or '≥ 500 matches' when the drawing cap (config search.max_matches) was hit."""
+    n = int(n)
+    if cap and n >= cap:
+        return f"≥ {cap} matches"
+    return f"{n} match" + ("" if n == 1 else "es")
+
+
+def eta_text(done: int, total: int, seconds: float, unit: str = "images") -> str:
+    """'12/84, 3.1 images/s, about 23 s left' from a phase's progress and its elapsed time."""
+    s = f"{done}/{total}"
+    if done > 0 and seconds > 0:
+        rate = done / seconds
+        s += f", {rate:.1f} {unit}/s"
+        if total > done:
+            left = (total - done) / rate
+            s += f", about {left:.0f} s left" if left < 120 else f", about {left / 60:.1f} min left"
+    return s
+
+
+BUILD_PHASES = (("similarity graph", "step 2/3: similarity graph between gallery images"),
+                ("global descriptor", "step 3/3: global descriptors (VLAD)"),
+                ("building the nearest-neighbour index", "step 1/3: nearest-neighbour index"))
+
+
+def build_phase(message: str) -> str:
+    """The indexing phase a progress message belongs to (index.py / graph.py / pipeline.py messages)."""
+    for prefix, phase in BUILD_PHASES:
+        if str(message).startswith(prefix):
+            return phase
+    return "step 1/3: local features per image"

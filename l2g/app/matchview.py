@@ -1,0 +1,102 @@
+"""Stage 4 of the query page, the match view (with an inliers-only toggle), and the exports."""
+from __future__ import annotations
+
+import time
+
+import streamlit as st
+
+from .. import pipeline as P
+from .. import viz
+from ..verify import verify_pair
+from . import core, state
+
+SEL = "l2g_selected"
+
+
+def _ms(t: float | None) -> str:
+    return "—" if t is None else f"{1000 * t:.0f} ms" if t < 10 else f"{t:.1f} s"
+
+
+def _select(j: int) -> None:
+    st.session_state[SEL] = int(j)
+
+
+def _l2g(run: P.QueryRun, params: dict):
+    """The local-to-global result shown: the blend when w > 0."""
+    return run.l2g_blend if params["w"] > 0 and run.l2g_blend is not None else run.l2g
+
+
+def _verified(eng: P.Engine, run: P.QueryRun, j: int):
+    """(VerifyResult, seconds, query RGB, gallery RGB, gallery features) of candidate j; kept for the
+    current search, so that re-ranking sliders and the inliers-only toggle do not redo it."""
+    key = (st.session_state.get("l2g_run_key"), j)
+    memo = st.session_state.get("l2g_match_memo")
+    if memo and memo[0] == key:
+        return memo[1]
+    q = run.query
+    t0 = time.perf_counter()
+    gf = eng.li.features(j)
+    vr = verify_pair(q.feats, gf, eng.cfg.verify, matches=run.local.matches.get(j))
+    t_ver = time.perf_counter() - t0
+    if q.image is not None:
+        img_q = q.image.rgb
+    else:
+        p = eng.li.image_path(q.gallery_id)
+        img_q = state.gallery_rgb(str(p), p.stat().st_mtime, eng.cfg.features.max_side)
+    p = eng.li.image_path(j)
+    img_g = state.gallery_rgb(str(p), p.stat().st_mtime, eng.cfg.features.max_side)
+    out = (vr, t_ver, img_q, img_g, gf)
+    st.session_state["l2g_match_memo"] = (key, out)
+    return out
+
+
+def match_view(eng: P.Engine, run: P.QueryRun, params: dict, positives):
+    st.subheader("Stage 4 · Match view")
+    rr = _l2g(run, params)
+    new_rank = {int(j): r + 1 for r, j in enumerate(rr.ids)}
+    ids = [int(j) for j in run.local.ids]
+    sel = st.session_state.get(SEL)
+    if sel not in ids:
+        sel = int(rr.ids[0])
+    st.session_state["l2g_match_pick"] = sel
+    fmt_c = lambda j: (f"{eng.li.paths[j]}  (local #{ids.index(j) + 1}, l2g #{new_rank.get(j, '—')})"  # noqa: E731
+                       + ("" if positives is None else "  ✓ positive" if j in positives else ""))
+    c1, c2 = st.columns([4, 1], vertical_alignment="bottom")
+    j = c1.selectbox("Candidate", ids, format_func=fmt_c, key="l2g_match_pick", on_change=lambda: _select(
+        st.session_state["l2g_match_pick"]))
+    only = c2.toggle("Inliers only", key="l2g_inliers_only", help="Hide the outlier lines (red)")
+    vr, t_ver, img_q, img_g, gf = _verified(eng, run, j)
+    m, inl = vr.matches, vr.inliers
+    if only and inl is not None:
+        m, inl = m[inl], inl[inl]
+    cap = eng.cfg.search.max_matches
+    n_all, n_in = len(vr.matches), int(vr.n_inliers)
+    title = (f"{'at least ' if cap and n_all >= cap else ''}{n_all} matches: {n_in} inliers (green), "
+             + ("outliers hidden" if only else f"{n_all - n_in} outliers (red)"))
+    png = viz.match_figure(img_q, img_g, run.query.feats.kpts, gf.kpts, m, inl, title=title)
+    st.image(png, width="stretch",
+             caption=f"Left: query. Right: {eng.li.paths[j]}. Lines join keypoints matched by the local search; "
+                     f"green = RANSAC inliers ({vr.model})" + ("" if only else ", red = outliers") +
+                     f". Verified in {_ms(t_ver)}.")
+    c = st.columns(4)
+    c[0].metric("matches", f"≥ {cap}" if cap and len(vr.matches) >= cap else len(vr.matches),
+                help=f"Matched keypoint pairs, kept up to {cap} per image (search.max_matches)")
+    c[1].metric("inliers", vr.n_inliers)
+    c[2].metric("local rank", ids.index(j) + 1)
+    c[3].metric("l2g rank", new_rank.get(j, "—"))
+    return png, j
+
+
+def export(eng, run, params, positives, fig, png, j) -> None:
+    st.subheader("Export")
+    name = run.query.name.replace("/", "_").rsplit(".", 1)[0]
+    c = st.columns(4)
+    c[0].download_button("Rankings (CSV)", lambda: core.export_csv(eng, run, positives),
+                         f"l2g_{name}.csv", "text/csv", on_click="ignore", key="l2g_dl_csv")
+    c[1].download_button("Rankings + scores (JSON)", lambda: core.export_json(eng, run, positives, params),
+                         f"l2g_{name}.json", "application/json", on_click="ignore", key="l2g_dl_json")
+    c[2].download_button("Embedding figure (HTML)", lambda: fig.to_html(include_plotlyjs=True),
+                         f"l2g_{name}_mds.html", "text/html", on_click="ignore", key="l2g_dl_html",
+                         help="Interactive; for a PNG use the camera button of the plot's toolbar")
+    c[3].download_button("Match view (PNG)", lambda: viz.to_png(png),
+                         f"l2g_{name}_matches_{j}.png", "image/png", on_click="ignore", key="l2g_dl_png")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +16,9 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
+from . import store
 from .config import GraphConfig, SearchConfig
+from .errors import IndexFormatError
 from .index import LocalIndex, Progress
 from .search import local_search
 
@@ -101,28 +102,33 @@ def update_graph(li: LocalIndex, g: Graph, cfg: GraphConfig = GraphConfig(), scf
                  {"graph_update": time.perf_counter() - t0})
 
 
-def save_graph(folder: Path, g: Graph) -> None:
-    """Write graph.npz atomically into the index folder."""
+GRAPH_FILE = "graph.npz"
+
+
+def save_graph(folder: Path, g: Graph) -> dict:
+    """Write graph.npz atomically into the index folder; returns its record (l2g.store)."""
     G = g.G.tocsr()
-    tmp = Path(folder) / "graph.tmp.npz"
-    np.savez(tmp, data=G.data, indices=G.indices, indptr=G.indptr, shape=np.asarray(G.shape),
-             paths=np.asarray(g.paths, dtype=str), params=np.asarray(json.dumps(g.params)))
-    os.replace(tmp, Path(folder) / "graph.npz")
+    return store.save_npz(Path(folder) / GRAPH_FILE, data=G.data, indices=G.indices, indptr=G.indptr,
+                          shape=np.asarray(G.shape), paths=np.asarray(g.paths, dtype=str),
+                          params=np.asarray(json.dumps(g.params)))
 
 
-def load_graph(folder: Path, li: LocalIndex | None = None, want: dict | None = None) -> Graph | None:
+def load_graph(folder: Path, li: LocalIndex | None = None, want: dict | None = None,
+               rec: dict | None = None) -> Graph | None:
     """The saved graph, or None when there is none, it does not match the index's images, or it
-    was built with settings other than ``want`` (see graph_params)."""
-    path = Path(folder) / "graph.npz"
-    if not path.is_file():
+    was built with settings other than ``want`` (see graph_params). With ``rec`` (the manifest's
+    record) the file is checked first: IndexFormatError when it is damaged."""
+    path = Path(folder) / GRAPH_FILE
+    if rec is None and not path.is_file():
         return None
-    with np.load(path) as z:
+    z = store.load_npz(path, rec, "Re-run `python -m l2g index` on the gallery: it rebuilds the graph.")
+    try:
         G = sp.csr_matrix((z["data"], z["indices"], z["indptr"]), shape=tuple(z["shape"]))
         paths = [str(p) for p in z["paths"]]
-        try:
-            params = json.loads(str(z["params"]))
-        except ValueError:
-            params = {}
+        params = json.loads(str(z["params"]))
+    except (KeyError, ValueError) as e:
+        raise IndexFormatError(f"{path}: damaged ({type(e).__name__}: {e}). Re-run `python -m l2g index` "
+                               "on the gallery: it rebuilds the graph.") from None
     if li is not None and paths != li.paths:
         return None
     if want is not None and {k: params.get(k) for k in want} != want:
@@ -133,3 +139,39 @@ def load_graph(folder: Path, li: LocalIndex | None = None, want: dict | None = N
 def graph_params(cfg: GraphConfig, scfg: SearchConfig) -> dict:
     """The settings a graph depends on: a saved graph with other settings is rebuilt."""
     return {"top_n": cfg.top_n, "knn": scfg.knn, "kernel": scfg.kernel, "p0": scfg.p0, "alpha": scfg.alpha}
+
+
+def ensure_graph(folder: Path, li: LocalIndex, cfg: GraphConfig = GraphConfig(),
+                 scfg: SearchConfig = SearchConfig(), progress: Progress = None,
+                 repair: bool = True) -> store.Stage:
+    """The graph of ``li`` in ``folder``: loaded when its fingerprint (settings + image list)
+    matches, extended when images were appended, else built; saved atomically and recorded in
+    the manifest. A damaged graph.npz is rebuilt (repair=True) or an IndexFormatError (False)."""
+    t0 = time.perf_counter()
+    folder = Path(folder)
+    want = graph_params(cfg, scfg)
+    fp, order = store.fingerprint(want), store.order_hash(li.images)
+    rec = store.read_json(folder / store.MANIFEST).get("files", {}).get(GRAPH_FILE)
+    action, reason, old = "built", "not built yet", None
+    if rec is not None:
+        why = store.verify(folder / GRAPH_FILE, rec, None, li.cfg.store)
+        try:
+            old = None if why else load_graph(folder, want=want, rec=rec)
+        except IndexFormatError as e:
+            why = str(e)
+        if why:
+            if not repair:
+                raise IndexFormatError(f"{folder / GRAPH_FILE}: {why}. Re-run `python -m l2g index` on the "
+                                       f"gallery (or `python -m l2g check {folder} --repair`): it rebuilds it.")
+            action, reason = "rebuilt", why
+        elif rec.get("fingerprint") == fp and rec.get("images") == order and old is not None:
+            return store.Stage(GRAPH_FILE, old, "loaded", "", {"graph": time.perf_counter() - t0})
+        else:
+            reason = "settings or images changed"
+    with store.folder_lock(folder, li.cfg.store.lock_timeout, li.cfg.store):
+        if old is not None and old.paths == li.paths[:len(old.paths)] and rec.get("fingerprint") == fp:
+            g, action = update_graph(li, old, cfg, scfg, progress), "extended"
+        else:
+            g = build_graph(li, cfg, scfg, progress)
+        store.record_file(folder, GRAPH_FILE, {**save_graph(folder, g), "fingerprint": fp, "images": order})
+    return store.Stage(GRAPH_FILE, g, action, reason, {"graph": time.perf_counter() - t0})

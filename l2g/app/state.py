@@ -67,6 +67,9 @@ def _build(g: Gallery, path: Path, index_dir: Path, s: Settings) -> None:
         eng = P.open_engine(path, index_dir, s.cfg, progress=cb, extractor=extractor(s.cfg.features), sync=True)
         bar.empty()
         rep = eng.report
+        if rep is not None and rep.repaired:
+            st.info(f"Repaired the index of {g.label} (damaged or missing files rebuilt):\n- "
+                    + "\n- ".join(f"`{name}`: {why}" for name, why in rep.repaired[:20]))
         if rep is not None and (rep.failed or rep.empty):
             bad = [f"`{p}`: {r}" for p, r in rep.failed[:20]] + [f"`{p}`: no keypoints" for p in rep.empty[:20]]
             st.warning(f"{len(rep.failed) + len(rep.empty)} image(s) of {g.label} not indexed:\n- "

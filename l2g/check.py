@@ -13,7 +13,8 @@ from pathlib import Path
 from . import config as C
 from . import store
 from .errors import IndexFormatError
-from .index import BuildReport, Progress, _entries, feature_name, load_index, read_manifest
+from .index import BuildReport, Progress, load_index
+from .manifest import entries, feature_name, read_manifest
 
 STAGE_FILES = ("graph.npz", "global.npz")
 
@@ -25,7 +26,7 @@ def check_index(folder: Path, cfg: C.StoreConfig = C.StoreConfig()) -> list[str]
         m = read_manifest(folder)
     except IndexFormatError as e:
         return [str(e)]
-    files, images = m["files"], _entries(m)
+    files, images = m["files"], entries(m)
     problems = [f"{name}: {why}" for name, rec in sorted(files.items())
                 if (why := store.verify(folder / name, rec, True, cfg))]
     problems += [f"{feature_name(e.sha1)} ({e.path}): not recorded in the manifest"

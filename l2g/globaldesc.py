@@ -27,7 +27,8 @@ from .errors import IndexFormatError
 from .features import DESC_DIM
 
 GLOBAL_FILE = "global.npz"
-FIX = "Re-run `python -m l2g index` on the gallery: it rebuilds the global descriptors."
+FIX = ("Re-run `python -m l2g index` on the gallery (or `python -m l2g check DIR --repair`): it rebuilds "
+       "the global descriptors.")
 KMEANS_ITERS = 20          # Lloyd iterations of the codebook k-means
 POWER_ALPHA = 0.5          # signed power normalisation exponent
 WHITEN_SHRINK = 1.0        # whitening eps = this x the mean eigenvalue (see fit_whitening)
@@ -345,36 +346,18 @@ def global_fingerprint(cfg: GlobalConfig) -> str:
 
 def ensure_global(folder, li, cfg: GlobalConfig = GlobalConfig(), progress: Progress = None,
                   repair: bool = True) -> store.Stage:
-    """The global descriptors of ``li`` in ``folder``: loaded when the manifest's record matches
-    (file checksum, fingerprint of ``cfg``, image list), else built, saved atomically and recorded.
-    A damaged global.npz is rebuilt (repair=True) or an IndexFormatError (repair=False)."""
-    t0 = time.perf_counter()
-    folder = Path(folder)
-    fp, order = global_fingerprint(cfg), store.order_hash(li.images)
-    rec = store.read_json(folder / store.MANIFEST).get("files", {}).get(GLOBAL_FILE)
-    action, reason = "built", "not built yet"
-    if rec is not None:
-        try:
-            why = store.verify(folder / GLOBAL_FILE, rec, None, li.cfg.store)
-            gi = None if why else _read(folder / GLOBAL_FILE, rec)
-        except IndexFormatError as e:
-            why = str(e)
-        if why and not repair:
-            raise IndexFormatError(f"{folder / GLOBAL_FILE}: {why}. {FIX}")
-        if why:
-            action, reason = "rebuilt", why
-        elif gi is not None and rec.get("fingerprint") == fp and rec.get("images") == order and not _stale(gi, li, cfg):
-            return store.Stage(GLOBAL_FILE, gi, "loaded", "", {"global": time.perf_counter() - t0})
-        else:
-            reason = "settings or images changed"
-    with store.folder_lock(folder, li.cfg.store.lock_timeout, li.cfg.store):
+    """The global descriptors of ``li`` in ``folder`` (``store.ensure``): loaded when built with
+    ``cfg`` for the same image list, else built; a damaged global.npz is rebuilt (repair=True) or
+    an IndexFormatError (repair=False)."""
+    def build(_old):
         if progress:
             progress(0, 1, "global descriptors (VLAD)")
         gi = build_global(li, cfg, progress)
-        path = save_global(folder, gi)
-        store.record_file(folder, GLOBAL_FILE, {**store.record(path, li.cfg.store), "fingerprint": fp,
-                                                "images": order})
-    return store.Stage(GLOBAL_FILE, gi, action, reason, {"global": time.perf_counter() - t0})
+        save_global(folder, gi)
+        return gi, "built"
+
+    return store.ensure(folder, GLOBAL_FILE, global_fingerprint(cfg), store.order_hash(li.images),
+                        lambda rec: _read(Path(folder) / GLOBAL_FILE, rec), build, repair, li.cfg.store, FIX)
 
 
 # --------------------------------------------------------------------------- search

@@ -103,6 +103,7 @@ def update_graph(li: LocalIndex, g: Graph, cfg: GraphConfig = GraphConfig(), scf
 
 
 GRAPH_FILE = "graph.npz"
+FIX = "Re-run `python -m l2g index` on the gallery (or `python -m l2g check DIR --repair`): it rebuilds the graph."
 
 
 def save_graph(folder: Path, g: Graph) -> dict:
@@ -121,14 +122,13 @@ def load_graph(folder: Path, li: LocalIndex | None = None, want: dict | None = N
     path = Path(folder) / GRAPH_FILE
     if rec is None and not path.is_file():
         return None
-    z = store.load_npz(path, rec, "Re-run `python -m l2g index` on the gallery: it rebuilds the graph.")
+    z = store.load_npz(path, rec, FIX)
     try:
         G = sp.csr_matrix((z["data"], z["indices"], z["indptr"]), shape=tuple(z["shape"]))
         paths = [str(p) for p in z["paths"]]
         params = json.loads(str(z["params"]))
     except (KeyError, ValueError) as e:
-        raise IndexFormatError(f"{path}: damaged ({type(e).__name__}: {e}). Re-run `python -m l2g index` "
-                               "on the gallery: it rebuilds the graph.") from None
+        raise IndexFormatError(f"{path}: damaged ({type(e).__name__}: {e}). {FIX}") from None
     if li is not None and paths != li.paths:
         return None
     if want is not None and {k: params.get(k) for k in want} != want:
@@ -144,34 +144,16 @@ def graph_params(cfg: GraphConfig, scfg: SearchConfig) -> dict:
 def ensure_graph(folder: Path, li: LocalIndex, cfg: GraphConfig = GraphConfig(),
                  scfg: SearchConfig = SearchConfig(), progress: Progress = None,
                  repair: bool = True) -> store.Stage:
-    """The graph of ``li`` in ``folder``: loaded when its fingerprint (settings + image list)
-    matches, extended when images were appended, else built; saved atomically and recorded in
-    the manifest. A damaged graph.npz is rebuilt (repair=True) or an IndexFormatError (False)."""
-    t0 = time.perf_counter()
-    folder = Path(folder)
-    want = graph_params(cfg, scfg)
-    fp, order = store.fingerprint(want), store.order_hash(li.images)
-    rec = store.read_json(folder / store.MANIFEST).get("files", {}).get(GRAPH_FILE)
-    action, reason, old = "built", "not built yet", None
-    if rec is not None:
-        why = store.verify(folder / GRAPH_FILE, rec, None, li.cfg.store)
-        try:
-            old = None if why else load_graph(folder, want=want, rec=rec)
-        except IndexFormatError as e:
-            why = str(e)
-        if why:
-            if not repair:
-                raise IndexFormatError(f"{folder / GRAPH_FILE}: {why}. Re-run `python -m l2g index` on the "
-                                       f"gallery (or `python -m l2g check {folder} --repair`): it rebuilds it.")
-            action, reason = "rebuilt", why
-        elif rec.get("fingerprint") == fp and rec.get("images") == order and old is not None:
-            return store.Stage(GRAPH_FILE, old, "loaded", "", {"graph": time.perf_counter() - t0})
-        else:
-            reason = "settings or images changed"
-    with store.folder_lock(folder, li.cfg.store.lock_timeout, li.cfg.store):
-        if old is not None and old.paths == li.paths[:len(old.paths)] and rec.get("fingerprint") == fp:
+    """The graph of ``li`` in ``folder`` (``store.ensure``): loaded when its settings and image
+    list match, extended when images were appended, else built; a damaged graph.npz is rebuilt
+    (repair=True) or an IndexFormatError (repair=False)."""
+    def build(old: Graph | None):
+        if old is not None and old.paths == li.paths[:len(old.paths)]:
             g, action = update_graph(li, old, cfg, scfg, progress), "extended"
         else:
-            g = build_graph(li, cfg, scfg, progress)
-        store.record_file(folder, GRAPH_FILE, {**save_graph(folder, g), "fingerprint": fp, "images": order})
-    return store.Stage(GRAPH_FILE, g, action, reason, {"graph": time.perf_counter() - t0})
+            g, action = build_graph(li, cfg, scfg, progress), "built"
+        save_graph(folder, g)
+        return g, action
+
+    return store.ensure(folder, GRAPH_FILE, store.fingerprint(graph_params(cfg, scfg)), store.order_hash(li.images),
+                        lambda rec: load_graph(folder, rec=rec), build, repair, li.cfg.store, FIX)

@@ -30,17 +30,9 @@ from .features import DESC_DIM, Extractor, Features, load_features, save_feature
 from .errors import ImageError, IndexFormatError
 from .images import file_sha1, load_image
 from . import store
+from .manifest import ImageEntry, entries, feature_name, read_manifest, repair_hint  # noqa: F401 (re-exported)
 
 Progress = Optional[Callable[[int, int, str], None]]
-
-
-@dataclass
-class ImageEntry:
-    path: str          # relative to the gallery root (POSIX)
-    sha1: str
-    n: int             # number of descriptors
-    size: tuple        # (W, H) of the image the features were computed on
-    scale: float = 1.0  # loaded size / original size
 
 
 @dataclass
@@ -172,35 +164,6 @@ class LocalIndex:
         })
 
 
-def feature_name(sha1: str) -> str:
-    return f"features/{sha1}.npz"
-
-
-def repair_hint(folder: Path, root=None) -> str:
-    g = root or "<gallery folder>"
-    return (f"Repair it with `python -m l2g index {g} --out {folder}` (what is intact is kept) "
-            f"or `python -m l2g check {folder} --repair`.")
-
-
-def read_manifest(folder: Path) -> dict:
-    """The manifest of an index folder, checked (IndexFormatError when missing, damaged or old)."""
-    path = Path(folder) / store.MANIFEST
-    if not path.is_file():
-        raise IndexFormatError(f"no index at {folder} (manifest.json missing); build one with `python -m l2g index`")
-    m = store.read_json(path, repair_hint(folder))
-    if m.get("format_version") != C.FORMAT_VERSION:
-        raise IndexFormatError(f"index at {folder} has format {m.get('format_version')}, this l2g reads "
-                               f"{C.FORMAT_VERSION}: rebuild it with `python -m l2g index` (features are reused)")
-    need = ("root", "kind", "features", "index", "ntotal", "images", "files")
-    if any(k not in m for k in need) or "faiss.index" not in m["files"]:
-        raise IndexFormatError(f"{path}: damaged (a field is missing). {repair_hint(folder)}")
-    return m
-
-
-def _entries(m: dict) -> list[ImageEntry]:
-    return [ImageEntry(e["path"], e["sha1"], e["n"], tuple(e["size"]), e.get("scale", 1.0)) for e in m["images"]]
-
-
 def load_index(folder: Path, root: Path | None = None, cfg: C.L2GConfig = C.DEFAULT) -> LocalIndex:
     """Load an index folder, every file checked against the manifest (faiss.index above
     cfg.store.full_hash_max: size + sampled hash). ``root`` overrides the stored gallery folder.
@@ -219,7 +182,7 @@ def load_index(folder: Path, root: Path | None = None, cfg: C.L2GConfig = C.DEFA
 def _load_index(folder: Path, root, cfg: C.L2GConfig) -> LocalIndex:
     m = read_manifest(folder)
     cfg = cfg.replace(features=C.FeatureConfig(**m["features"]), index=C.IndexConfig(**m["index"]))
-    images = _entries(m)
+    images = entries(m)
     fix = repair_hint(folder, root or m["root"])
     rec = m["files"]["faiss.index"]
     why = store.verify(folder / "faiss.index", rec, None, cfg.store)
@@ -271,7 +234,7 @@ def _old_manifest(gallery: Path, out: Path, cfg: C.L2GConfig, report: BuildRepor
     except IndexFormatError as e:
         report.repaired.append((store.MANIFEST, str(e).split(". Repair")[0]))
         return None
-    if m["files"]["faiss.index"].get("images") != store.order_hash(_entries(m)):
+    if m["files"]["faiss.index"].get("images") != store.order_hash(entries(m)):
         report.repaired.append((store.MANIFEST, "its image list does not match faiss.index (re-ordered or edited)"))
         return None
     if m["features"] != C.asdict(cfg.features):
@@ -293,11 +256,11 @@ def _build(gallery: Path, out: Path, cfg: C.L2GConfig, paths, extractor, progres
     store.clean_temporaries(out)
     report = BuildReport(params={"preset": cfg.features.name, "gallery": str(gallery)})
     m = _old_manifest(gallery, out, cfg, report)
-    old: dict[str, ImageEntry] = {e.path: e for e in _entries(m)} if m else {}
+    old: dict[str, ImageEntry] = {e.path: e for e in entries(m)} if m else {}
     old_files = m["files"] if m else {}
     paths = sorted(paths if paths is not None else list_images(gallery))
     extractor = extractor or Extractor(cfg.features)
-    entries: dict[str, ImageEntry] = {}
+    chosen: dict[str, ImageEntry] = {}
     recs: dict[str, dict] = {}
     redone = False   # a kept image's features were damaged and extracted again
     for i, rel in enumerate(paths):
@@ -323,7 +286,7 @@ def _build(gallery: Path, out: Path, cfg: C.L2GConfig, paths, extractor, progres
                 redone |= kept
                 f = None
         if kept and f is not None:
-            entries[rel] = old[rel]
+            chosen[rel] = old[rel]
             report.skipped.append(rel)
             continue
         try:
@@ -339,13 +302,13 @@ def _build(gallery: Path, out: Path, cfg: C.L2GConfig, paths, extractor, progres
             report.reused.append(rel)
         if len(f) == 0:
             report.empty.append(rel)
-        entries[rel] = old[rel] if kept else ImageEntry(rel, sha, len(f), tuple(f.size), float(img.scale))
+        chosen[rel] = old[rel] if kept else ImageEntry(rel, sha, len(f), tuple(f.size), float(img.scale))
     if progress:
         progress(len(paths), len(paths), "building the nearest-neighbour index")
     t1 = time.perf_counter()
     # Order: images kept from the old index first (old order), then new ones sorted.
-    kept = [e for p, e in old.items() if p in entries and entries[p] is e]
-    new = [entries[p] for p in paths if p in entries and entries[p] is not old.get(p)]
+    kept = [e for p, e in old.items() if p in chosen and chosen[p] is e]
+    new = [chosen[p] for p in paths if p in chosen and chosen[p] is not old.get(p)]
     images = kept + new
     faiss_rec = None
     if m:

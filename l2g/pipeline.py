@@ -29,7 +29,7 @@ from . import store
 from .globaldesc import GlobalIndex, ensure_global, global_similarities, vlad
 from .graph import Graph, ensure_graph
 from .images import LoadedImage, load_image
-from .index import LocalIndex, Progress, build_index, load_index, read_manifest
+from .index import LocalIndex, Progress, build_index, load_index
 from .rerank import RerankResult, blend, rerank
 from .search import SearchResult, local_search, rank_images
 from .verify import G2LResult, g2l_rerank

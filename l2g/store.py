@@ -244,6 +244,46 @@ def record_file(folder: Path, name: str, rec: dict | None) -> None:
     write_json(path, {**m, "files": files})
 
 
+def ensure(folder: Path, name: str, fp: str, order: str, load, build, repair: bool = True,
+           cfg: StoreConfig = StoreConfig(), fix: str = "") -> Stage:
+    """The one cache rule of every stage stored beside the index (hloc ``extract_features.main`` style).
+
+    The manifest's record of ``name`` must verify (checksum) and carry the wanted settings
+    ``fingerprint`` and image list hash ``order``; then ``load(rec)`` is returned as is.
+    Otherwise ``build(old) -> (result, action)`` runs under the folder lock (``old``: the
+    stored result when it verified with the same fingerprint, for extending), and the file it
+    wrote is recorded. A damaged file is rebuilt (repair=True) or raises IndexFormatError.
+    """
+    import time
+
+    t0 = time.perf_counter()
+    folder = Path(folder)
+    rec = read_json(folder / MANIFEST).get("files", {}).get(name)
+    action, reason, old = "built", "not built yet", None
+    if rec is not None:
+        why = verify(folder / name, rec, None, cfg)
+        try:
+            old = None if why else load(rec)
+        except IndexFormatError as e:
+            if not repair:
+                raise
+            why = str(e).split(": ", 1)[-1].split(". ", 1)[0]
+        if why and not repair:
+            raise IndexFormatError(f"{folder / name}: {why}. {fix}".strip())
+        if why:
+            action, reason = "rebuilt", why
+        elif old is not None and rec.get("fingerprint") == fp and rec.get("images") == order:
+            return Stage(name, old, "loaded", "", {"load": time.perf_counter() - t0})
+        else:
+            reason = "settings or images changed"
+        old = old if rec.get("fingerprint") == fp else None
+    with folder_lock(folder, cfg.lock_timeout, cfg):
+        result, built = build(old)
+        record_file(folder, name, {**record(folder / name, cfg), "fingerprint": fp, "images": order})
+    return Stage(name, result, built if action == "built" else action, reason,
+                 {"build": time.perf_counter() - t0})
+
+
 # --------------------------------------------------------------------------- lock
 _REG = threading.Lock()
 _HELD: dict[str, list] = {}   # folder -> [threading.RLock, filelock.FileLock | None, depth]

@@ -213,8 +213,10 @@ def extract(rgb: np.ndarray, cfg: FeatureConfig = FeatureConfig()) -> Features:
 
 
 def save_features(path: Path, f: Features) -> dict:
-    """Write features atomically (unique temporary file, then rename); returns the file's record."""
-    return save_npz(Path(path), kpts=f.kpts, desc=f.desc, size=np.asarray(f.size, np.int64))
+    """Write features atomically (unique temporary file, then rename); returns the file's record.
+    The extractor's preset name (``f.params['extractor']``) is stored with them."""
+    return save_npz(Path(path), kpts=f.kpts, desc=f.desc, size=np.asarray(f.size, np.int64),
+                    preset=np.asarray(str(f.params.get("extractor", ""))))
 
 
 def load_features(path: Path, rec: dict | None = None) -> Features:
@@ -226,6 +228,7 @@ def load_features(path: Path, rec: dict | None = None) -> Features:
     fix = "Re-run `python -m l2g index` on the gallery: it re-extracts damaged features."
     z = load_npz(Path(path), rec, fix)
     try:
-        return Features(z["kpts"], z["desc"], tuple(int(v) for v in z["size"]))
+        params = {"extractor": str(z["preset"])} if "preset" in z else {}
+        return Features(z["kpts"], z["desc"], tuple(int(v) for v in z["size"]), params)
     except (KeyError, ValueError, TypeError) as e:
         raise IndexFormatError(f"{path}: damaged ({type(e).__name__}: {e}). {fix}") from None

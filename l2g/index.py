@@ -30,7 +30,8 @@ from .features import DESC_DIM, Extractor, Features, load_features, save_feature
 from .errors import ImageError, IndexFormatError
 from .images import file_sha1, load_image
 from . import store
-from .manifest import ImageEntry, entries, feature_name, read_manifest, repair_hint  # noqa: F401 (re-exported)
+from .manifest import (ImageEntry, buildable_manifest, entries, feature_name,  # noqa: F401 (re-exported)
+                       read_manifest, repair_hint)
 
 Progress = Optional[Callable[[int, int, str], None]]
 
@@ -225,28 +226,6 @@ def build_index(gallery: Path, out: Path, cfg: C.L2GConfig = C.DEFAULT, paths: l
         return _build(Path(gallery), Path(out), cfg, paths, extractor, progress)
 
 
-def _old_manifest(gallery: Path, out: Path, cfg: C.L2GConfig, report: BuildReport) -> dict | None:
-    """The folder's manifest if it can be built on; None (and a repair noted) when it is damaged."""
-    if not (out / store.MANIFEST).is_file():
-        return None
-    try:
-        m = read_manifest(out)
-    except IndexFormatError as e:
-        report.repaired.append((store.MANIFEST, str(e).split(". Repair")[0]))
-        return None
-    if m["files"]["faiss.index"].get("images") != store.order_hash(entries(m)):
-        report.repaired.append((store.MANIFEST, "its image list does not match faiss.index (re-ordered or edited)"))
-        return None
-    if m["features"] != C.asdict(cfg.features):
-        raise IndexFormatError(f"index at {out} was built with {m['preset']}, not {cfg.features.name}; "
-                               "use another --out folder")
-    old_root = Path(m["root"])
-    if old_root.is_dir() and old_root.resolve() != gallery.resolve():
-        raise IndexFormatError(f"index at {out} holds the gallery {old_root}, not {gallery}: use another "
-                               f"--out folder (or delete {out} to replace it)")
-    return m
-
-
 def _build(gallery: Path, out: Path, cfg: C.L2GConfig, paths, extractor, progress):
     if paths is None:
         from .datasets import list_images
@@ -255,7 +234,7 @@ def _build(gallery: Path, out: Path, cfg: C.L2GConfig, paths, extractor, progres
     (out / "features").mkdir(parents=True, exist_ok=True)
     store.clean_temporaries(out)
     report = BuildReport(params={"preset": cfg.features.name, "gallery": str(gallery)})
-    m = _old_manifest(gallery, out, cfg, report)
+    m = buildable_manifest(gallery, out, cfg, report.repaired)
     old: dict[str, ImageEntry] = {e.path: e for e in entries(m)} if m else {}
     old_files = m["files"] if m else {}
     paths = sorted(paths if paths is not None else list_images(gallery))
@@ -281,6 +260,9 @@ def _build(gallery: Path, out: Path, cfg: C.L2GConfig, paths, extractor, progres
                 recs[name] = (kept and old_files.get(name)) or store.record(out / name, cfg.store)
                 if kept and len(f) != old[rel].n:
                     raise IndexFormatError(f"{out / name}: damaged ({len(f)} rows, the manifest says {old[rel].n})")
+                if not kept and f.params.get("extractor") != cfg.features.name:
+                    raise IndexFormatError(f"{out / name}: made with {f.params.get('extractor') or 'unknown'} "
+                                           f"settings, not {cfg.features.name}")
             except IndexFormatError as e:
                 report.repaired.append((name, str(e).split(": ", 1)[-1].split(". Re-run")[0]))
                 redone |= kept

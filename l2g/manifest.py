@@ -52,3 +52,27 @@ def read_manifest(folder: Path) -> dict:
 
 def entries(m: dict) -> list[ImageEntry]:
     return [ImageEntry(e["path"], e["sha1"], e["n"], tuple(e["size"]), e.get("scale", 1.0)) for e in m["images"]]
+
+
+def buildable_manifest(gallery: Path, out: Path, cfg: C.L2GConfig, repaired: list) -> dict | None:
+    """The manifest of ``out`` for a build of ``gallery`` to extend; None when there is none, or
+    when it is damaged or does not match faiss.index (then (file, why) is added to ``repaired``).
+    IndexFormatError when the folder holds another gallery or other feature settings."""
+    if not (out / store.MANIFEST).is_file():
+        return None
+    try:
+        m = read_manifest(out)
+    except IndexFormatError as e:
+        repaired.append((store.MANIFEST, str(e).split(". Repair")[0]))
+        return None
+    if m["files"]["faiss.index"].get("images") != store.order_hash(entries(m)):
+        repaired.append((store.MANIFEST, "its image list does not match faiss.index (re-ordered or edited)"))
+        return None
+    if m["features"] != C.asdict(cfg.features):
+        raise IndexFormatError(f"index at {out} was built with {m['preset']}, not {cfg.features.name}; "
+                               "use another --out folder")
+    old_root = Path(m["root"])
+    if old_root.is_dir() and old_root.resolve() != gallery.resolve():
+        raise IndexFormatError(f"index at {out} holds the gallery {old_root}, not {gallery}: use another "
+                               f"--out folder (or delete {out} to replace it)")
+    return m

@@ -354,3 +354,16 @@ def test_kill_at_random_points_ten_runs(cli_clean, tiny_gallery, tiny_cfg, tmp_p
         kills = [(rng.choice(stages), rng.uniform(0.0, 0.3)) for _ in range(rng.randint(1, 3))]
         print(_kill_and_resume(tiny_gallery, tmp_path / f"ix{run}", kills, files, _answers_with(answers, want),
                                tiny_cfg))
+
+
+def test_leftover_features_of_other_settings_are_not_reused(clean, tiny_gallery, tiny_cfg, tiny_extractor, tmp_path):
+    """Feature files carry their preset: a build with other settings extracts again instead of resuming."""
+    src, _, _ = clean
+    folder = tmp_path / "ix"
+    shutil.copytree(src, folder)
+    (folder / "manifest.json").unlink()          # as if a first build with other settings was killed
+    cfg = tiny_cfg.replace(features__num_features=60)
+    eng = open_engine(tiny_gallery, folder, cfg)
+    assert eng.report.reused == [] and len(eng.report.added) == 6
+    assert all("not sift-root-n60" in why for _, why in eng.report.repaired), eng.report.repaired
+    assert max(e.n for e in eng.li.images) <= 60

@@ -20,6 +20,7 @@ from PIL import Image
 from .. import pipeline as P
 from ..datasets import build_demo, list_images
 from ..demo import demo_is_complete
+from ..errors import IndexFormatError
 from ..features import Extractor
 from ..images import ImageError, load_image, thumbnail
 from .settings import DEMO, Gallery, Settings, check_gallery, list_galleries, parse_settings
@@ -97,7 +98,11 @@ def open_gallery(g: Gallery, rebuild: bool = False) -> tuple[P.Engine | None, st
             if not list_images(path):
                 return None, f"The gallery **{g.label}** holds no images ({path})."
             _build(g, path, index_dir, s)
-        eng = _engine(str(path), str(index_dir), s.cfg.features.name, _cfg=s.cfg)
+        try:
+            eng = _engine(str(path), str(index_dir), s.cfg.features.name, _cfg=s.cfg)
+        except IndexFormatError:     # damaged, or written by an older l2g: the build repairs it
+            _build(g, path, index_dir, s)
+            eng = _engine(str(path), str(index_dir), s.cfg.features.name, _cfg=s.cfg)
         if eng.li.n_images == 0:
             return None, (f"No image of **{g.label}** could be indexed: "
                           + "; ".join(f"`{p}`: {r}" for p, r in eng.li.failed[:5]))

@@ -49,6 +49,11 @@ class BuildReport:
     timings: dict = field(default_factory=dict)
 
 
+def index_fingerprint(cfg: C.L2GConfig) -> str:
+    """The settings faiss.index depends on (l2g.store.fingerprint): another one rebuilds it."""
+    return store.fingerprint({"features": C.asdict(cfg.features), "index": C.asdict(cfg.index)})
+
+
 def index_kind(n_total: int, cfg: C.IndexConfig) -> str:
     """The index kind used for n_total vectors: cfg.kind, or for 'auto' Flat up to exact_max, IVF above."""
     if cfg.kind != "auto":
@@ -148,7 +153,8 @@ class LocalIndex:
                 faiss.write_index(self.ix, tmp)
             faiss_rec = store.record(self.folder / "faiss.index", self.cfg.store)
         files = {**(carry or {}), **self.files,
-                 "faiss.index": {**faiss_rec, "images": store.order_hash(self.images)}}
+                 "faiss.index": {**faiss_rec, "fingerprint": index_fingerprint(self.cfg),
+                                 "images": store.order_hash(self.images)}}
         self.files = files
         store.write_json(self.folder / store.MANIFEST, {
             "format_version": C.FORMAT_VERSION,
@@ -300,7 +306,7 @@ def _build(gallery: Path, out: Path, cfg: C.L2GConfig, paths, extractor, progres
             report.repaired.append(("faiss.index", why))
         else:
             faiss_rec = rec
-    reuse = (faiss_rec is not None and not redone and m["index"] == C.asdict(cfg.index)
+    reuse = (faiss_rec is not None and not redone and faiss_rec.get("fingerprint") == index_fingerprint(cfg)
              and len(kept) == len(old) and bool(kept))
     li = _assemble(gallery, out, cfg, images, report.failed, reuse)
     li.files = {feature_name(e.sha1): recs[feature_name(e.sha1)] for e in images}

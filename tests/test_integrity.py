@@ -367,3 +367,24 @@ def test_leftover_features_of_other_settings_are_not_reused(clean, tiny_gallery,
     assert eng.report.reused == [] and len(eng.report.added) == 6
     assert all("not sift-root-n60" in why for _, why in eng.report.repaired), eng.report.repaired
     assert max(e.n for e in eng.li.images) <= 60
+
+
+def test_folder_lock_is_reentrant_and_excludes_other_threads(tmp_path):
+    import threading
+
+    got = []
+
+    def other():
+        try:
+            with store.folder_lock(tmp_path, timeout=0.2):
+                got.append("acquired")
+        except store.IndexBusyError as e:
+            got.append(str(e))
+
+    with store.folder_lock(tmp_path), store.folder_lock(tmp_path):   # re-entrant in one thread
+        t = threading.Thread(target=other)
+        t.start()
+        t.join()
+    assert len(got) == 1 and "another build holds the lock" in got[0]
+    other()                                                          # free again
+    assert got[1] == "acquired"

@@ -1,4 +1,4 @@
-"""Command line: ``python -m l2g {demo,index,search,eval,download,bench} ...``."""
+"""Command line: ``python -m l2g {demo,index,check,search,eval,download,bench} ...``."""
 from __future__ import annotations
 
 import argparse
@@ -40,7 +40,15 @@ def _cfg(args) -> C.L2GConfig:
         cfg = cfg.replace(features__extractor=args.extractor)
     if getattr(args, "index_kind", None):
         cfg = cfg.replace(index__kind=args.index_kind)
+    if getattr(args, "wait", None) is not None:
+        cfg = cfg.replace(store__lock_timeout=args.wait)
     return cfg
+
+
+def print_repairs(report) -> None:
+    """The files a build found damaged or missing and rebuilt."""
+    for name, why in getattr(report, "repaired", []):
+        print(f"  repaired {name}: {why}")
 
 
 def cmd_demo(args) -> int:
@@ -69,6 +77,7 @@ def cmd_index(args) -> int:
     r = eng.report
     print(f"index: {eng.li.folder}\n  images: {eng.li.n_images} ({len(r.added)} extracted, {len(r.reused)} resumed, "
           f"{len(r.skipped)} unchanged), descriptors: {eng.li.ntotal}, kind: {eng.li.kind}")
+    print_repairs(r)
     for rel, why in r.failed:
         print(f"  skipped {rel}: {why}")
     for rel, why in scan_gallery(folder).ignored:     # archives, other files, folder symlinks
@@ -80,6 +89,25 @@ def cmd_index(args) -> int:
               file=sys.stderr)
         return 2
     return 0
+
+
+def cmd_check(args) -> int:
+    from .check import check_index, repair_index
+
+    folder = Path(args.dir)
+    problems = check_index(folder)
+    for p in problems:
+        print(f"problem: {p}")
+    if problems and args.repair:
+        report = repair_index(folder, Path(args.gallery) if args.gallery else None, _cfg(args),
+                              progress=Bar("repairing"))
+        print_repairs(report)
+        problems = check_index(folder)
+        for p in problems:
+            print(f"still a problem: {p}")
+    print(f"{folder}: " + ("intact" if not problems else f"{len(problems)} problem(s)"
+                           + ("" if args.repair else "; run with --repair to fix them")))
+    return 1 if problems else 0
 
 
 def cmd_search(args) -> int:
@@ -151,11 +179,20 @@ def parser() -> argparse.ArgumentParser:
                         help="nearest-neighbour index (default auto: exact up to "
                              f"{C.DEFAULT.index.exact_max:,} descriptors, IVF above)")
 
+    def lock_opts(sp):
+        g = sp.add_mutually_exclusive_group()
+        g.add_argument("--wait", type=float, metavar="SECONDS",
+                       help="wait at most this long for another build of the same index folder "
+                            "(default: wait until it is done)")
+        g.add_argument("--no-wait", dest="wait", action="store_const", const=0.0,
+                       help="fail at once if another build holds the index folder")
+
     s = sub.add_parser("demo", help="build the demo gallery (data/demo) and its index")
     s.add_argument("--out", default=str(C.DEMO_DIR), help="where to write the demo gallery (default data/demo)")
     s.add_argument("--force", action="store_true", help="rebuild even if a complete demo is there")
     s.add_argument("--no-index", action="store_true", help="only write the images, do not index them")
     feat_opts(s)
+    lock_opts(s)
     s.set_defaults(fn=cmd_demo)
 
     s = sub.add_parser("index", help="index a folder of photos (resumable; re-run to add new photos)")
@@ -163,7 +200,16 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--out", help="index folder (default data/index/<folder>/<preset>)")
     s.add_argument("--no-global", action="store_true", help="skip the global (VLAD) descriptors")
     feat_opts(s)
+    lock_opts(s)
     s.set_defaults(fn=cmd_index)
+
+    s = sub.add_parser("check", help="verify an index folder (every file's checksum); --repair rebuilds what is damaged")
+    s.add_argument("dir", help="index folder made by `index`")
+    s.add_argument("--repair", action="store_true", help="rebuild damaged or missing files (the rest is kept)")
+    s.add_argument("--gallery", help="gallery folder, needed only when the manifest itself is damaged")
+    feat_opts(s)
+    lock_opts(s)
+    s.set_defaults(fn=cmd_check)
 
     s = sub.add_parser("search", help="search an index with a query image")
     s.add_argument("image", help="query image file")

@@ -10,7 +10,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
-FORMAT_VERSION = 1  # bump when the on-disk index layout changes
+FORMAT_VERSION = 2  # bump when the on-disk index layout changes; 2: manifest records checksums of its files
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = REPO_ROOT / "data"
@@ -130,6 +130,14 @@ class VerifyConfig:
 
 
 @dataclass(frozen=True)
+class StoreConfig:
+    full_hash_max: int = 64 << 20   # bytes: files up to this size are fully hashed on every open
+    hash_samples: int = 64          # larger files (faiss.index): size + hash of this many blocks on open,
+    hash_block: int = 1 << 16       # ... of this many bytes each; `python -m l2g check` hashes them in full
+    lock_timeout: float = -1        # seconds a build waits for another build of the same folder; <0 forever, 0 fail
+
+
+@dataclass(frozen=True)
 class L2GConfig:
     image: ImageConfig = field(default_factory=ImageConfig)
     features: FeatureConfig = field(default_factory=FeatureConfig)
@@ -139,6 +147,7 @@ class L2GConfig:
     rerank: RerankConfig = field(default_factory=RerankConfig)
     globaldesc: GlobalConfig = field(default_factory=GlobalConfig)
     verify: VerifyConfig = field(default_factory=VerifyConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
 
     def replace(self, **sections) -> "L2GConfig":
         """Return a copy with whole sections or ``section__field=value`` keys replaced."""

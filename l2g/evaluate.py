@@ -10,7 +10,6 @@ revisitop sets, 'map' is the Medium setup and 'map_easy/medium/hard' are given.
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -149,7 +148,7 @@ def table(results: dict) -> str:
 
 
 def write_results(results: dict, path: Path) -> None:
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(results, indent=1, default=float))
-    os.replace(tmp, path)
+    """Write the results JSON atomically (l2g.store: unique temporary file, then rename)."""
+    from .store import write_text
+
+    write_text(Path(path), json.dumps(results, indent=1, default=float))

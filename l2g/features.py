@@ -20,7 +20,8 @@ import numpy as np
 import torch
 
 from .config import DATA_DIR, REPO_ROOT, FeatureConfig
-from .errors import ExtractorUnavailable, NoKeypointsError  # noqa: F401 (re-exported)
+from .errors import ExtractorUnavailable, IndexFormatError, NoKeypointsError  # noqa: F401 (re-exported)
+from .store import load_npz, save_npz
 
 KP_COLS = ("x", "y", "scale", "angle", "response")
 DESC_DIM = 128
@@ -267,14 +268,23 @@ def extract(rgb: np.ndarray, cfg: FeatureConfig = FeatureConfig()) -> Features:
     return Extractor(cfg)(rgb)
 
 
-def save_features(path: Path, f: Features) -> None:
-    """Write features atomically (temporary file, then rename)."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, kpts=f.kpts, desc=f.desc, size=np.asarray(f.size, np.int64))
-    os.replace(tmp, path)
+def save_features(path: Path, f: Features) -> dict:
+    """Write features atomically (unique temporary file, then rename); returns the file's record.
+    The extractor's preset name (``f.params['extractor']``) is stored with them."""
+    return save_npz(Path(path), kpts=f.kpts, desc=f.desc, size=np.asarray(f.size, np.int64),
+                    preset=np.asarray(str(f.params.get("extractor", ""))))
 
 
-def load_features(path: Path) -> Features:
-    with np.load(path) as z:
-        return Features(z["kpts"], z["desc"], tuple(int(v) for v in z["size"]))
+def load_features(path: Path, rec: dict | None = None) -> Features:
+    """Features saved by save_features; checked against the manifest's record ``rec`` when given.
+
+    A missing, truncated or damaged file raises IndexFormatError naming it (``python -m l2g index``
+    re-extracts it).
+    """
+    fix = "Re-run `python -m l2g index` on the gallery: it re-extracts damaged features."
+    z = load_npz(Path(path), rec, fix)
+    try:
+        params = {"extractor": str(z["preset"])} if "preset" in z else {}
+        return Features(z["kpts"], z["desc"], tuple(int(v) for v in z["size"]), params)
+    except (KeyError, ValueError, TypeError) as e:
+        raise IndexFormatError(f"{path}: damaged ({type(e).__name__}: {e}). {fix}") from None

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,10 +21,14 @@ from typing import Callable, Iterable, Optional
 import faiss
 import numpy as np
 
+from . import store
 from .config import GlobalConfig
+from .errors import IndexFormatError
 from .features import DESC_DIM
 
 GLOBAL_FILE = "global.npz"
+FIX = ("Re-run `python -m l2g index` on the gallery (or `python -m l2g check DIR --repair`): it rebuilds "
+       "the global descriptors.")
 KMEANS_ITERS = 20          # Lloyd iterations of the codebook k-means
 POWER_ALPHA = 0.5          # signed power normalisation exponent
 WHITEN_SHRINK = 1.0        # whitening eps = this x the mean eigenvalue (see fit_whitening)
@@ -284,7 +287,7 @@ def build_global(li, cfg: GlobalConfig = GlobalConfig(), progress: Progress = No
 
 
 def save_global(folder, gi: GlobalIndex) -> Path:
-    """Write ``global.npz`` into ``folder`` atomically; returns its path."""
+    """Write ``global.npz`` into ``folder`` atomically (l2g.store); returns its path."""
     folder = Path(folder)
     m = gi.model
     arrays = {"centroids": m.centroids, "xb": gi.xb,
@@ -294,11 +297,30 @@ def save_global(folder, gi: GlobalIndex) -> Path:
     if m.whitened:
         arrays.update(pca_mean=m.pca_mean, pca_proj=m.pca_proj, pca_eig=m.pca_eig,
                       pca_eps=np.array(m.pca_eps))
-    path = folder / GLOBAL_FILE
-    tmp = folder / (GLOBAL_FILE + ".tmp.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
-    return path
+    store.save_npz(folder / GLOBAL_FILE, **arrays)
+    return folder / GLOBAL_FILE
+
+
+def _read(path: Path, rec: dict | None) -> GlobalIndex | None:
+    """global.npz as a GlobalIndex; None for another layout version; IndexFormatError when damaged."""
+    z = store.load_npz(path, rec, FIX)
+    try:
+        if int(z["version"]) != STORE_VERSION:
+            return None
+        eps = z.get("pca_eps")
+        model = VladModel(z["centroids"], z.get("pca_mean"), z.get("pca_proj"), z.get("pca_eig"),
+                          0.0 if eps is None else float(eps), json.loads(str(z["model_params"])))
+        return GlobalIndex(model, z["xb"], json.loads(str(z["paths"])), json.loads(str(z["sha1"])),
+                           json.loads(str(z["params"])))
+    except (KeyError, ValueError, TypeError) as e:
+        raise IndexFormatError(f"{path}: damaged ({type(e).__name__}: {e}). {FIX}") from None
+
+
+def _stale(gi: GlobalIndex, li, cfg: GlobalConfig | None) -> bool:
+    if cfg is not None and gi.params.get("config") != dataclasses.asdict(cfg):
+        return True
+    return li is not None and (list(li.paths) != gi.paths or
+                               bool(gi.sha1) and [e.sha1 for e in li.images] != gi.sha1)
 
 
 def load_global(folder, li=None, cfg: GlobalConfig | None = None) -> GlobalIndex | None:
@@ -311,25 +333,31 @@ def load_global(folder, li=None, cfg: GlobalConfig | None = None) -> GlobalIndex
     if not path.is_file():
         return None
     try:
-        with np.load(path, allow_pickle=False) as z:
-            if int(z["version"]) != STORE_VERSION:
-                return None
-            get = (lambda k: z[k] if k in z.files else None)
-            eps = get("pca_eps")
-            model = VladModel(z["centroids"], get("pca_mean"), get("pca_proj"), get("pca_eig"),
-                              0.0 if eps is None else float(eps), json.loads(str(z["model_params"])))
-            gi = GlobalIndex(model, z["xb"], json.loads(str(z["paths"])), json.loads(str(z["sha1"])),
-                             json.loads(str(z["params"])))
-    except (OSError, ValueError, KeyError):
+        gi = _read(path, None)
+    except IndexFormatError:
         return None
-    if cfg is not None and gi.params.get("config") != dataclasses.asdict(cfg):
-        return None
-    if li is not None:
-        if list(li.paths) != gi.paths:
-            return None
-        if gi.sha1 and [e.sha1 for e in li.images] != gi.sha1:
-            return None
-    return gi
+    return None if gi is None or _stale(gi, li, cfg) else gi
+
+
+def global_fingerprint(cfg: GlobalConfig) -> str:
+    """The settings global.npz depends on (its config and layout version), hashed."""
+    return store.fingerprint({"config": dataclasses.asdict(cfg), "version": STORE_VERSION})
+
+
+def ensure_global(folder, li, cfg: GlobalConfig = GlobalConfig(), progress: Progress = None,
+                  repair: bool = True) -> store.Stage:
+    """The global descriptors of ``li`` in ``folder`` (``store.ensure``): loaded when built with
+    ``cfg`` for the same image list, else built; a damaged global.npz is rebuilt (repair=True) or
+    an IndexFormatError (repair=False)."""
+    def build(_old):
+        if progress:
+            progress(0, 1, "global descriptors (VLAD)")
+        gi = build_global(li, cfg, progress)
+        save_global(folder, gi)
+        return gi, "built"
+
+    return store.ensure(folder, GLOBAL_FILE, global_fingerprint(cfg), store.order_hash(li.images),
+                        lambda rec: _read(Path(folder) / GLOBAL_FILE, rec), build, repair, li.cfg.store, FIX)
 
 
 # --------------------------------------------------------------------------- search

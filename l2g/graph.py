@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +16,9 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
+from . import store
 from .config import GraphConfig, SearchConfig
+from .errors import IndexFormatError
 from .index import LocalIndex, Progress
 from .search import local_search
 
@@ -101,28 +102,33 @@ def update_graph(li: LocalIndex, g: Graph, cfg: GraphConfig = GraphConfig(), scf
                  {"graph_update": time.perf_counter() - t0})
 
 
-def save_graph(folder: Path, g: Graph) -> None:
-    """Write graph.npz atomically into the index folder."""
+GRAPH_FILE = "graph.npz"
+FIX = "Re-run `python -m l2g index` on the gallery (or `python -m l2g check DIR --repair`): it rebuilds the graph."
+
+
+def save_graph(folder: Path, g: Graph) -> dict:
+    """Write graph.npz atomically into the index folder; returns its record (l2g.store)."""
     G = g.G.tocsr()
-    tmp = Path(folder) / "graph.tmp.npz"
-    np.savez(tmp, data=G.data, indices=G.indices, indptr=G.indptr, shape=np.asarray(G.shape),
-             paths=np.asarray(g.paths, dtype=str), params=np.asarray(json.dumps(g.params)))
-    os.replace(tmp, Path(folder) / "graph.npz")
+    return store.save_npz(Path(folder) / GRAPH_FILE, data=G.data, indices=G.indices, indptr=G.indptr,
+                          shape=np.asarray(G.shape), paths=np.asarray(g.paths, dtype=str),
+                          params=np.asarray(json.dumps(g.params)))
 
 
-def load_graph(folder: Path, li: LocalIndex | None = None, want: dict | None = None) -> Graph | None:
+def load_graph(folder: Path, li: LocalIndex | None = None, want: dict | None = None,
+               rec: dict | None = None) -> Graph | None:
     """The saved graph, or None when there is none, it does not match the index's images, or it
-    was built with settings other than ``want`` (see graph_params)."""
-    path = Path(folder) / "graph.npz"
-    if not path.is_file():
+    was built with settings other than ``want`` (see graph_params). With ``rec`` (the manifest's
+    record) the file is checked first: IndexFormatError when it is damaged."""
+    path = Path(folder) / GRAPH_FILE
+    if rec is None and not path.is_file():
         return None
-    with np.load(path) as z:
+    z = store.load_npz(path, rec, FIX)
+    try:
         G = sp.csr_matrix((z["data"], z["indices"], z["indptr"]), shape=tuple(z["shape"]))
         paths = [str(p) for p in z["paths"]]
-        try:
-            params = json.loads(str(z["params"]))
-        except ValueError:
-            params = {}
+        params = json.loads(str(z["params"]))
+    except (KeyError, ValueError) as e:
+        raise IndexFormatError(f"{path}: damaged ({type(e).__name__}: {e}). {FIX}") from None
     if li is not None and paths != li.paths:
         return None
     if want is not None and {k: params.get(k) for k in want} != want:
@@ -133,3 +139,21 @@ def load_graph(folder: Path, li: LocalIndex | None = None, want: dict | None = N
 def graph_params(cfg: GraphConfig, scfg: SearchConfig) -> dict:
     """The settings a graph depends on: a saved graph with other settings is rebuilt."""
     return {"top_n": cfg.top_n, "knn": scfg.knn, "kernel": scfg.kernel, "p0": scfg.p0, "alpha": scfg.alpha}
+
+
+def ensure_graph(folder: Path, li: LocalIndex, cfg: GraphConfig = GraphConfig(),
+                 scfg: SearchConfig = SearchConfig(), progress: Progress = None,
+                 repair: bool = True) -> store.Stage:
+    """The graph of ``li`` in ``folder`` (``store.ensure``): loaded when its settings and image
+    list match, extended when images were appended, else built; a damaged graph.npz is rebuilt
+    (repair=True) or an IndexFormatError (repair=False)."""
+    def build(old: Graph | None):
+        if old is not None and old.paths == li.paths[:len(old.paths)]:
+            g, action = update_graph(li, old, cfg, scfg, progress), "extended"
+        else:
+            g, action = build_graph(li, cfg, scfg, progress), "built"
+        save_graph(folder, g)
+        return g, action
+
+    return store.ensure(folder, GRAPH_FILE, store.fingerprint(graph_params(cfg, scfg)), store.order_hash(li.images),
+                        lambda rec: load_graph(folder, rec=rec), build, repair, li.cfg.store, FIX)

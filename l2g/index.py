@@ -2,19 +2,21 @@
 
 On disk, one folder::
 
-    manifest.json      format version, extractor + index settings, images (path, sha1, n, size)
+    manifest.json      format version, extractor + index settings, images (path, sha1, n, size),
+                       and ``files``: size + checksum of every file below (written last)
     features/<sha1>.npz  per-image keypoints (N, 5) and descriptors (N, 128); written as extracted
     faiss.index        the nearest-neighbour index over all descriptors, rows in manifest order
     graph.npz          the gallery similarity graph (l2g.graph), when built
+    global.npz         the global descriptors (l2g.globaldesc), when built
 
-Every write is atomic (temporary file, then rename). A build is resumable:
-features already on disk (by content hash) are not extracted again, so an
-interrupted build loses nothing that was finished. Vectors are rows (N x D).
+Every write goes through ``l2g.store`` (unique temporary file, then rename) and a
+build holds the folder's lock. A build is resumable: features already on disk
+(by content hash) are not extracted again. Opening checks every file against
+the manifest (IndexFormatError naming the file and the fix); a build repairs
+what is damaged and lists it in ``BuildReport.repaired``. Vectors are rows (N x D).
 """
 from __future__ import annotations
 
-import json
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,17 +29,11 @@ from . import config as C
 from .features import DESC_DIM, Extractor, Features, load_features, save_features
 from .errors import ImageError, IndexFormatError
 from .images import file_sha1, load_image
+from . import store
+from .manifest import (ImageEntry, buildable_manifest, entries, feature_name,  # noqa: F401 (re-exported)
+                       read_manifest, repair_hint)
 
 Progress = Optional[Callable[[int, int, str], None]]
-
-
-@dataclass
-class ImageEntry:
-    path: str          # relative to the gallery root (POSIX)
-    sha1: str
-    n: int             # number of descriptors
-    size: tuple        # (W, H) of the image the features were computed on
-    scale: float = 1.0  # loaded size / original size
 
 
 @dataclass
@@ -47,14 +43,15 @@ class BuildReport:
     skipped: list = field(default_factory=list)    # already indexed, unchanged
     failed: list = field(default_factory=list)     # (relative path, reason)
     empty: list = field(default_factory=list)      # readable but 0 keypoints
+    repaired: list = field(default_factory=list)   # (file in the index folder, what was wrong): rebuilt
+    stages: dict = field(default_factory=dict)     # stage -> 'loaded' | 'built' | 'extended' | 'rebuilt'
     params: dict = field(default_factory=dict)
     timings: dict = field(default_factory=dict)
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+def index_fingerprint(cfg: C.L2GConfig) -> str:
+    """The settings faiss.index depends on (l2g.store.fingerprint): another one rebuilds it."""
+    return store.fingerprint({"features": C.asdict(cfg.features), "index": C.asdict(cfg.index)})
 
 
 def index_kind(n_total: int, cfg: C.IndexConfig) -> str:
@@ -111,6 +108,7 @@ class LocalIndex:
         self.kind = kind
         self.kpts = kpts             # (Ntot, 5) float32
         self.failed = failed or []
+        self.files: dict = {}        # manifest records of features/*.npz and faiss.index
         counts = np.array([e.n for e in images], np.int64)
         self.offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         self.img_of = np.repeat(np.arange(len(images), dtype=np.int32), counts)  # (Ntot,)
@@ -133,8 +131,9 @@ class LocalIndex:
         return self._pos.get(path)
 
     def features(self, i: int) -> Features:
-        """Keypoints and descriptors of gallery image i (read from the feature store)."""
-        return load_features(self.folder / "features" / f"{self.images[i].sha1}.npz")
+        """Keypoints and descriptors of gallery image i (read from the feature store, checked)."""
+        name = feature_name(self.images[i].sha1)
+        return load_features(self.folder / name, self.files.get(name))
 
     def image_path(self, i: int) -> Path:
         return self.root / self.images[i].path
@@ -146,12 +145,18 @@ class LocalIndex:
                 "per_descriptor": (ixb + self.kpts.nbytes + self.img_of.nbytes) / max(self.ntotal, 1)}
 
     # ------------------------------------------------------------------ io
-    def save(self) -> None:
-        """Write faiss.index and manifest.json atomically (manifest last)."""
-        tmp = self.folder / "faiss.index.tmp"
-        faiss.write_index(self.ix, str(tmp))
-        os.replace(tmp, self.folder / "faiss.index")
-        manifest = {
+    def save(self, faiss_rec: dict | None = None, carry: dict | None = None) -> None:
+        """Write faiss.index (unless ``faiss_rec`` says the file on disk is this index), then the
+        manifest, last, recording every file; ``carry``: records of graph.npz / global.npz kept."""
+        if faiss_rec is None:
+            with store.atomic_path(self.folder / "faiss.index") as tmp:
+                faiss.write_index(self.ix, tmp)
+            faiss_rec = store.record(self.folder / "faiss.index", self.cfg.store)
+        files = {**(carry or {}), **self.files,
+                 "faiss.index": {**faiss_rec, "fingerprint": index_fingerprint(self.cfg),
+                                 "images": store.order_hash(self.images)}}
+        self.files = files
+        store.write_json(self.folder / store.MANIFEST, {
             "format_version": C.FORMAT_VERSION,
             "preset": self.cfg.features.name,
             "root": str(self.root),
@@ -162,73 +167,88 @@ class LocalIndex:
             "images": [{"path": e.path, "sha1": e.sha1, "n": e.n, "size": list(e.size), "scale": e.scale}
                        for e in self.images],
             "failed": [list(f) for f in self.failed],
-        }
-        _atomic_write_text(self.folder / "manifest.json", json.dumps(manifest, indent=1))
-
-
-def read_manifest(folder: Path) -> dict:
-    path = Path(folder) / "manifest.json"
-    if not path.is_file():
-        raise IndexFormatError(f"no index at {folder} (manifest.json missing); build one with `python -m l2g index`")
-    try:
-        m = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise IndexFormatError(f"damaged manifest in {folder}: {e}") from None
-    if m.get("format_version") != C.FORMAT_VERSION:
-        raise IndexFormatError(f"index at {folder} has format {m.get('format_version')}, this l2g reads "
-                          f"{C.FORMAT_VERSION}: rebuild it")
-    return m
+            "files": files,
+        })
 
 
 def load_index(folder: Path, root: Path | None = None, cfg: C.L2GConfig = C.DEFAULT) -> LocalIndex:
-    """Load an index folder. ``root`` overrides the gallery folder stored in the manifest."""
-    folder = Path(folder)
+    """Load an index folder, every file checked against the manifest (faiss.index above
+    cfg.store.full_hash_max: size + sampled hash). ``root`` overrides the stored gallery folder.
+    A build replacing files meanwhile is waited out (the check is retried on a new manifest)."""
+    path = Path(folder) / store.MANIFEST
+    for attempt in range(5):
+        stamp = path.stat().st_mtime_ns if path.is_file() else None
+        try:
+            return _load_index(Path(folder), root, cfg)
+        except IndexFormatError:
+            if attempt == 4 or not path.is_file() or path.stat().st_mtime_ns == stamp:
+                raise
+            time.sleep(0.2)
+
+
+def _load_index(folder: Path, root, cfg: C.L2GConfig) -> LocalIndex:
     m = read_manifest(folder)
     cfg = cfg.replace(features=C.FeatureConfig(**m["features"]), index=C.IndexConfig(**m["index"]))
-    images = [ImageEntry(e["path"], e["sha1"], e["n"], tuple(e["size"]), e.get("scale", 1.0))
-              for e in m["images"]]
-    if not (folder / "faiss.index").is_file():
-        raise IndexFormatError(f"index at {folder} has no faiss.index; rebuild it")
-    ix = faiss.read_index(str(folder / "faiss.index"))
-    if ix.ntotal != m["ntotal"]:
+    images = entries(m)
+    fix = repair_hint(folder, root or m["root"])
+    rec = m["files"]["faiss.index"]
+    why = store.verify(folder / "faiss.index", rec, None, cfg.store)
+    if why:
+        raise IndexFormatError(f"{folder / 'faiss.index'}: {why}. {fix}")
+    if rec.get("images") != store.order_hash(images):
+        raise IndexFormatError(f"{folder / 'manifest.json'}: its image list does not match faiss.index "
+                               f"(re-ordered or edited). {fix}")
+    try:
+        ix = faiss.read_index(str(folder / "faiss.index"))
+    except RuntimeError as e:
+        raise IndexFormatError(f"{folder / 'faiss.index'}: unreadable ({str(e).splitlines()[0]}). {fix}") from None
+    if ix.ntotal != m["ntotal"] or ix.ntotal != sum(e.n for e in images):
         raise IndexFormatError(f"index at {folder} is inconsistent ({ix.ntotal} vectors, manifest says "
-                          f"{m['ntotal']}); rebuild it")
+                               f"{m['ntotal']}). {fix}")
     if hasattr(ix, "nprobe"):
         ix.nprobe = cfg.index.nprobe
-    kpts = [load_features(folder / "features" / f"{e.sha1}.npz").kpts for e in images]
-    kpts = np.concatenate(kpts) if kpts else np.zeros((0, 5), np.float32)
-    return LocalIndex(Path(root or m["root"]), folder, cfg, images, ix, m["kind"], kpts,
-                      [tuple(f) for f in m.get("failed", [])])
+    feats = [load_features(folder / feature_name(e.sha1), m["files"].get(feature_name(e.sha1))) for e in images]
+    if any(len(f) != e.n for f, e in zip(feats, images)):
+        raise IndexFormatError(f"index at {folder}: a features file does not match the manifest. {fix}")
+    kpts = np.concatenate([f.kpts for f in feats]) if feats else np.zeros((0, 5), np.float32)
+    li = LocalIndex(Path(root or m["root"]), folder, cfg, images, ix, m["kind"], kpts,
+                    [tuple(f) for f in m.get("failed", [])])
+    li.files = {k: v for k, v in m["files"].items() if k.startswith("features/")}
+    return li
 
 
 def build_index(gallery: Path, out: Path, cfg: C.L2GConfig = C.DEFAULT, paths: list[str] | None = None,
                 extractor: Extractor | None = None, progress: Progress = None) -> tuple[LocalIndex, BuildReport]:
-    """Index (or update the index of) the images of ``gallery`` into folder ``out``.
+    """Index (or update, or repair, the index of) the images of ``gallery`` into folder ``out``.
 
     ``paths`` (relative to gallery) defaults to every image under it. Images
     already in ``out`` with the same content hash are kept; new ones are
     appended in sorted order. Unreadable files are listed in the report and
-    never stop the build. Returns the loaded index and a BuildReport.
+    never stop the build. A damaged manifest, features file or faiss.index is
+    rebuilt and listed in ``report.repaired``. Holds the folder's lock
+    (cfg.store.lock_timeout). Returns the loaded index and a BuildReport.
     """
+    with store.folder_lock(out, cfg.store.lock_timeout, cfg.store):
+        return _build(Path(gallery), Path(out), cfg, paths, extractor, progress)
+
+
+def _build(gallery: Path, out: Path, cfg: C.L2GConfig, paths, extractor, progress):
     from .datasets import LINK_OUTSIDE, escapes, scan_gallery
 
     t0 = time.perf_counter()
-    gallery, out = Path(gallery), Path(out)
     (out / "features").mkdir(parents=True, exist_ok=True)
-    old: dict[str, ImageEntry] = {}
-    if (out / "manifest.json").is_file():
-        m = read_manifest(out)
-        if m["features"] != C.asdict(cfg.features):
-            raise IndexFormatError(f"index at {out} was built with {m['preset']}, not {cfg.features.name}; "
-                              "use another --out folder")
-        old = {e["path"]: ImageEntry(e["path"], e["sha1"], e["n"], tuple(e["size"]), e.get("scale", 1.0))
-               for e in m["images"]}
+    store.clean_temporaries(out)
+    report = BuildReport(params={"preset": cfg.features.name, "gallery": str(gallery)})
+    m = buildable_manifest(gallery, out, cfg, report.repaired)
+    old: dict[str, ImageEntry] = {e.path: e for e in entries(m)} if m else {}
+    old_files = m["files"] if m else {}
     scan = scan_gallery(gallery) if paths is None else None
     paths = sorted(paths if paths is not None else scan.images)
-    report = BuildReport(params={"preset": cfg.features.name, "gallery": str(gallery)})
     report.failed.extend(scan.refused if scan else [])      # file symlinks leading outside the gallery
     extractor = extractor or Extractor(cfg.features)
-    entries: dict[str, ImageEntry] = {}
+    chosen: dict[str, ImageEntry] = {}
+    recs: dict[str, dict] = {}
+    redone = False   # a kept image's features were damaged and extracted again
     for i, rel in enumerate(paths):
         if progress:
             progress(i, len(paths), rel)
@@ -241,37 +261,61 @@ def build_index(gallery: Path, out: Path, cfg: C.L2GConfig = C.DEFAULT, paths: l
         except (OSError, ImageError) as e:
             report.failed.append((rel, f"cannot read: {e}"))
             continue
-        if rel in old and old[rel].sha1 == sha:
-            entries[rel] = old[rel]
+        name = feature_name(sha)
+        kept = rel in old and old[rel].sha1 == sha
+        f = None
+        if kept or (out / name).is_file():
+            try:
+                f = load_features(out / name, old_files.get(name) if kept else None)
+                recs[name] = (kept and old_files.get(name)) or store.record(out / name, cfg.store)
+                if kept and len(f) != old[rel].n:
+                    raise IndexFormatError(f"{out / name}: damaged ({len(f)} rows, the manifest says {old[rel].n})")
+                if not kept and f.params.get("extractor") != cfg.features.name:
+                    raise IndexFormatError(f"{out / name}: made with {f.params.get('extractor') or 'unknown'} "
+                                           f"settings, not {cfg.features.name}")
+            except IndexFormatError as e:
+                report.repaired.append((name, str(e).split(": ", 1)[-1].split(". Re-run")[0]))
+                redone |= kept
+                f = None
+        if kept and f is not None:
+            chosen[rel] = old[rel]
             report.skipped.append(rel)
             continue
-        fpath = out / "features" / f"{sha}.npz"
         try:
             img = load_image(p, max_side=cfg.features.max_side)
         except ImageError as e:
             report.failed.append((rel, str(e)))
             continue
-        if fpath.is_file():
-            f = load_features(fpath)
-            report.reused.append(rel)
-        else:
+        if f is None:
             f = extractor(img.rgb)
-            save_features(fpath, f)
-            report.added.append(rel)
+            recs[name] = save_features(out / name, f)
+            (report.added if not kept else report.skipped).append(rel)
+        else:
+            report.reused.append(rel)
         if len(f) == 0:
             report.empty.append(rel)
-        entries[rel] = ImageEntry(rel, sha, len(f), tuple(f.size), float(img.scale))
+        chosen[rel] = old[rel] if kept else ImageEntry(rel, sha, len(f), tuple(f.size), float(img.scale))
     if progress:
         progress(len(paths), len(paths), "building the nearest-neighbour index")
     t1 = time.perf_counter()
     # Order: images kept from the old index first (old order), then new ones sorted.
-    kept = [e for p, e in old.items() if p in entries and entries[p] is e]
-    new = [entries[p] for p in paths if p in entries and entries[p] is not old.get(p)]
+    kept = [e for p, e in old.items() if p in chosen and chosen[p] is e]
+    new = [chosen[p] for p in paths if p in chosen and chosen[p] is not old.get(p)]
     images = kept + new
-    same_index = bool(old) and m["index"] == C.asdict(cfg.index)
-    li = _assemble(gallery, out, cfg, images, report.failed,
-                   reuse_prefix=same_index and len(kept) == len(old) and bool(kept))
-    li.save()
+    faiss_rec = None
+    if m:
+        rec = old_files["faiss.index"]
+        why = store.verify(out / "faiss.index", rec, True, cfg.store)
+        if why:
+            report.repaired.append(("faiss.index", why))
+        else:
+            faiss_rec = rec
+    reuse = (faiss_rec is not None and not redone and faiss_rec.get("fingerprint") == index_fingerprint(cfg)
+             and len(kept) == len(old) and bool(kept))
+    li = _assemble(gallery, out, cfg, images, report.failed, reuse)
+    li.files = {feature_name(e.sha1): recs[feature_name(e.sha1)] for e in images}
+    carry = {k: v for k, v in old_files.items() if k in ("graph.npz", "global.npz")}
+    li.save(faiss_rec if reuse and not new else None, carry)
     report.timings = {"extract": t1 - t0, "index": time.perf_counter() - t1, "total": time.perf_counter() - t0}
     return li, report
 
@@ -287,17 +331,15 @@ def add_images(out: Path, paths: list[str], cfg: C.L2GConfig = C.DEFAULT, extrac
 
 
 def _assemble(gallery, out, cfg, images, failed, reuse_prefix: bool) -> LocalIndex:
-    """Make the FAISS index over ``images``; appends to the saved one when only images were added."""
+    """Make the FAISS index over ``images``; appends to the saved (verified) one when only images
+    were added."""
     n_total = int(sum(e.n for e in images))
-    feats = lambda es: (load_features(out / "features" / f"{e.sha1}.npz") for e in es)  # noqa: E731
+    feats = lambda es: (load_features(out / feature_name(e.sha1)) for e in es)  # noqa: E731
     ix = None
-    if reuse_prefix and (out / "faiss.index").is_file():
-        ix = faiss.read_index(str(out / "faiss.index"))
+    if reuse_prefix:
         m = read_manifest(out)
-        kind = m["kind"]
-        start = len(m["images"])
-        if (ix.ntotal != m["ntotal"] or kind != index_kind(n_total, cfg.index)
-                or [e["path"] for e in m["images"]] != [e.path for e in images[:start]]):
+        ix, kind, start = faiss.read_index(str(out / "faiss.index")), m["kind"], len(m["images"])
+        if ix.ntotal != m["ntotal"] or kind != index_kind(n_total, cfg.index):
             ix = None
     if ix is None:
         ix, kind = make_faiss(n_total, cfg.index)

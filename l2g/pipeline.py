@@ -13,6 +13,7 @@ global descriptors; each built once and cached in the index folder).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import re
 import time
@@ -24,10 +25,11 @@ import numpy as np
 from . import config as C
 from .datasets import GroundTruth, load_groups
 from .features import Extractor, Features, NoKeypointsError
-from .globaldesc import GlobalIndex, build_global, global_similarities, load_global, save_global, vlad
-from .graph import Graph, build_graph, graph_params, load_graph, save_graph, update_graph
+from . import store
+from .globaldesc import GlobalIndex, ensure_global, global_similarities, vlad
+from .graph import Graph, ensure_graph
 from .images import LoadedImage, load_image
-from .index import LocalIndex, Progress, build_index, load_index, read_manifest
+from .index import LocalIndex, Progress, build_index, load_index
 from .rerank import RerankResult, blend, rerank
 from .search import SearchResult, local_search, rank_images
 from .verify import G2LResult, g2l_rerank
@@ -63,46 +65,44 @@ class Engine:
 def open_engine(gallery: Path, index_dir: Path | None = None, cfg: C.L2GConfig = C.DEFAULT,
                 progress: Progress = None, extractor: Extractor | None = None, sync: bool = True,
                 with_global: bool = True, paths: list[str] | None = None) -> Engine:
-    """Build (or resume, or update) the index, graph and global descriptors of a gallery.
+    """Build (or resume, update, repair) the index, graph and global descriptors of a gallery.
 
-    sync=False opens an existing index as it is, without re-hashing the gallery.
+    Each stage owns its cache (``ensure``: load if its fingerprint matches, else build or
+    extend, save atomically, record in the manifest). sync=True holds the folder's lock,
+    re-hashes the gallery and repairs damaged files (listed in ``engine.report.repaired``);
+    sync=False opens an existing index as it is and raises IndexFormatError on damage.
     paths (relative to gallery) restricts the gallery to those images.
     """
     t0 = time.perf_counter()
     gallery = Path(gallery)
     index_dir = Path(index_dir) if index_dir else index_dir_for(gallery, cfg)
     extractor = extractor or Extractor(cfg.features)
-    report = None
-    if not sync and (index_dir / "manifest.json").is_file():
-        li = load_index(index_dir, gallery, cfg)
-    else:
-        li, report = build_index(gallery, index_dir, cfg, paths=paths, extractor=extractor, progress=progress)
-    t1 = time.perf_counter()
-    li.cfg = li.cfg.replace(search=cfg.search, graph=cfg.graph, rerank=cfg.rerank, verify=cfg.verify)
-    want = graph_params(cfg.graph, cfg.search)  # a graph built with other settings is not reused
-    graph = load_graph(index_dir, li, want)
-    if graph is None:
-        old = load_graph(index_dir, want=want)  # a graph of fewer images: extend it
-        graph = (update_graph(li, old, cfg.graph, cfg.search, progress) if old is not None
-                 else build_graph(li, cfg.graph, cfg.search, progress))
-        save_graph(index_dir, graph)
-    t2 = time.perf_counter()
-    gi = None
-    if with_global and li.n_images:
-        gi = load_global(index_dir, li)
-        if gi is None:
-            if progress:
-                progress(0, 1, "global descriptors (VLAD)")
-            gi = build_global(li, cfg.globaldesc)
-            save_global(index_dir, gi)
+    lock = store.folder_lock(index_dir, cfg.store.lock_timeout, cfg.store) if sync else contextlib.nullcontext()
+    with lock:
+        report = None
+        if not sync and (index_dir / "manifest.json").is_file():
+            li = load_index(index_dir, gallery, cfg)
+        else:
+            li, report = build_index(gallery, index_dir, cfg, paths=paths, extractor=extractor, progress=progress)
+        li.cfg = li.cfg.replace(search=cfg.search, graph=cfg.graph, rerank=cfg.rerank, verify=cfg.verify,
+                                globaldesc=cfg.globaldesc, store=cfg.store)
+        stages = [ensure_graph(index_dir, li, cfg.graph, cfg.search, progress, repair=sync)]
+        if with_global and li.n_images:
+            stages.append(ensure_global(index_dir, li, cfg.globaldesc, progress, repair=sync))
+    if report is not None:
+        report.stages = {s.name: s.action for s in stages}
+        report.repaired += [(s.name, s.reason) for s in stages if s.action == "rebuilt"]
     gt = None
     if (gallery / "groups.json").is_file():
         try:
             gt = load_groups(gallery, check_files=False)
         except ValueError:
             gt = None
-    return Engine(li, graph, gi, extractor, li.cfg, gt, report,
-                  {"index": t1 - t0, "graph": t2 - t1, "global": time.perf_counter() - t2})
+    t = {s.name: s.timings for s in stages}
+    return Engine(li, stages[0].result, stages[1].result if len(stages) > 1 else None, extractor, li.cfg, gt,
+                  report, {"index": time.perf_counter() - t0 - sum(sum(v.values()) for v in t.values()),
+                           "graph": sum(t["graph.npz"].values()),
+                           "global": sum(t.get("global.npz", {}).values())})
 
 
 @dataclass

@@ -46,7 +46,6 @@ def test_demo_local_search_map(demo_engine, demo_gallery):
     assert np.mean(aps) > 0.9, np.mean(aps)
 
 
-@pytest.mark.slow
 def test_realbench_local_search_map_floor(realbench, tmp_path_factory):
     """Each group image queries all others; the measured local-search mAP is 67.8 (README)."""
     from l2g.pipeline import open_engine

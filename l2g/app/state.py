@@ -20,6 +20,7 @@ from PIL import Image
 from .. import pipeline as P
 from ..datasets import build_demo, list_images
 from ..demo import demo_is_complete
+from ..errors import IndexFormatError
 from ..features import Extractor
 from ..images import ImageError, load_image, thumbnail
 from . import fmt
@@ -77,6 +78,9 @@ def _build(g: Gallery, path: Path, index_dir: Path, s: Settings) -> None:
         eng = P.open_engine(path, index_dir, s.cfg, progress=cb, extractor=extractor(s.cfg.features), sync=True)
         bar.empty()
         rep = eng.report
+        if rep is not None and rep.repaired:
+            st.info(f"Repaired the index of {g.label} (damaged or missing files rebuilt):\n- "
+                    + "\n- ".join(f"`{name}`: {why}" for name, why in rep.repaired[:20]))
         if rep is not None and (rep.failed or rep.empty):
             bad = [f"`{p}`: {r}" for p, r in rep.failed[:20]] + [f"`{p}`: no keypoints" for p in rep.empty[:20]]
             st.warning(f"{len(rep.failed) + len(rep.empty)} image(s) of {g.label} not indexed:\n- "
@@ -109,7 +113,11 @@ def open_gallery(g: Gallery, rebuild: bool = False) -> tuple[P.Engine | None, st
             if not list_images(path):
                 return None, f"The gallery **{g.label}** holds no images ({path})."
             _build(g, path, index_dir, s)
-        eng = _engine(str(path), str(index_dir), s.cfg.features.name, _cfg=s.cfg)
+        try:
+            eng = _engine(str(path), str(index_dir), s.cfg.features.name, _cfg=s.cfg)
+        except IndexFormatError:     # damaged, or written by an older l2g: the build repairs it
+            _build(g, path, index_dir, s)
+            eng = _engine(str(path), str(index_dir), s.cfg.features.name, _cfg=s.cfg)
         if eng.li.n_images == 0:
             return None, (f"No image of **{g.label}** could be indexed: "
                           + "; ".join(f"`{p}`: {r}" for p, r in eng.li.failed[:5]))

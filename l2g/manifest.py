@@ -1,0 +1,78 @@
+"""The index folder's manifest: its image list and the record of every file it depends on.
+
+``manifest.json`` holds the format version, the extractor and index settings, the
+images (path, sha1, n, size, scale) in FAISS row order, and ``files``: the size and
+checksum of faiss.index, each features/*.npz, graph.npz and global.npz (see
+``l2g.store``). It is written last, after the files it names, and carries its own
+checksum, so a damaged, truncated or re-ordered manifest is an IndexFormatError.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import config as C
+from . import store
+from .errors import IndexFormatError
+
+
+@dataclass
+class ImageEntry:
+    path: str          # relative to the gallery root (POSIX)
+    sha1: str
+    n: int             # number of descriptors
+    size: tuple        # (W, H) of the image the features were computed on
+    scale: float = 1.0  # loaded size / original size
+
+
+def feature_name(sha1: str) -> str:
+    return f"features/{sha1}.npz"
+
+
+def repair_hint(folder: Path, root=None) -> str:
+    g = root or "<gallery folder>"
+    return (f"Repair it with `python -m l2g index {g} --out {folder}` (what is intact is kept) "
+            f"or `python -m l2g check {folder} --repair`.")
+
+
+def read_manifest(folder: Path) -> dict:
+    """The manifest of an index folder, checked (IndexFormatError when missing, damaged or old)."""
+    path = Path(folder) / store.MANIFEST
+    if not path.is_file():
+        raise IndexFormatError(f"no index at {folder} (manifest.json missing); build one with `python -m l2g index`")
+    m = store.read_json(path, repair_hint(folder))
+    if m.get("format_version") != C.FORMAT_VERSION:
+        raise IndexFormatError(f"index at {folder} has format {m.get('format_version')}, this l2g reads "
+                               f"{C.FORMAT_VERSION}: rebuild it with `python -m l2g index` (features are reused)")
+    need = ("root", "kind", "features", "index", "ntotal", "images", "files")
+    if any(k not in m for k in need) or "faiss.index" not in m["files"]:
+        raise IndexFormatError(f"{path}: damaged (a field is missing). {repair_hint(folder)}")
+    return m
+
+
+def entries(m: dict) -> list[ImageEntry]:
+    return [ImageEntry(e["path"], e["sha1"], e["n"], tuple(e["size"]), e.get("scale", 1.0)) for e in m["images"]]
+
+
+def buildable_manifest(gallery: Path, out: Path, cfg: C.L2GConfig, repaired: list) -> dict | None:
+    """The manifest of ``out`` for a build of ``gallery`` to extend; None when there is none, or
+    when it is damaged or does not match faiss.index (then (file, why) is added to ``repaired``).
+    IndexFormatError when the folder holds another gallery or other feature settings."""
+    if not (out / store.MANIFEST).is_file():
+        return None
+    try:
+        m = read_manifest(out)
+    except IndexFormatError as e:
+        repaired.append((store.MANIFEST, str(e).split(". Repair")[0]))
+        return None
+    if m["files"]["faiss.index"].get("images") != store.order_hash(entries(m)):
+        repaired.append((store.MANIFEST, "its image list does not match faiss.index (re-ordered or edited)"))
+        return None
+    if m["features"] != C.asdict(cfg.features):
+        raise IndexFormatError(f"index at {out} was built with {m['preset']}, not {cfg.features.name}; "
+                               "use another --out folder")
+    old_root = Path(m["root"])
+    if old_root.is_dir() and old_root.resolve() != gallery.resolve():
+        raise IndexFormatError(f"index at {out} holds the gallery {old_root}, not {gallery}: use another "
+                               f"--out folder (or delete {out} to replace it)")
+    return m

@@ -1,0 +1,340 @@
+"""The index folder's storage rules, used by every writer: atomic writes, checksums, one lock.
+
+- ``atomic_write(path)``: a uniquely named temporary file in the same folder
+  (``tempfile.mkstemp``), flushed and fsynced, then ``os.replace``: a reader sees
+  the old file or the new one, never half of one, and two writers never share a
+  temporary name.
+- ``save_npz``: byte-deterministic ``.npz`` (fixed zip timestamps), so a rebuild
+  of the same content gives the same checksum.
+- ``record`` / ``verify``: a file's size and SHA-256; files over
+  ``StoreConfig.full_hash_max`` are verified on open by size plus a hash of
+  ``hash_samples`` blocks at fixed offsets, and in full by ``python -m l2g check``.
+- ``fingerprint``: one short hash of the settings a stored stage depends on.
+- ``folder_lock``: an exclusive lock on an index folder (``filelock``),
+  re-entrant within a process; another build waits or fails, as ``timeout`` says.
+- ``read_json`` / ``write_json``: JSON carrying its own checksum (a damaged or
+  hand-edited manifest is detected).
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+import tempfile
+import threading
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .config import StoreConfig
+from .errors import IndexFormatError, L2GError
+
+TMP_SUFFIX = ".tmp"
+LOCK_NAME = ".l2g.lock"
+
+
+class IndexBusyError(L2GError, RuntimeError):
+    """Another build holds the lock on the index folder."""
+
+
+@dataclass
+class Stage:
+    """What one cached stage's ``ensure`` did: the result, and whether it was loaded or (re)built."""
+
+    name: str                 # file in the index folder: 'graph.npz', 'global.npz'
+    result: object
+    action: str               # 'loaded' | 'built' | 'extended' | 'rebuilt' (was damaged)
+    reason: str = ""          # why it was built: 'not built yet', 'settings changed', what was damaged
+    timings: dict = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- writes
+@contextlib.contextmanager
+def atomic_path(path: Path):
+    """A unique temporary path beside ``path`` for a library that writes by name (faiss.write_index);
+    on success it is fsynced and replaces ``path`` atomically, on failure it is removed."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
+    os.close(fd)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_write(path: Path, mode: str = "wb"):
+    """Open a unique temporary file beside ``path``; on success it replaces ``path`` atomically."""
+    with atomic_path(path) as tmp, open(tmp, mode) as f:
+        yield f
+        f.flush()
+
+
+def write_bytes(path: Path, data: bytes) -> None:
+    with atomic_write(path) as f:
+        f.write(data)
+
+
+def write_text(path: Path, text: str) -> None:
+    write_bytes(path, text.encode())
+
+
+def npz_bytes(**arrays) -> bytes:
+    """The .npz of ``arrays`` (uncompressed, like np.savez) with fixed timestamps: same arrays, same bytes."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED, allowZip64=True) as z:
+        for k, v in arrays.items():
+            info = zipfile.ZipInfo(f"{k}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            with z.open(info, "w", force_zip64=True) as fid:
+                np.lib.format.write_array(fid, np.asanyarray(v), allow_pickle=False)
+    return buf.getvalue()
+
+
+def save_npz(path: Path, **arrays) -> dict:
+    """Write ``arrays`` to ``path`` atomically; returns the file's record (see ``record``)."""
+    data = npz_bytes(**arrays)
+    write_bytes(path, data)
+    return {"size": len(data), "sha256": hashlib.sha256(data).hexdigest(),
+            "sample": _sample(data, len(data), StoreConfig())}
+
+
+def load_npz(path: Path, rec: dict | None = None, fix: str = "") -> dict:
+    """All arrays of an .npz (no pickles), after checking it against its record when one is given.
+
+    Raises IndexFormatError naming the file (and ``fix``) when it is missing, differs from its
+    record, or is not a readable .npz (truncated, bit-flipped: the zip CRC fails).
+    """
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise IndexFormatError(f"{path}: cannot read ({e.strerror or e}). {fix}".strip()) from None
+    if rec is not None:
+        why = _mismatch(data, rec, full=True)
+        if why:
+            raise IndexFormatError(f"{path}: damaged ({why}). {fix}".strip())
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except Exception as e:  # noqa: BLE001 -- zipfile/numpy raise many types for damaged bytes
+        raise IndexFormatError(f"{path}: damaged ({type(e).__name__}: {e}). {fix}".strip()) from None
+
+
+# --------------------------------------------------------------------------- checksums
+def _sample(data_or_file, size: int, cfg: StoreConfig) -> str:
+    """'n/block/sha256' of ``hash_samples`` blocks at fixed, evenly spaced offsets (first and last
+    included); the sampling parameters travel with the hash, so another config still verifies it."""
+    n, block = max(1, cfg.hash_samples), max(1, cfg.hash_block)
+    h = hashlib.sha256(str(size).encode())
+    for o in sorted({int(round(i * max(size - block, 0) / max(n - 1, 1))) for i in range(n)}):
+        if isinstance(data_or_file, (bytes, memoryview)):
+            h.update(data_or_file[o:o + block])
+        else:
+            data_or_file.seek(o)
+            h.update(data_or_file.read(block))
+    return f"{n}/{block}/{h.hexdigest()}"
+
+
+def _resample(f, size: int, sample: str) -> str:
+    try:
+        n, block, _ = str(sample).split("/")
+        return _sample(f, size, StoreConfig(hash_samples=int(n), hash_block=int(block)))
+    except ValueError:
+        return ""
+
+
+def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def record(path: Path, cfg: StoreConfig = StoreConfig()) -> dict:
+    """{size, sha256, sample}: what the manifest keeps about a file it depends on."""
+    path = Path(path)
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        sample = _sample(f, size, cfg)
+    return {"size": size, "sha256": sha256_file(path), "sample": sample}
+
+
+def _mismatch(data: bytes, rec: dict, full: bool) -> str:
+    if len(data) != rec.get("size"):
+        return f"{len(data)} bytes, the manifest recorded {rec.get('size')}"
+    if full and hashlib.sha256(data).hexdigest() != rec.get("sha256"):
+        return "its checksum differs from the manifest's"
+    return ""
+
+
+def verify(path: Path, rec: dict | None, full: bool | None = None, cfg: StoreConfig = StoreConfig()) -> str:
+    """'' when ``path`` matches its record, else why not. full=None: full hash up to
+    cfg.full_hash_max bytes, size + sampled hash above; True: always the full hash."""
+    path = Path(path)
+    if rec is None:
+        return "not recorded in the manifest"
+    if not path.is_file():
+        return "missing"
+    size = path.stat().st_size
+    if size != rec.get("size"):
+        return f"{size} bytes, the manifest recorded {rec.get('size')}"
+    if full or (full is None and size <= cfg.full_hash_max):
+        return "" if sha256_file(path) == rec.get("sha256") else "its checksum differs from the manifest's"
+    with open(path, "rb") as f:
+        ok = _resample(f, size, rec.get("sample", "")) == rec.get("sample")
+    return "" if ok else "its sampled checksum differs from the manifest's"
+
+
+def order_hash(images) -> str:
+    """Hash of an ordered image list (entries with .path, .sha1, .n): ties a file's rows to the manifest."""
+    return fingerprint([[e.path, e.sha1, int(e.n)] for e in images])
+
+
+def fingerprint(settings) -> str:
+    """A short stable hash of JSON-able settings: a stored stage with another fingerprint is stale."""
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------- self-checking JSON
+def write_json(path: Path, obj: dict) -> None:
+    """Write ``obj`` plus a ``checksum`` of its canonical JSON, atomically."""
+    body = {k: v for k, v in obj.items() if k != "checksum"}
+    body["checksum"] = fingerprint(body)
+    write_text(path, json.dumps(body, indent=1))
+
+
+def read_json(path: Path, fix: str = "") -> dict:
+    """The object written by write_json; IndexFormatError when it is unreadable or its checksum fails."""
+    path = Path(path)
+    try:
+        obj = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise IndexFormatError(f"{path}: damaged ({type(e).__name__}: {e}). {fix}".strip()) from None
+    if not isinstance(obj, dict):
+        raise IndexFormatError(f"{path}: damaged (not a JSON object). {fix}".strip())
+    if "checksum" in obj and obj["checksum"] != fingerprint({k: v for k, v in obj.items() if k != "checksum"}):
+        raise IndexFormatError(f"{path}: damaged or edited by hand (its checksum does not match its "
+                               f"content). {fix}".strip())
+    return obj
+
+
+MANIFEST = "manifest.json"
+
+
+def record_file(folder: Path, name: str, rec: dict | None) -> None:
+    """Set (or with None drop) the manifest's record of ``name``; call with the folder lock held,
+    after ``name`` itself is written (the manifest is always written last)."""
+    path = Path(folder) / MANIFEST
+    m = read_json(path)
+    files = dict(m.get("files", {}))
+    if rec is None:
+        files.pop(name, None)
+    else:
+        files[name] = rec
+    write_json(path, {**m, "files": files})
+
+
+def ensure(folder: Path, name: str, fp: str, order: str, load, build, repair: bool = True,
+           cfg: StoreConfig = StoreConfig(), fix: str = "") -> Stage:
+    """The one cache rule of every stage stored beside the index (hloc ``extract_features.main`` style).
+
+    The manifest's record of ``name`` must verify (checksum) and carry the wanted settings
+    ``fingerprint`` and image list hash ``order``; then ``load(rec)`` is returned as is.
+    Otherwise ``build(old) -> (result, action)`` runs under the folder lock (``old``: the
+    stored result when it verified with the same fingerprint, for extending), and the file it
+    wrote is recorded. A damaged file is rebuilt (repair=True) or raises IndexFormatError.
+    """
+    import time
+
+    t0 = time.perf_counter()
+    folder = Path(folder)
+    rec = read_json(folder / MANIFEST).get("files", {}).get(name)
+    action, reason, old = "built", "not built yet", None
+    if rec is not None:
+        why = verify(folder / name, rec, None, cfg)
+        try:
+            old = None if why else load(rec)
+        except IndexFormatError as e:
+            if not repair:
+                raise
+            why = str(e).split(": ", 1)[-1].split(". ", 1)[0]
+        if why and not repair:
+            raise IndexFormatError(f"{folder / name}: {why}. {fix}".strip())
+        if why:
+            action, reason = "rebuilt", why
+        elif old is not None and rec.get("fingerprint") == fp and rec.get("images") == order:
+            return Stage(name, old, "loaded", "", {"load": time.perf_counter() - t0})
+        else:
+            reason = "settings or images changed"
+        old = old if rec.get("fingerprint") == fp else None
+    with folder_lock(folder, cfg.lock_timeout, cfg):
+        result, built = build(old)
+        record_file(folder, name, {**record(folder / name, cfg), "fingerprint": fp, "images": order})
+    return Stage(name, result, built if action == "built" else action, reason,
+                 {"build": time.perf_counter() - t0})
+
+
+# --------------------------------------------------------------------------- lock
+_REG = threading.Lock()
+_HELD: dict[str, list] = {}   # folder -> [threading.RLock, filelock.FileLock | None, depth]
+
+
+@contextlib.contextmanager
+def folder_lock(folder: Path, timeout: float | None = None, cfg: StoreConfig = StoreConfig()):
+    """Hold the exclusive build lock of ``folder`` (created if needed).
+
+    timeout: seconds to wait for another build (None: cfg.lock_timeout; < 0: wait as long as it
+    takes; 0: fail at once). Re-entrant in one thread; other threads and processes wait.
+    Raises IndexBusyError when the wait runs out.
+    """
+    import filelock
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    timeout = cfg.lock_timeout if timeout is None else timeout
+    key = str(folder.resolve())
+    busy = (f"another build holds the lock on {folder} ({LOCK_NAME}); wait for it to finish, "
+            "or run with --wait SECONDS to wait for it")
+    with _REG:
+        slot = _HELD.setdefault(key, [threading.RLock(), None, 0])
+    if not slot[0].acquire(timeout=-1 if timeout < 0 else timeout):
+        raise IndexBusyError(busy)
+    try:
+        if slot[2] == 0:
+            fl = filelock.FileLock(folder / LOCK_NAME, timeout=timeout, thread_local=False)
+            try:
+                fl.acquire()
+            except filelock.Timeout:
+                raise IndexBusyError(busy) from None
+            slot[1] = fl
+        slot[2] += 1
+        try:
+            yield
+        finally:
+            slot[2] -= 1
+            if slot[2] == 0:
+                slot[1].release()
+                slot[1] = None
+    finally:
+        slot[0].release()
+
+
+def clean_temporaries(folder: Path) -> list[str]:
+    """Delete temporary files left by killed writers (call with the folder lock held)."""
+    gone = []
+    for sub in (Path(folder), Path(folder) / "features"):
+        for p in sub.glob(f".*{TMP_SUFFIX}") if sub.is_dir() else []:
+            with contextlib.suppress(OSError):
+                p.unlink()
+                gone.append(str(p.relative_to(folder)))
+    return gone

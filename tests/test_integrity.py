@@ -1,0 +1,390 @@
+"""An index that cannot silently lie: damaged folders, repair, the build lock, kill -9, stale caches.
+
+Every damaged folder is generated here from a clean tiny index (never committed).
+For each: opening it as ``search`` does raises an IndexFormatError naming the
+file, ``check`` reports it, and a repair (``index`` / ``check --repair``) gives
+an index byte-identical to the clean one, with the same answers.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from l2g import store
+from l2g.check import check_index, repair_index
+from l2g.cli import main
+from l2g.errors import IndexFormatError
+from l2g.index import read_manifest
+from l2g.pipeline import open_engine
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def clean(tiny_gallery, tiny_cfg, tiny_extractor, tmp_path_factory, answers):
+    """A clean tiny index (graph and global descriptors included), its manifest and its answers."""
+    folder = tmp_path_factory.mktemp("clean") / "ix"
+    eng = open_engine(tiny_gallery, folder, tiny_cfg, extractor=tiny_extractor)
+    return folder, read_manifest(folder), answers(eng)
+
+
+# --------------------------------------------------------------------------- the damage corpus
+def _truncate(p: Path):
+    p.write_bytes(p.read_bytes()[: p.stat().st_size // 2])
+
+
+def _bitflip(p: Path):
+    b = bytearray(p.read_bytes())
+    b[len(b) // 2] ^= 0x10
+    p.write_bytes(bytes(b))
+
+
+def _zero(p: Path):
+    b = bytearray(p.read_bytes())
+    at = len(b) // 3
+    b[at:at + 64] = bytes(min(64, len(b) - at))
+    p.write_bytes(bytes(b))
+
+
+def _delete(p: Path):
+    p.unlink()
+
+
+def _reorder(p: Path):
+    """Swap the first two images in the manifest, leaving everything else as it is."""
+    m = json.loads(p.read_text())
+    m["images"][0], m["images"][1] = m["images"][1], m["images"][0]
+    p.write_text(json.dumps(m, indent=1))
+
+
+def _reorder_resigned(p: Path):
+    """The same swap with the manifest's own checksum recomputed (a deliberate edit)."""
+    m = json.loads(p.read_text())
+    m["images"][0], m["images"][1] = m["images"][1], m["images"][0]
+    store.write_json(p, m)
+
+
+DAMAGE = {"truncated": _truncate, "bitflip": _bitflip, "zeroed": _zero, "deleted": _delete}
+FILES = ("manifest.json", "faiss.index", "graph.npz", "global.npz", "features")
+CASES = [(f, d) for f in FILES for d in DAMAGE] + [("manifest.json", "reordered"),
+                                                    ("manifest.json", "reordered+resigned")]
+
+
+def _damage(folder: Path, target: str, how: str) -> str:
+    """Damage ``target`` in ``folder``; returns the name an error message must carry."""
+    if target == "features":
+        first = read_manifest(folder)["images"][0]["sha1"]
+        target = f"features/{first}.npz"
+    fn = {"reordered": _reorder, "reordered+resigned": _reorder_resigned}.get(how) or DAMAGE[how]
+    fn(folder / target)
+    return "manifest.json" if how == "deleted" and target == "manifest.json" else target
+
+
+@pytest.mark.parametrize("target,how", CASES, ids=[f"{t}-{h}" for t, h in CASES])
+def test_damaged_index_is_an_error_then_repaired(target, how, clean, tiny_gallery, tiny_cfg, tiny_extractor,
+                                                 tmp_path, answers):
+    src, manifest, want = clean
+    folder = tmp_path / "ix"
+    shutil.copytree(src, folder)
+    name = _damage(folder, target, how)
+    # 1. opening it as `search` does: a clear error naming the file, never an answer
+    with pytest.raises(IndexFormatError) as err:
+        if target == "manifest.json" and how == "deleted":
+            read_manifest(folder)          # what `search` reads first (open_engine would build anew)
+        open_engine(tiny_gallery, folder, tiny_cfg, extractor=tiny_extractor, sync=False)
+    msg = str(err.value)
+    assert name in msg and ("python -m l2g index" in msg or "python -m l2g check" in msg), msg
+    # 2. `check` reports it
+    problems = check_index(folder)
+    assert problems and any(name in p or "manifest" in p for p in problems), problems
+    # 3. repair: by `index` (open_engine sync=True) or by `check --repair`, alternately
+    if CASES.index((target, how)) % 2:
+        report = repair_index(folder, cfg=tiny_cfg, gallery=tiny_gallery if target == "manifest.json" else None)
+        eng = open_engine(tiny_gallery, folder, tiny_cfg, extractor=tiny_extractor, sync=False)
+    else:
+        eng = open_engine(tiny_gallery, folder, tiny_cfg, extractor=tiny_extractor)
+        report = eng.report
+    if not (target == "manifest.json" and how == "deleted"):   # a missing manifest is a fresh build
+        assert any(name in f or name in why for f, why in report.repaired), report.repaired
+    assert check_index(folder) == []
+    assert read_manifest(folder)["files"] == manifest["files"]    # byte-identical files
+    assert answers(eng) == want
+
+
+def test_check_command(clean, tmp_path, capsys):
+    src, manifest, _ = clean
+    folder = tmp_path / "ix"
+    shutil.copytree(src, folder)
+    assert main(["check", str(folder)]) == 0
+    assert "intact" in capsys.readouterr().out
+    _zero(folder / "faiss.index")
+    assert main(["check", str(folder)]) == 1
+    out = capsys.readouterr().out
+    assert "problem: faiss.index" in out and "--repair" in out
+    assert main(["check", str(folder), "--repair"]) == 0
+    out = capsys.readouterr().out
+    assert "repaired faiss.index" in out and "intact" in out
+    assert read_manifest(folder)["files"] == manifest["files"]
+
+
+def test_large_faiss_index_is_sampled_on_open_and_hashed_by_check(clean, tiny_gallery, tiny_cfg, tmp_path):
+    """Above full_hash_max, opening checks size + sampled blocks; `check` hashes the whole file."""
+    src, _, _ = clean
+    folder = tmp_path / "ix"
+    shutil.copytree(src, folder)
+    cfg = tiny_cfg.replace(store__full_hash_max=0)
+    rec = read_manifest(folder)["files"]["faiss.index"]
+    store.record_file(folder, "faiss.index", {**rec, "sample": store.record(
+        folder / "faiss.index", cfg.store.__class__(hash_samples=2, hash_block=16))["sample"]})
+    size = (folder / "faiss.index").stat().st_size
+    b = bytearray((folder / "faiss.index").read_bytes())
+    b[size // 2] ^= 1                        # between the two sampled blocks (first and last)
+    (folder / "faiss.index").write_bytes(bytes(b))
+    from l2g.index import load_index
+
+    load_index(folder, cfg=cfg)              # the sample cannot see it ...
+    assert any("faiss.index" in p for p in check_index(folder))   # ... the full hash does
+    b[5] ^= 1                                # inside the first sampled block
+    (folder / "faiss.index").write_bytes(bytes(b))
+    with pytest.raises(IndexFormatError, match="faiss.index.*sampled checksum"):
+        load_index(folder, cfg=cfg)
+
+
+# --------------------------------------------------------------------------- stale caches
+def test_changed_global_config_rebuilds_global_descriptors(clean, tiny_gallery, tiny_cfg, tiny_extractor, tmp_path):
+    """open_engine used to reuse a global.npz built with another GlobalConfig (issue 7)."""
+    src, _, _ = clean
+    folder = tmp_path / "ix"
+    shutil.copytree(src, folder)
+    other = tiny_cfg.replace(globaldesc__words=16)
+    eng = open_engine(tiny_gallery, folder, other, extractor=tiny_extractor)
+    assert eng.gi.params["config"]["words"] == 16 and eng.gi.model.words == 16
+    assert eng.report.stages["global.npz"] == "built"
+    assert open_engine(tiny_gallery, folder, other, extractor=tiny_extractor, sync=False).gi.model.words == 16
+    eng = open_engine(tiny_gallery, folder, tiny_cfg, extractor=tiny_extractor, sync=False)
+    assert eng.gi.model.words == tiny_cfg.globaldesc.words
+
+
+def test_unchanged_index_loads_every_stage(clean, tiny_gallery, tiny_cfg, tiny_extractor, tmp_path):
+    src, manifest, _ = clean
+    folder = tmp_path / "ix"
+    shutil.copytree(src, folder)
+    before = (folder / "faiss.index").stat().st_mtime_ns
+    eng = open_engine(tiny_gallery, folder, tiny_cfg, extractor=tiny_extractor)
+    assert eng.report.stages == {"graph.npz": "loaded", "global.npz": "loaded"}
+    assert eng.report.repaired == [] and len(eng.report.skipped) == len(manifest["images"])
+    assert (folder / "faiss.index").stat().st_mtime_ns == before     # not rewritten
+    assert read_manifest(folder)["files"] == manifest["files"]
+
+
+# --------------------------------------------------------------------------- the lock
+def _cli(*args, **kw) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-m", "l2g", *map(str, args)], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+
+
+TINY_OPTS = ("--features", "150", "--max-side", "256")
+
+
+def test_a_held_lock_refuses_or_delays_a_second_build(tiny_gallery, tmp_path):
+    folder = tmp_path / "ix"
+    with store.folder_lock(folder):
+        p = _cli("index", tiny_gallery, "--out", folder, *TINY_OPTS, "--no-wait")
+        out, err = p.communicate(timeout=300)
+        assert p.returncode == 2 and "another build holds the lock" in err, (out, err)
+        t = time.perf_counter()
+        p = _cli("index", tiny_gallery, "--out", folder, *TINY_OPTS, "--wait", "1")
+        out, err = p.communicate(timeout=300)
+        assert p.returncode == 2 and "another build holds the lock" in err, (out, err)
+        assert time.perf_counter() - t >= 1.0
+        assert not (folder / "manifest.json").exists()
+    p = _cli("index", tiny_gallery, "--out", folder, *TINY_OPTS, "--no-wait")
+    out, err = p.communicate(timeout=300)
+    assert p.returncode == 0, err
+    assert check_index(folder) == []
+
+
+def test_two_concurrent_builds_into_one_folder(tiny_gallery, tmp_path):
+    """Two galleries built into one folder at once: one completes, the other is refused."""
+    other = tmp_path / "other"
+    shutil.copytree(tiny_gallery / "groups" / "coffee", other / "coffee")
+    folder = tmp_path / "ix"
+    a = _cli("index", tiny_gallery, "--out", folder, *TINY_OPTS)
+    b = _cli("index", other, "--out", folder, *TINY_OPTS)
+    (oa, ea), (ob, eb) = a.communicate(timeout=600), b.communicate(timeout=600)
+    codes = sorted([a.returncode, b.returncode])
+    assert codes == [0, 2], (oa, ea, ob, eb)
+    assert "holds the gallery" in (ea + eb)
+    m = read_manifest(folder)
+    winner = tiny_gallery if a.returncode == 0 else other
+    assert Path(m["root"]) == winner
+    assert len(m["images"]) == (6 if winner == tiny_gallery else 2)
+    assert check_index(folder) == []
+
+
+_STRESS = r"""
+import sys, time, numpy as np
+from pathlib import Path
+from l2g import store
+from l2g.features import Features, save_features
+folder, tag = Path(sys.argv[1]), int(sys.argv[2])
+until = time.time() + float(sys.argv[3])
+n = 300 + 50 * tag
+f = Features(np.full((n, 5), tag, np.float32), np.full((n, 128), tag, np.float32), (tag, tag))
+while time.time() < until:
+    for i in range(4):
+        save_features(folder / "features" / f"{i}.npz", f)
+    store.write_json(folder / "manifest.json", {"writer": tag, "images": [tag] * n})
+"""
+
+
+def test_writers_and_a_reader_never_see_a_half_written_file(tmp_path):
+    """2 writer processes replace the same feature files and manifest; a reader checks every read."""
+    from l2g.features import load_features
+
+    (tmp_path / "features").mkdir()
+    script = tmp_path / "writer.py"
+    script.write_text(_STRESS)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    writers = [subprocess.Popen([sys.executable, str(script), str(tmp_path), str(t), "4"], env=env)
+               for t in (1, 2)]
+    reads, bad = 0, []
+    while any(w.poll() is None for w in writers):
+        for i in range(4):
+            p = tmp_path / "features" / f"{i}.npz"
+            if not p.exists():
+                continue
+            try:
+                f = load_features(p)
+                tag = int(f.desc[0, 0])
+                if not (len(f) == 300 + 50 * tag and (f.desc == tag).all() and f.size == (tag, tag)):
+                    bad.append(f"mixed content in {p.name}")
+            except Exception as e:  # noqa: BLE001 -- any failure to read is what this test looks for
+                bad.append(f"{p.name}: {type(e).__name__}: {e}")
+            reads += 1
+        if (tmp_path / "manifest.json").exists():
+            try:
+                m = store.read_json(tmp_path / "manifest.json")
+                assert m["images"] == [m["writer"]] * len(m["images"])
+            except Exception as e:  # noqa: BLE001
+                bad.append(f"manifest.json: {type(e).__name__}: {e}")
+            reads += 1
+    assert all(w.wait() == 0 for w in writers)
+    assert reads > 100 and not bad, (reads, bad[:5])
+    assert not list(tmp_path.glob(".*.tmp")) and not list((tmp_path / "features").glob(".*.tmp"))
+
+
+# --------------------------------------------------------------------------- kill -9
+def _reached(folder: Path, stage: str) -> bool:
+    """Has a build of ``folder`` got this far? 'features:K' (K files written), 'manifest' (the
+    index is saved; graph and global descriptors not yet), 'graph' (graph recorded)."""
+    if stage.startswith("features:"):
+        d = folder / "features"
+        return d.is_dir() and len(list(d.glob("*.npz"))) >= int(stage.split(":")[1])
+    try:
+        files = store.read_json(folder / "manifest.json").get("files", {})
+    except (IndexFormatError, FileNotFoundError):
+        return False
+    return stage == "manifest" or "graph.npz" in files
+
+
+def _kill_and_resume(tiny_gallery, folder: Path, kills, want_files, answers, tiny_cfg) -> list[str]:
+    """For each (stage, delay): start a CLI build, kill -9 it ``delay`` s after it reached
+    ``stage``; then let one build run to the end and compare it with a clean one."""
+    seen = []
+    for stage, delay in kills:
+        p = _cli("index", tiny_gallery, "--out", folder, *TINY_OPTS)
+        while p.poll() is None and not _reached(folder, stage):
+            time.sleep(0.005)
+        time.sleep(delay)
+        p.kill()                      # SIGKILL: no cleanup runs
+        p.communicate()
+        n = len(list((folder / "features").glob("*.npz"))) if (folder / "features").is_dir() else 0
+        rec = sorted(store.read_json(folder / "manifest.json").get("files", {})) if (
+            folder / "manifest.json").is_file() else []
+        seen.append(f"{stage}+{delay:.2f}s: {n} features, manifest records "
+                    f"{[r for r in rec if not r.startswith('features/')]}, exit {p.returncode}")
+    p = _cli("index", tiny_gallery, "--out", folder, *TINY_OPTS)
+    out, err = p.communicate(timeout=600)
+    assert p.returncode == 0, err
+    assert read_manifest(folder)["files"] == want_files, (seen, out)
+    assert check_index(folder) == []
+    assert answers(open_engine(tiny_gallery, folder, tiny_cfg, sync=False)) == answers.want, seen
+    return seen
+
+
+@pytest.fixture(scope="module")
+def cli_clean(tiny_gallery, tiny_cfg, tmp_path_factory, answers):
+    """A clean CLI build of the tiny gallery: its manifest's file records and its answers."""
+    folder = tmp_path_factory.mktemp("cli") / "ix"
+    p = _cli("index", tiny_gallery, "--out", folder, *TINY_OPTS)
+    assert p.wait(timeout=600) == 0
+    return read_manifest(folder)["files"], answers(open_engine(tiny_gallery, folder, tiny_cfg, sync=False))
+
+
+def _answers_with(answers, want):
+    fn = lambda eng: answers(eng)  # noqa: E731
+    fn.want = want
+    return fn
+
+
+def test_kill_during_build_then_resume_fast(cli_clean, tiny_gallery, tiny_cfg, tmp_path, answers):
+    """Killed while extracting, then again just after the index was saved: the resume is exact."""
+    files, want = cli_clean
+    seen = _kill_and_resume(tiny_gallery, tmp_path / "ix", [("features:2", 0.0), ("manifest", 0.0)], files,
+                            _answers_with(answers, want), tiny_cfg)
+    assert "2 features" in seen[0] or "3 features" in seen[0], seen
+
+
+@pytest.mark.slow
+def test_kill_at_random_points_ten_runs(cli_clean, tiny_gallery, tiny_cfg, tmp_path, answers):
+    files, want = cli_clean
+    rng = random.Random(0)
+    stages = ["features:0", "features:1", "features:3", "features:5", "manifest", "graph"]
+    for run in range(10):
+        kills = [(rng.choice(stages), rng.uniform(0.0, 0.3)) for _ in range(rng.randint(1, 3))]
+        print(_kill_and_resume(tiny_gallery, tmp_path / f"ix{run}", kills, files, _answers_with(answers, want),
+                               tiny_cfg))
+
+
+def test_leftover_features_of_other_settings_are_not_reused(clean, tiny_gallery, tiny_cfg, tiny_extractor, tmp_path):
+    """Feature files carry their preset: a build with other settings extracts again instead of resuming."""
+    src, _, _ = clean
+    folder = tmp_path / "ix"
+    shutil.copytree(src, folder)
+    (folder / "manifest.json").unlink()          # as if a first build with other settings was killed
+    cfg = tiny_cfg.replace(features__num_features=60)
+    eng = open_engine(tiny_gallery, folder, cfg)
+    assert eng.report.reused == [] and len(eng.report.added) == 6
+    assert all("not sift-root-n60" in why for _, why in eng.report.repaired), eng.report.repaired
+    assert max(e.n for e in eng.li.images) <= 60
+
+
+def test_folder_lock_is_reentrant_and_excludes_other_threads(tmp_path):
+    import threading
+
+    got = []
+
+    def other():
+        try:
+            with store.folder_lock(tmp_path, timeout=0.2):
+                got.append("acquired")
+        except store.IndexBusyError as e:
+            got.append(str(e))
+
+    with store.folder_lock(tmp_path), store.folder_lock(tmp_path):   # re-entrant in one thread
+        t = threading.Thread(target=other)
+        t.start()
+        t.join()
+    assert len(got) == 1 and "another build holds the lock" in got[0]
+    other()                                                          # free again
+    assert got[1] == "acquired"

@@ -11,12 +11,14 @@ import streamlit as st
 from PIL import Image, ImageDraw
 
 from .. import config as C
+from .. import methods as M
 from .. import pipeline as P
+from ..errors import L2GError
 from ..images import ImageError
 from . import core, stages, state
 
 OPEN_KEY = "l2g_open_query"      # set by the Evaluation page: a gallery path to open
-FIRST_METHODS = tuple(m for m in P.METHODS if m != "g2l")
+FIRST_METHODS = M.names(deferred=False, shown=True)   # the deferred ones (g2l) follow once the page is drawn
 INJECT_KEY = "l2g_inject_upload"   # tests put (name, bytes) here to stand in for the file uploader
 
 
@@ -159,7 +161,7 @@ def compute(eng: P.Engine, spec: dict, box, params: dict) -> P.QueryRun | None:
         cfg = eng.cfg.replace(search__shortlist=params["shortlist"], rerank=rcfg)
         try:
             run = P.run_query(eng, q, cfg, FIRST_METHODS)   # g2l is added once the page is drawn
-        except (ValueError, RuntimeError) as e:
+        except L2GError as e:
             st.error(f"The search failed: {e}")
             return None
         ss.update(l2g_run_base=run, l2g_run=run, l2g_run_key=run_key, l2g_rerank_key=rcfg,

@@ -8,12 +8,14 @@ import time
 import pandas as pd
 import streamlit as st
 
+from .. import methods as M
 from .. import pipeline as P
 from .. import viz
-from ..verify import g2l_rerank, verify_pair
+from ..verify import verify_pair
 from . import core, state
 
 SEL = "l2g_selected"
+DEFERRED = M.names(deferred=True, shown=True)   # slow methods (g2l), run after the page is drawn
 
 
 def _ms(t: float | None) -> str:
@@ -27,8 +29,9 @@ STAGES = [("extract", "extract"), ("local search", "search"), ("re-rank (MDS)", 
 def timing_line(slot, run: P.QueryRun) -> None:
     """One line of per-stage times (written twice: before and after spatial verification)."""
     t = run.timings
-    parts = [f"{lab} **{'running…' if key == 'g2l' and run.g2l is None else _ms(t.get(key))}**"
-             for lab, key in STAGES if key in t or key == "g2l"]
+    pending = {M.get(m).own for m in DEFERRED if m not in run.results} if run.global_ids is not None else set()
+    parts = [f"{lab} **{'running…' if key in pending else _ms(t.get(key))}**"
+             for lab, key in STAGES if key in t or key in pending]
     act = st.session_state.get("l2g_last_action")
     what = ""
     if act:
@@ -39,9 +42,15 @@ def timing_line(slot, run: P.QueryRun) -> None:
                   f"shortlist {len(run.local.ids)}.")
 
 
+def _shown(m: str, run: P.QueryRun, params: dict) -> str:
+    """The method shown for ``m``: its global blend (methods.WITH_BLEND) when w > 0."""
+    b = M.WITH_BLEND.get(m)
+    return b if b and params["w"] > 0 and b in run.results else m
+
+
 def _l2g(run: P.QueryRun, params: dict):
     """The local-to-global result shown: the blend when w > 0."""
-    return run.l2g_blend if params["w"] > 0 and run.l2g_blend is not None else run.l2g
+    return getattr(run, _shown("l2g", run, params))
 
 
 def _select(j: int) -> None:
@@ -104,10 +113,10 @@ def _table(eng, run, method, n, positives):
         r["✓"] = "" if r["positive"] is None else ("✓" if r["positive"] else "")
     df = pd.DataFrame(rows, columns=["rank", "thumb", "move", "score", "✓", "name"])
     cfg = {"thumb": st.column_config.ImageColumn("", width=50),
-           "score": st.column_config.NumberColumn(format="%.3f", width=60),
+           "score": st.column_config.NumberColumn(format=M.get(method).fmt, width=60),
            "rank": st.column_config.NumberColumn(width=40), "move": st.column_config.TextColumn(width=45),
            "✓": st.column_config.TextColumn(width=30), "name": st.column_config.TextColumn(width="large")}
-    if method not in ("l2g", "l2g_blend"):
+    if "moves" not in run.results[method].extras:
         df = df.drop(columns=["move"])
     if positives is None:
         df = df.drop(columns=["✓"])
@@ -121,19 +130,18 @@ def rankings(eng: P.Engine, run: P.QueryRun, params: dict, positives, t_start: f
     ap = core.aps(eng, run, positives)
     slot = None
     n = st.select_slider("Ranks shown", [10, 20, 30, 50, 100], value=20, key="l2g_nrank")
-    lm = "l2g_blend" if params["w"] > 0 and run.l2g_blend is not None else "l2g"
-    cols = st.columns(3)
-    shown = [("local", "search"), (lm, "l2g"), ("g2l", "g2l")]
+    cols = st.columns(len(M.SIDE_BY_SIDE))
+    shown = [(_shown(m, run, params), M.get(m).own or "search") for m in M.SIDE_BY_SIDE]
     for c, (m, tk) in zip(cols, shown):
         with c:
-            if m == "g2l" and run.g2l is None and run.global_ids is not None:
+            if m in DEFERRED and m not in run.results and run.global_ids is not None:
                 slot = st.empty()
                 slot.info("global-to-local: spatial verification running…")
                 continue
             if m not in run.rankings():
                 st.info(f"{core.METHOD_LABELS[m]}: not available (no global descriptors)")
                 continue
-            head = f"**{core.METHOD_LABELS[m]}**" + (f" (w = {params['w']:.2f})" if m == "l2g_blend" else "")
+            head = f"**{core.METHOD_LABELS[m]}**" + (f" (w = {params['w']:.2f})" if m in M.WITH_BLEND.values() else "")
             head += f" · {_ms(run.timings.get(tk))}"
             if m in ap:
                 head += f" · AP **{ap[m]:.3f}**"
@@ -144,7 +152,7 @@ def rankings(eng: P.Engine, run: P.QueryRun, params: dict, positives, t_start: f
     st.caption(f"Rankings for {run.query.name} ready {_ms(latency)} after the interaction." +
                ("" if positives is not None else " AP is shown when the query is a gallery image of a "
                                                  "gallery with ground truth (groups.json)."))
-    more = [m for m in run.rankings() if m not in {s for s, _ in shown} and m != "g2l"]
+    more = [m for m in run.rankings() if m not in {s for s, _ in shown} and m not in DEFERRED]
     if more:
         with st.expander("More methods: " + ", ".join(core.METHOD_LABELS[m] for m in more)):
             cols = st.columns(len(more))
@@ -221,24 +229,26 @@ def export(eng, run, params, positives, fig, png, j) -> None:
 def finish_g2l(eng: P.Engine, run: P.QueryRun, positives, slot) -> None:
     """Global-to-local (spatial verification of the global shortlist), run after the page is drawn,
     so that the local and local-to-global lists show first. Stored in the run for later reruns."""
-    if run.g2l is None and run.global_ids is not None:
-        ex = run.query.gallery_id if run.query.bbox is None else None
-        t0 = time.perf_counter()
-        g2l = g2l_rerank(eng.li, run.query.feats, run.global_ids, eng.cfg.verify, exclude=ex)
-        dt = time.perf_counter() - t0
-        for r in (run, st.session_state.get("l2g_run_base")):
-            if r is not None and r.local is run.local:
-                r.g2l = g2l
-                r.timings["g2l"] = dt
-                r.timings["total"] = sum(v for k, v in r.timings.items() if k != "total")
-    if slot is not None and run.g2l is not None:
-        with slot.container():
-            head = f"**{core.METHOD_LABELS['g2l']}** · {_ms(run.timings.get('g2l'))}"
-            if positives:
-                ap = core.aps(eng, run, positives)
-                head += f" · AP **{ap['g2l']:.3f}**"
-            st.markdown(head)
-            _table(eng, run, "g2l", st.session_state.get("l2g_nrank", 20), positives)
+    todo = [m for m in DEFERRED if m not in run.results]
+    if todo and run.global_ids is not None:
+        P.add_methods(run, todo)
+        base = st.session_state.get("l2g_run_base")
+        if base is not None and base is not run and base.local is run.local:
+            base.results.update({m: run.results[m] for m in todo})
+            base.results = {k: base.results[k] for k in M.METHODS if k in base.results}
+            for own in {M.get(m).own for m in todo}:
+                base.timings[own] = run.timings[own]
+            base.timings["total"] = sum(v for k, v in base.timings.items() if k != "total")
+    if slot is not None:
+        for m in DEFERRED:
+            if m not in run.results:
+                continue
+            with slot.container():
+                head = f"**{core.METHOD_LABELS[m]}** · {_ms(run.timings.get(M.get(m).own))}"
+                if positives:
+                    head += f" · AP **{core.aps(eng, run, positives)[m]:.3f}**"
+                st.markdown(head)
+                _table(eng, run, m, st.session_state.get("l2g_nrank", 20), positives)
 
 
 def render_all(eng: P.Engine, run: P.QueryRun, params: dict, t_start: float, right, timing_slot) -> None:

@@ -123,13 +123,10 @@ def compare(results: dict, base: str = "local", new: str = "l2g") -> dict:
             "equal": int((abs(d) <= 1e-9).sum()), "delta_ap": delta}
 
 
-WINS_AGAINST = ("local", "g2l")    # l2g's per-query wins / losses are reported against these
-
-
-def wins_losses(results: dict, new: str = "l2g") -> dict:
+def wins_losses(results: dict, new: str = M.MAIN, baselines=M.BASELINES) -> dict:
     """{'l2g vs local': compare(...), ...} for the baselines present in the results."""
     ms = results["methods"]
-    return {f"{new} vs {b}": compare(results, b, new) for b in WINS_AGAINST if b in ms and new in ms}
+    return {f"{new} vs {b}": compare(results, b, new) for b in baselines if b in ms and new in ms}
 
 
 def table(results: dict) -> str:

@@ -267,4 +267,6 @@ register(Method("l2g_blend", "l2g + global blend", _l2g_blend, needs_global=True
 # The app's query page: the lists shown side by side, and the method shown in place of one of
 # them while the global blend weight w > 0.
 SIDE_BY_SIDE = ("local", "l2g", "g2l")
+# evaluate reports the per-query wins / losses of MAIN against each of BASELINES.
+MAIN, BASELINES = "l2g", ("local", "g2l")
 WITH_BLEND = {"l2g": "l2g_blend"}

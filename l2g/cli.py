@@ -8,6 +8,9 @@ import time
 from pathlib import Path
 
 from . import config as C
+from . import methods as M
+from . import options, paths
+from .errors import L2GError
 
 
 class Bar:
@@ -31,18 +34,15 @@ class Bar:
 
 
 def _cfg(args) -> C.L2GConfig:
-    cfg = C.DEFAULT
-    if getattr(args, "features", None):
-        cfg = cfg.replace(features__num_features=args.features)
-    if getattr(args, "max_side", None):
-        cfg = cfg.replace(features__max_side=args.max_side)
-    if getattr(args, "extractor", None):
-        cfg = cfg.replace(features__extractor=args.extractor)
-    if getattr(args, "index_kind", None):
-        cfg = cfg.replace(index__kind=args.index_kind)
+    """The one option -> config mapper (l2g.options), shared with the app; plus the build lock's wait."""
+    cfg = options.config_from_args(args)
     if getattr(args, "wait", None) is not None:
         cfg = cfg.replace(store__lock_timeout=args.wait)
     return cfg
+
+
+def _data(args) -> Path:
+    return paths.data_dir(getattr(args, "data_dir", None))
 
 
 def print_repairs(report) -> None:
@@ -55,10 +55,11 @@ def cmd_demo(args) -> int:
     from .datasets import build_demo
     from .pipeline import open_engine
 
-    out = build_demo(Path(args.out), progress=Bar("demo images"), force=args.force)
+    out = build_demo(Path(args.out) if args.out else _data(args) / "demo", progress=Bar("demo images"),
+                     force=args.force)
     print(f"demo gallery: {out}")
     if not args.no_index:
-        eng = open_engine(out, cfg=_cfg(args), progress=Bar("indexing"))
+        eng = open_engine(out, cfg=_cfg(args), progress=Bar("indexing"), data_dir=_data(args))
         print(f"index: {eng.li.folder} ({eng.li.n_images} images, {eng.li.ntotal} descriptors, {eng.li.kind})")
     return 0
 
@@ -73,7 +74,7 @@ def cmd_index(args) -> int:
     from .datasets import scan_gallery
 
     eng = open_engine(folder, Path(args.out) if args.out else None, _cfg(args), progress=Bar("indexing"),
-                      with_global=not args.no_global)
+                      with_global=not args.no_global, data_dir=_data(args))
     r = eng.report
     print(f"index: {eng.li.folder}\n  images: {eng.li.n_images} ({len(r.added)} extracted, {len(r.reused)} resumed, "
           f"{len(r.skipped)} unchanged), descriptors: {eng.li.ntotal}, kind: {eng.li.kind}")
@@ -115,16 +116,19 @@ def cmd_search(args) -> int:
     from .index import read_manifest
 
     m = read_manifest(Path(args.index))
+    method = M.get(args.method)
     # the query is extracted with the index's own feature settings, not the defaults
     cfg = C.DEFAULT.replace(features=C.FeatureConfig(**m["features"]))
-    eng = open_engine(Path(m["root"]), Path(args.index), cfg, sync=False,
-                      with_global=args.method in ("global", "g2l", "l2g_blend"))
+    eng = open_engine(Path(m["root"]), Path(args.index), cfg, sync=False, with_global=method.needs_global)
+    if method.needs_global and eng.gi is None:
+        print(f"error: {args.method} needs global descriptors; re-run `index` without --no-global",
+              file=sys.stderr)
+        return 2
     cfg = eng.cfg.replace(search__shortlist=max(args.top, eng.cfg.search.shortlist))
     q = make_query(eng, source=Path(args.image), name=str(args.image),
                    bbox=tuple(args.bbox) if args.bbox else None)
-    methods = ("local", "l2g") if args.method in ("local", "l2g") else (args.method,)
-    run = run_query(eng, q, cfg, methods=methods + ("local",))
-    ids = run.rankings()[args.method][: args.top]
+    run = run_query(eng, q, cfg, methods=(args.method,))
+    ids = run.results[args.method].ids[: args.top]
     results = [{"rank": r + 1, "path": eng.li.paths[j], "score": round(float(run.local.all_scores[j]), 6),
                 "matches": run.local.n_matches(j)} for r, j in enumerate(ids)]
     if args.json:
@@ -140,14 +144,15 @@ def cmd_search(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from .evaluate import compare, evaluate, table, write_results
+    from .evaluate import evaluate, table, write_results
 
-    res = evaluate(args.dataset, tuple(args.methods), _cfg(args), progress=Bar("eval"),
-                   max_queries=args.max_queries)
+    ds = paths.resolve_dataset(args.dataset, _data(args))
+    res = evaluate(ds, tuple(args.methods), _cfg(args), progress=Bar("eval"), max_queries=args.max_queries,
+                   index_dir=paths.index_dir(ds, _cfg(args), _data(args)) if ds.is_dir() else None)
     write_results(res, Path(args.out))
     print(table(res))
-    if "local" in res["methods"] and "l2g" in res["methods"]:
-        print("l2g vs local, queries:", compare(res))
+    for pair, c in res["wins"].items():
+        print(f"{pair}, queries: improved {c['improved']}, hurt {c['hurt']}, equal {c['equal']}")
     print(f"written: {args.out}")
     return 0
 
@@ -155,7 +160,7 @@ def cmd_eval(args) -> int:
 def cmd_download(args) -> int:
     from .datasets import download
 
-    path = download(args.name, Path(args.root), progress=Bar(args.name))
+    path = download(args.name, Path(args.root) if args.root else _data(args), progress=Bar(args.name))
     print(f"{args.name}: {path}")
     return 0
 
@@ -167,17 +172,11 @@ def cmd_bench(args) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    METHODS = C.METHODS
+    DEFAULT_METHODS = M.names(default=True)
     p = argparse.ArgumentParser(prog="python -m l2g", description="l2g: local-to-global image retrieval.")
     sub = p.add_subparsers(dest="cmd", required=True)
 
-    def feat_opts(sp):
-        sp.add_argument("--features", type=int, help=f"keypoints per image (default {C.DEFAULT.features.num_features})")
-        sp.add_argument("--max-side", type=int, help=f"longest image side in px (default {C.DEFAULT.features.max_side})")
-        sp.add_argument("--extractor", help="local feature extractor: sift (default) or disk (weights must be on disk)")
-        sp.add_argument("--index-kind", choices=["auto", "flat", "ivf", "ivfsq8"],
-                        help="nearest-neighbour index (default auto: exact up to "
-                             f"{C.DEFAULT.index.exact_max:,} descriptors, IVF above)")
+    feat_opts = options.add_arguments
 
     def lock_opts(sp):
         g = sp.add_mutually_exclusive_group()
@@ -188,7 +187,7 @@ def parser() -> argparse.ArgumentParser:
                        help="fail at once if another build holds the index folder")
 
     s = sub.add_parser("demo", help="build the demo gallery (data/demo) and its index")
-    s.add_argument("--out", default=str(C.DEMO_DIR), help="where to write the demo gallery (default data/demo)")
+    s.add_argument("--out", help="where to write the demo gallery (default <data dir>/demo)")
     s.add_argument("--force", action="store_true", help="rebuild even if a complete demo is there")
     s.add_argument("--no-index", action="store_true", help="only write the images, do not index them")
     feat_opts(s)
@@ -197,7 +196,7 @@ def parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("index", help="index a folder of photos (resumable; re-run to add new photos)")
     s.add_argument("folder", help="folder of images (searched recursively)")
-    s.add_argument("--out", help="index folder (default data/index/<folder>/<preset>)")
+    s.add_argument("--out", help="index folder (default <data dir>/index/<folder tag>/<preset>)")
     s.add_argument("--no-global", action="store_true", help="skip the global (VLAD) descriptors")
     feat_opts(s)
     lock_opts(s)
@@ -215,7 +214,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("image", help="query image file")
     s.add_argument("--index", required=True, help="index folder made by `index`")
     s.add_argument("--top", type=int, default=10, help="results to print (default 10)")
-    s.add_argument("--method", choices=list(METHODS), default="local",
+    s.add_argument("--method", choices=list(M.METHODS), default="local",
                    help="ranking to print: local (local-search shortlist, default), l2g (MDS re-ranked), ...")
     s.add_argument("--bbox", type=float, nargs=4, metavar=("X0", "Y0", "X1", "Y1"),
                    help="query rectangle in pixels of the loaded (max-side capped) image")
@@ -224,7 +223,8 @@ def parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("eval", help="evaluate methods on a dataset (groups.json folder or Revisited Oxford/Paris)")
     s.add_argument("dataset", help="dataset folder, or demo | realbench-dev | roxford5k | rparis6k")
-    s.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS), help="methods to run (default all)")
+    s.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS), choices=list(M.METHODS),
+                   help=f"methods to run (default {' '.join(DEFAULT_METHODS)})")
     s.add_argument("--out", default="results.json", help="results file (default results.json)")
     s.add_argument("--max-queries", type=int, help="evaluate only the first N queries")
     feat_opts(s)
@@ -232,7 +232,8 @@ def parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("download", help="download Revisited Oxford / Paris (needs a network)")
     s.add_argument("name", choices=["roxford5k", "rparis6k"])
-    s.add_argument("--root", default=str(C.DATA_DIR), help="parent folder (default data/)")
+    s.add_argument("--root", help="parent folder (default the data dir)")
+    s.add_argument("--data-dir", help=f"data folder (default data/; ${C.DATA_DIR_ENV})")
     s.set_defaults(fn=cmd_download)
 
     s = sub.add_parser("bench", help="speed and memory benchmark; writes JSON")
@@ -250,6 +251,6 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted: finished work is saved; re-run the same command to resume", file=sys.stderr)
         return 130
-    except (ValueError, RuntimeError, OSError) as e:
+    except (L2GError, OSError) as e:     # bad input, a missing file: a message; a bug keeps its traceback
         print(f"error: {e}", file=sys.stderr)
         return 2

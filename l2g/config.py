@@ -13,12 +13,15 @@ from pathlib import Path
 FORMAT_VERSION = 2  # bump when the on-disk index layout changes; 2: manifest records checksums of its files
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-DATA_DIR = REPO_ROOT / "data"
+DATA_DIR = REPO_ROOT / "data"              # default data folder; L2G_DATA_DIR / --data-dir override it (l2g.paths)
+DATA_DIR_ENV = "L2G_DATA_DIR"
+SHARED_DATA_DIR = REPO_ROOT.parent / "shared" / "data"   # read-only datasets shared beside the repository
 DEMO_DIR = DATA_DIR / "demo"
-REALBENCH_DIR = REPO_ROOT.parent / "shared" / "data" / "realbench-dev"
+REALBENCH_DIR = SHARED_DATA_DIR / "realbench-dev"   # where realbench-dev is found when not under the data folder
+NAMED_DATASETS = ("demo", "realbench-dev", "roxford5k", "rparis6k")   # names l2g.paths.dataset_dir resolves
 
-# Retrieval methods, in the order they are shown and evaluated.
-METHODS = ("global", "g2l", "local", "local_qe", "l2g", "l2g_blend")
+# Global-to-local verification budgets registered as g2l@N (l2g.methods); 'g2l' itself uses VerifyConfig.top.
+G2L_BUDGETS = (5, 10, 20, 50)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm")
 
@@ -139,7 +142,6 @@ class StoreConfig:
 
 @dataclass(frozen=True)
 class L2GConfig:
-    image: ImageConfig = field(default_factory=ImageConfig)
     features: FeatureConfig = field(default_factory=FeatureConfig)
     index: IndexConfig = field(default_factory=IndexConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
@@ -162,6 +164,14 @@ class L2GConfig:
 
 
 DEFAULT = L2GConfig()
+
+# Named presets (hloc style): the feature settings they change are encoded in the index folder name
+# (FeatureConfig.name), so each preset gets its own cache. Keys are L2GConfig.replace keys.
+PRESETS = {
+    "fast": {"features__num_features": 1000, "features__max_side": 640},
+    "default": {},
+    "accurate": {"features__num_features": 4000, "features__max_side": 1600},
+}
 
 
 def asdict(obj) -> dict:

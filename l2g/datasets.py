@@ -216,17 +216,10 @@ class EvalDataset:
 
 
 def _resolve_dataset_path(path_or_name: str | os.PathLike) -> Path:
-    p = Path(path_or_name)
-    if p.exists():
-        return p
-    name = str(path_or_name)
-    if name == "demo":
-        return config.DEMO_DIR
-    if name == "realbench-dev":
-        return config.REALBENCH_DIR
-    if name in REVISITOP_NAMES:
-        return config.DATA_DIR / name
-    return p
+    """An existing folder, else a named dataset (l2g.paths: the one resolver of the CLI and the app)."""
+    from l2g.paths import resolve_dataset
+
+    return resolve_dataset(path_or_name)
 
 
 def load_eval_dataset(path_or_name: str | os.PathLike) -> EvalDataset:

@@ -38,3 +38,19 @@ class DatasetError(L2GError, ValueError):
 
 class IndexFormatError(L2GError, RuntimeError):
     """The index folder is missing, incompatible or damaged; the message names the file and the fix."""
+
+
+class UnknownMethod(L2GError, ValueError):
+    """A retrieval method name that is not in the registry (``l2g.methods.METHODS``)."""
+
+
+class QueryError(L2GError, ValueError):
+    """A query that cannot be made from the given input (e.g. a too small query rectangle)."""
+
+
+class ConfigError(L2GError, ValueError):
+    """An option or preset that does not map to a valid configuration."""
+
+
+class GalleryError(L2GError, ValueError):
+    """A gallery folder the app may not open (outside every allowed root)."""

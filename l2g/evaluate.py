@@ -17,32 +17,14 @@ from pathlib import Path
 import numpy as np
 
 from . import config as C
+from . import methods as M
 from .datasets import EvalDataset, load_eval_dataset
+from .errors import L2GError
 from .metrics import average_precision, precision_at_k, revisited_setups, summarise
-from .pipeline import METHODS, Engine, make_query, open_engine, run_query
-from .search import rank_images
+from .pipeline import Engine, make_query, open_engine, run_query
 
-STAGES = {  # the stages whose time a method pays, per query
-    "local": ("extract", "search"),
-    "local_qe": ("extract", "search", "l2g"),
-    "l2g": ("extract", "search", "l2g"),
-    "l2g_blend": ("extract", "search", "global", "l2g"),
-    "global": ("extract", "global"),
-    "g2l": ("extract", "global", "g2l"),
-}
+DEFAULT_METHODS = M.names(default=True)     # all but g2l@50 (= g2l at the default VerifyConfig.top)
 TOP_SAVED = 100
-
-
-def full_ranking(run, method: str, li, exclude: int | None) -> np.ndarray:
-    """The whole gallery ranked by a method: its list, then the rest by local score."""
-    ranked = run.rankings()[method]
-    if method in ("global", "g2l"):
-        rest = run.global_ids
-    else:
-        rest = rank_images(run.local.all_scores, li)
-    seen = set(int(j) for j in ranked)
-    tail = [int(j) for j in rest if int(j) not in seen and int(j) != exclude]
-    return np.concatenate([np.asarray(ranked, np.int64), np.asarray(tail, np.int64)])
 
 
 def score_query(ranking_paths: list, q) -> dict:
@@ -60,21 +42,20 @@ def score_query(ranking_paths: list, q) -> dict:
     return out
 
 
-def evaluate(dataset, methods=METHODS, cfg: C.L2GConfig = C.DEFAULT, engine: Engine | None = None,
+def evaluate(dataset, methods=DEFAULT_METHODS, cfg: C.L2GConfig = C.DEFAULT, engine: Engine | None = None,
              progress=None, max_queries: int | None = None, index_dir: Path | None = None) -> dict:
     """Run ``methods`` for every query of ``dataset``; returns the results.json dict."""
     ds: EvalDataset = dataset if isinstance(dataset, EvalDataset) else load_eval_dataset(dataset)
-    unknown = set(methods) - set(METHODS)
-    if unknown:
-        raise ValueError(f"unknown methods {sorted(unknown)}; choose from {list(METHODS)}")
+    methods = [m.name for m in M.resolve(methods)]      # UnknownMethod for a bad name
     t0 = time.perf_counter()
     if engine is None:
         engine = open_engine(ds.root, index_dir, cfg, progress=progress, paths=ds.images,
-                             with_global=bool({"global", "g2l", "l2g_blend"} & set(methods)))
+                             with_global=any(M.get(m).needs_global for m in methods))
     li = engine.li
+    methods = list(M.available(methods, engine.gi is not None))
     queries = ds.queries[:max_queries] if max_queries else ds.queries
     per = {m: [] for m in methods}
-    stage_t = defaultdict(list)
+    stage_t = {m: defaultdict(list) for m in methods}
     for n, q in enumerate(queries):
         if progress:
             progress(n, len(queries), f"query {q.path}")
@@ -85,19 +66,18 @@ def evaluate(dataset, methods=METHODS, cfg: C.L2GConfig = C.DEFAULT, engine: Eng
             query = (make_query(engine, gallery_id=gid) if gid is not None else
                      make_query(engine, source=ds.query_root / q.path, bbox=_scaled_bbox(q.bbox, ds, q, engine.cfg.features.max_side),
                                 name=q.path))
-        except ValueError as e:  # unreadable or featureless query: AP 0, recorded
+        except L2GError as e:  # unreadable or featureless query: AP 0, recorded (a bug propagates)
             for m in methods:
                 per[m].append({"query": q.path, "ap": 0.0, "error": str(e), "ranking": []})
             continue
         run = run_query(engine, query, engine.cfg, methods)
-        for k, v in run.timings.items():
-            stage_t[k].append(v)
         for m in methods:
-            ranking = [li.paths[j] for j in full_ranking(run, m, li, gid)]
+            for k, v in run.method_timings(m).items():
+                stage_t[m][k].append(v)
+            ranking = [li.paths[j] for j in run.full_ranking(m)]
             per[m].append({"query": q.path, **score_query(ranking, q), "ranking": ranking[:TOP_SAVED]})
     if progress:
         progress(len(queries), len(queries), "done")
-    mean_t = {k: float(np.mean(v)) for k, v in stage_t.items()}
     out = {"dataset": ds.name, "root": str(ds.root), "n_images": li.n_images, "n_queries": len(queries),
            "config": {"features": C.asdict(engine.cfg.features), "search": C.asdict(engine.cfg.search),
                       "rerank": C.asdict(engine.cfg.rerank), "index": li.kind},
@@ -106,12 +86,16 @@ def evaluate(dataset, methods=METHODS, cfg: C.L2GConfig = C.DEFAULT, engine: Eng
         rows = per[m]
         s = summarise([r["ap"] for r in rows], {k: [r.get(f"p@{k}", np.nan) for r in rows] for k in (1, 5, 10)})
         res = {"map": s["mAP"], "mp@1": s["mP@1"], "mp@5": s["mP@5"], "mp@10": s["mP@10"],
-               "timings": {k: mean_t.get(k, 0.0) for k in STAGES[m]}, "queries": rows}
+               "timings": {k: float(np.mean(v)) for k, v in stage_t[m].items()}, "queries": rows}
+        b = M.budget(M.get(m), engine.cfg)
+        if b is not None:   # images spatially verified per query, and the share of the gallery that is
+            res["budget"] = {"n": b, "fraction": b / max(1, li.n_images)}
         if ds.kind == "revisitop":
             for setup in ("easy", "medium", "hard"):
                 res[f"map_{setup}"] = summarise([r.get(f"ap_{setup}", np.nan) for r in rows])["mAP"]
         res["timings"]["per_query"] = float(sum(res["timings"].values()))
         out["methods"][m] = res
+    out["wins"] = wins_losses(out)
     return out
 
 
@@ -128,22 +112,34 @@ def _scaled_bbox(bbox, ds: EvalDataset, q, max_side: int):
 
 
 def compare(results: dict, base: str = "local", new: str = "l2g") -> dict:
-    """Per-query AP change of ``new`` over ``base``: counts of improved / hurt / equal queries."""
+    """Per-query AP change of ``new`` over ``base``: counts of improved / hurt / equal queries,
+    and the per-query deltas {query: AP new - AP base} (queries without positives left out)."""
     a = {r["query"]: r["ap"] for r in results["methods"][base]["queries"]}
     b = {r["query"]: r["ap"] for r in results["methods"][new]["queries"]}
-    d = np.array([b[k] - a[k] for k in a if k in b and np.isfinite(a[k]) and np.isfinite(b[k])])
-    return {"improved": int((d > 1e-9).sum()), "hurt": int((d < -1e-9).sum()), "equal": int((abs(d) <= 1e-9).sum())}
+    delta = {k: float(b[k] - a[k]) for k in a if k in b and np.isfinite(a[k]) and np.isfinite(b[k])}
+    d = np.array(list(delta.values()))
+    return {"improved": int((d > 1e-9).sum()), "hurt": int((d < -1e-9).sum()),
+            "equal": int((abs(d) <= 1e-9).sum()), "delta_ap": delta}
+
+
+def wins_losses(results: dict, new: str = M.MAIN, baselines=M.BASELINES) -> dict:
+    """{'l2g vs local': compare(...), ...} for the baselines present in the results."""
+    ms = results["methods"]
+    return {f"{new} vs {b}": compare(results, b, new) for b in baselines if b in ms and new in ms}
 
 
 def table(results: dict) -> str:
-    """A Markdown table of a results dict."""
-    rows = ["| method | mAP | mP@1 | mP@5 | mP@10 | s / query |", "|---|---|---|---|---|---|"]
+    """A Markdown table of a results dict (verified images per query, and their share of the gallery)."""
+    rows = ["| method | mAP | mP@1 | mP@5 | mP@10 | verified (share of gallery) | s / query |",
+            "|---|---|---|---|---|---|---|"]
     for m, r in results["methods"].items():
         extra = ""
         if "map_medium" in r:
             extra = f" (E {r['map_easy']:.1f} / M {r['map_medium']:.1f} / H {r['map_hard']:.1f})"
+        b = r.get("budget")
+        ver = f"{b['n']} ({100 * b['fraction']:.1f}%)" if b else "-"
         rows.append(f"| {m} | {r['map']:.1f}{extra} | {r['mp@1']:.1f} | {r['mp@5']:.1f} | {r['mp@10']:.1f} | "
-                    f"{r['timings']['per_query']:.3f} |")
+                    f"{ver} | {r['timings']['per_query']:.3f} |")
     return "\n".join(rows)
 
 

@@ -23,7 +23,6 @@ from .config import DATA_DIR, REPO_ROOT, FeatureConfig
 from .errors import ExtractorUnavailable, IndexFormatError, NoKeypointsError  # noqa: F401 (re-exported)
 from .store import load_npz, save_npz
 
-KP_COLS = ("x", "y", "scale", "angle", "response")
 DESC_DIM = 128
 WEIGHTS_DIR = Path(os.environ.get("L2G_WEIGHTS", DATA_DIR / "weights"))
 SHARED_WEIGHTS_DIR = REPO_ROOT.parent / "shared" / "weights"   # a checkout beside a shared folder
@@ -261,11 +260,6 @@ class Extractor:
         ok = np.isfinite(desc).all(1) & (np.linalg.norm(desc, axis=1) > 0)
         return Features(np.ascontiguousarray(kpts[ok]), np.ascontiguousarray(desc[ok]), (w, h), params,
                         {"extract": time.perf_counter() - t0})
-
-
-def extract(rgb: np.ndarray, cfg: FeatureConfig = FeatureConfig()) -> Features:
-    """One-shot helper: build an extractor and run it on one (H, W, 3) uint8 image."""
-    return Extractor(cfg)(rgb)
 
 
 def save_features(path: Path, f: Features) -> dict:

@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.linalg
 
+from .config import RerankConfig
+
 SYM_TOL = 1e-6        # relative asymmetry / diagonal tolerance of the input
 EIG_REL_TOL = 1e-12   # eigenvalues below this fraction of the largest count as zero
 FULL_EIGH_MAX_N = 200  # up to this n a full eigendecomposition beats the subset solver
@@ -305,12 +307,17 @@ def smacof(D, dim: int, init=None, max_iter: int = 300, eps: float = 1e-6,
                      params=params, timings=timings)
 
 
-def embed(D, dim: int, method: str = "smacof", max_iter: int = 300, eps: float = 1e-6,
+def embed(D, dim: int, method: str | None = None, max_iter: int | None = None, eps: float | None = None,
           weights=None) -> MDSResult:
-    """Dispatch: method 'smacof' (classical start + SMACOF) or 'classical'.
+    """Dispatch: method 'smacof' (classical start + SMACOF) or 'classical'; None takes
+    RerankConfig's default (the one l2g re-ranks with), as do max_iter and eps.
 
     D: (n, n) float64 dissimilarities; returns MDSResult with X: (n, dim).
     """
+    rc = RerankConfig()
+    method = rc.method if method is None else method
+    max_iter = rc.smacof_max_iter if max_iter is None else max_iter
+    eps = rc.smacof_eps if eps is None else eps
     if method == "classical":
         if weights is not None:
             raise ValueError("weights are only supported by method='smacof'")

@@ -15,8 +15,6 @@ from collections.abc import Hashable, Iterable, Mapping, Sequence
 
 import numpy as np
 
-SETUPS = ("easy", "medium", "hard")
-
 
 def _as_ids(ids, what: str) -> list:
     """A 1-D sequence of hashable ids -> list; strings are single ids, not sequences."""

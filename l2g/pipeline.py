@@ -2,20 +2,15 @@
 
 ``open_engine`` turns a gallery folder into a ready Engine (index, graph,
 global descriptors; each built once and cached in the index folder).
-``make_query`` + ``run_query`` answer one query with every method:
-
-    local      local-search shortlist (CANN voting)
-    local_qe   local + alpha query expansion on the local similarities
-    l2g        local-to-global: MDS similarity-embedding re-ranking
-    l2g_blend  l2g blended with the global descriptor (weight w)
-    global     global descriptor (VLAD) ranking
-    g2l        global-to-local: global shortlist re-ranked by spatial verification
+``make_query`` + ``run_query`` answer one query with the methods of the
+registry (``l2g.methods``): the shared stages (search, global) run once, then
+each method's ``run``. ``rerank_run`` redoes only the methods that depend on
+the re-ranking settings (the app's sliders).
 """
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,29 +18,26 @@ from pathlib import Path
 import numpy as np
 
 from . import config as C
+from . import methods as M
+from . import paths
 from .datasets import GroundTruth, load_groups
+from .errors import DatasetError, QueryError
 from .features import Extractor, Features, NoKeypointsError
 from . import store
 from .globaldesc import GlobalIndex, ensure_global, global_similarities, vlad
 from .graph import Graph, ensure_graph
 from .images import LoadedImage, load_image
 from .index import LocalIndex, Progress, build_index, load_index
-from .rerank import RerankResult, blend, rerank
+from .methods import Ranking  # noqa: F401 (re-exported: a method's answer)
 from .search import SearchResult, local_search, rank_images
-from .verify import G2LResult, g2l_rerank
 
-METHODS = C.METHODS
-
-
-def slug(path: Path) -> str:
-    """A folder-name-safe tag of a gallery path."""
-    p = Path(path).resolve()
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", p.name or "root")
+METHODS = tuple(M.METHODS)      # every registered method name, in display order
+slug = paths.slug
 
 
-def index_dir_for(gallery: Path, cfg: C.L2GConfig = C.DEFAULT) -> Path:
-    """data/index/<gallery>/<preset>: the preset name encodes the feature parameters."""
-    return C.DATA_DIR / "index" / slug(gallery) / cfg.features.name
+def index_dir_for(gallery: Path, cfg: C.L2GConfig = C.DEFAULT, data_dir: Path | None = None) -> Path:
+    """<data folder>/index/<gallery tag>/<preset> (l2g.paths.index_dir: one rule for the CLI and the app)."""
+    return paths.index_dir(gallery, cfg, data_dir)
 
 
 @dataclass
@@ -64,7 +56,7 @@ class Engine:
 
 def open_engine(gallery: Path, index_dir: Path | None = None, cfg: C.L2GConfig = C.DEFAULT,
                 progress: Progress = None, extractor: Extractor | None = None, sync: bool = True,
-                with_global: bool = True, paths: list[str] | None = None) -> Engine:
+                with_global: bool = True, paths: list[str] | None = None, data_dir: Path | None = None) -> Engine:
     """Build (or resume, update, repair) the index, graph and global descriptors of a gallery.
 
     Each stage owns its cache (``ensure``: load if its fingerprint matches, else build or
@@ -75,7 +67,7 @@ def open_engine(gallery: Path, index_dir: Path | None = None, cfg: C.L2GConfig =
     """
     t0 = time.perf_counter()
     gallery = Path(gallery)
-    index_dir = Path(index_dir) if index_dir else index_dir_for(gallery, cfg)
+    index_dir = Path(index_dir) if index_dir else index_dir_for(gallery, cfg, data_dir)
     extractor = extractor or Extractor(cfg.features)
     lock = store.folder_lock(index_dir, cfg.store.lock_timeout, cfg.store) if sync else contextlib.nullcontext()
     with lock:
@@ -96,7 +88,7 @@ def open_engine(gallery: Path, index_dir: Path | None = None, cfg: C.L2GConfig =
     if (gallery / "groups.json").is_file():
         try:
             gt = load_groups(gallery, check_files=False)
-        except ValueError:
+        except DatasetError:
             gt = None
     t = {s.name: s.timings for s in stages}
     return Engine(li, stages[0].result, stages[1].result if len(stages) > 1 else None, extractor, li.cfg, gt,
@@ -124,7 +116,7 @@ def crop(rgb: np.ndarray, bbox) -> np.ndarray:
     x0, x1 = max(0, min(x0, x1)), min(w, max(x0, x1))
     y0, y1 = max(0, min(y0, y1)), min(h, max(y0, y1))
     if x1 - x0 < 16 or y1 - y0 < 16:
-        raise ValueError(f"the query rectangle {bbox} is too small (at least 16 x 16 pixels)")
+        raise QueryError(f"the query rectangle {bbox} is too small (at least 16 x 16 pixels)")
     return rgb[y0:y1, x0:x1]
 
 
@@ -165,86 +157,90 @@ def make_query(engine: Engine, source=None, gallery_id: int | None = None, bbox=
 
 @dataclass
 class QueryRun:
-    """Every method's answer to one query, with per-stage timings (seconds)."""
+    """Every requested method's answer to one query, with per-stage timings (seconds).
+
+    ``results``: method name -> Ranking, in registry order. ``run.<method name>`` (e.g. ``run.l2g``)
+    is that method's stage object (``Ranking.extras['result']``, else the Ranking), None when absent.
+    """
 
     query: Query
     local: SearchResult
-    l2g: RerankResult
-    l2g_blend: RerankResult | None = None
-    local_qe: np.ndarray | None = None
+    results: dict = field(default_factory=dict)
     global_sims: np.ndarray | None = None   # (n_images,)
     global_ids: np.ndarray | None = None
-    g2l: G2LResult | None = None
     timings: dict = field(default_factory=dict)
+    ctx: M.Context | None = None
+
+    def __getattr__(self, name):
+        if name.startswith("__") or name not in M.METHODS:
+            raise AttributeError(name)
+        r = self.__dict__.get("results", {}).get(name)
+        return None if r is None else r.extras.get("result", r)
 
     def rankings(self) -> dict:
         """method -> ranked gallery ids (the query itself excluded)."""
-        out = {"local": self.local.ids, "l2g": self.l2g.ids}
-        if self.local_qe is not None:
-            out["local_qe"] = self.local_qe
-        if self.l2g_blend is not None:
-            out["l2g_blend"] = self.l2g_blend.ids
-        if self.global_ids is not None:
-            out["global"] = self.global_ids
-        if self.g2l is not None:
-            out["g2l"] = self.g2l.ids
-        return {m: out[m] for m in METHODS if m in out}
+        return {m: r.ids for m, r in self.results.items()}
+
+    def full_ranking(self, method: str) -> np.ndarray:
+        """The whole gallery by a method (its list, then the rest by its tail rule; methods.full_ranking)."""
+        return M.full_ranking(method, self.results[method], self.ctx)
+
+    def method_timings(self, method: str) -> dict:
+        """The stages one query of ``method`` pays, in seconds (its own stage as it would cost alone)."""
+        m, r = M.get(method), self.results[method]
+        return {s: float(r.timings.get(s, self.timings.get(s, 0.0))) for s in m.stages}
 
 
-def query_expansion(res: SearchResult, graph: Graph, n: int, alpha: float) -> np.ndarray:
-    """alpha-QE on local similarities: the query's score vector plus its top-n's graph rows,
-    each weighted by (score / top score)^alpha. Returns the re-ranked shortlist ids."""
-    ids = res.ids
-    if len(ids) == 0 or res.scores[0] <= 0:
-        return ids.copy()
-    top = ids[:n]
-    wts = np.clip(res.scores[:n] / res.scores[0], 0, 1) ** alpha
-    G = graph.G
-    rows = np.asarray(G[top].multiply(wts[:, None]).sum(0)).ravel() + np.asarray(
-        G[:, top].multiply(wts[None, :]).sum(1)).ravel()
-    s = np.maximum(res.all_scores, 0) + 0.5 * rows
-    sub = s[ids]
-    order = np.lexsort((np.arange(len(ids)), -sub))
-    return ids[order]
+def add_methods(run: QueryRun, methods) -> QueryRun:
+    """Run more methods on a run's shared stages (in place); needs_global methods are skipped when
+    there are no global descriptors. ``run.timings[own stage]`` grows by the wall time spent."""
+    ctx = run.ctx
+    for m in M.resolve(methods):
+        if m.needs_global and ctx.global_ids is None:
+            continue
+        ctx.charged = ctx.fresh = 0.0
+        t = time.perf_counter()
+        r = m.run(ctx)
+        wall = time.perf_counter() - t
+        if m.own:
+            r.timings[m.own] = wall - ctx.fresh + ctx.charged
+            run.timings[m.own] = run.timings.get(m.own, 0.0) + wall
+        run.results[m.name] = r
+    run.results = {k: run.results[k] for k in M.METHODS if k in run.results}
+    run.timings["total"] = sum(v for k, v in run.timings.items() if k != "total")
+    return run
 
 
 def rerank_run(engine: Engine, run: QueryRun, rcfg: C.RerankConfig | None = None) -> QueryRun:
-    """Redo only the re-ranking stages (no extraction, no search): for tuning sliders."""
+    """Redo only the re-ranking methods (no extraction, no search): for tuning sliders.
+    The memo (verified inliers) is shared with ``run``; the other methods' Rankings are reused."""
     rcfg = rcfg or engine.cfg.rerank
-    t0 = time.perf_counter()
-    l2g = rerank(run.local, engine.graph, dataclasses.replace(rcfg, w=0.0))
-    blended = None
-    if run.global_sims is not None:  # same embedding, global cosine blended in
-        blended = blend(l2g, run.local, run.global_sims, rcfg.w if rcfg.w > 0 else rcfg.blend_w)
-    qe = query_expansion(run.local, engine.graph, rcfg.qe_n, rcfg.qe_alpha)
-    return dataclasses.replace(run, l2g=l2g, l2g_blend=blended, local_qe=qe,
-                               timings={**run.timings, "l2g": time.perf_counter() - t0})
+    ctx = dataclasses.replace(run.ctx, cfg=run.ctx.cfg.replace(rerank=rcfg))
+    redo = [m for m in M.resolve(run.results) if m.rerank]
+    timings = {k: v for k, v in run.timings.items() if k not in {m.own for m in redo}}
+    new = dataclasses.replace(run, results=dict(run.results), timings=timings, ctx=ctx)
+    return add_methods(new, redo)
 
 
 def run_query(engine: Engine, q: Query, cfg: C.L2GConfig | None = None, methods=METHODS) -> QueryRun:
-    """Answer one query with the requested methods; timings per stage in seconds."""
+    """Answer one query with the requested methods (UnknownMethod for a bad name); timings per
+    stage in seconds."""
     cfg = cfg or engine.cfg
+    wanted = M.resolve(methods)
     li, ex = engine.li, q.gallery_id if q.bbox is None else None
     timings = {"extract": q.timings.get("extract", 0.0)}
     t = time.perf_counter()
     res = local_search(li, q.feats, cfg.search, exclude=ex)
     timings["search"] = time.perf_counter() - t
-    run = QueryRun(q, res, None)  # type: ignore[arg-type]
-    if engine.gi is not None and {"global", "g2l", "l2g_blend"} & set(methods):
+    ctx = M.Context(li, engine.graph, engine.gi, cfg, q.feats, ex, res)
+    if engine.gi is not None and any(m.needs_global for m in wanted):
         t = time.perf_counter()
         v = engine.gi.xb[q.gallery_id] if ex is not None else vlad(q.feats.desc, engine.gi.model)
         sims = global_similarities(engine.gi, v)
         if ex is not None:
             sims[ex] = -np.inf
-        run.global_sims = sims
         gids = rank_images(sims, li)
-        run.global_ids = gids[gids != ex] if ex is not None else gids
+        ctx.global_sims, ctx.global_ids = sims, (gids[gids != ex] if ex is not None else gids)
         timings["global"] = time.perf_counter() - t
-        if "g2l" in methods:
-            t = time.perf_counter()
-            run.g2l = g2l_rerank(li, q.feats, run.global_ids, cfg.verify, exclude=ex, model=cfg.verify.model)
-            timings["g2l"] = time.perf_counter() - t
-    run = rerank_run(engine, run, cfg.rerank)
-    run.timings = {**timings, "l2g": run.timings["l2g"]}
-    run.timings["total"] = sum(run.timings.values())
-    return run
+    run = QueryRun(q, res, {}, ctx.global_sims, ctx.global_ids, timings, ctx)
+    return add_methods(run, wanted)

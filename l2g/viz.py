@@ -97,7 +97,9 @@ def mds_figure(rr: RerankResult, labels: Sequence[str] | Mapping[int, str], colo
         from .mds import embed
         from .rerank import dissimilarity
 
-        m = embed(dissimilarity(np.asarray(rr.S, np.float64), rr.params.get("transform", "1-s")), dim)
+        # SMACOF on purpose: classical MDS in 2-D / 3-D would only repeat the PCA view of a classical embedding
+        m = embed(dissimilarity(np.asarray(rr.S, np.float64), rr.params.get("transform", "1-s")), dim,
+                  method="smacof")
         Y, about = m.X, f"{dim}-D MDS view, its stress-1 = {m.stress1:.3f}; ranking uses {d}-D"
     else:
         Y, kept = project(X, dim)

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from l2g import methods as M
 from l2g import pipeline as P
 from l2g.app import core
 from l2g.app.settings import Gallery, check_gallery, list_galleries, parse_settings
@@ -530,9 +531,10 @@ def test_cell_formats():
     assert fmt.short_name("groups/coffee/coffee_crop1.jpg") == "coffee_crop1.jpg"     # the group is in the name
     assert fmt.short_name("distractors/brick.jpg") == "distractors/brick.jpg"
     assert fmt.short_name("brick.jpg") == "brick.jpg"
-    assert fmt.score_cell("g2l", 165.0) == "165 inliers" and fmt.score_cell("g2l", 1.0) == "1 inlier"
-    assert fmt.score_cell("local", 0.41234) == "0.412"
-    assert fmt.score_cell("local_qe", 0.5) == "" and fmt.score_cell("l2g", None) == ""
+    g2l, local, qe, l2g = (M.get(m) for m in ("g2l", "local", "local_qe", "l2g"))
+    assert fmt.score_cell(g2l, 165.0) == "165 inliers" and fmt.score_cell(g2l, 1.0) == "1 inlier"
+    assert fmt.score_cell(local, 0.41234) == "0.412"
+    assert fmt.score_cell(qe, 0.5) == "0.500" and fmt.score_cell(l2g, None) == ""     # QE has a real score
     assert fmt.matches_text(500, 500) == "≥ 500 matches" and fmt.matches_text(37, 500) == "37 matches"
     assert fmt.eta_text(10, 40, 5.0) == "10/40, 2.0 images/s, about 15 s left"
     assert fmt.eta_text(0, 40, 0.0) == "0/40"
@@ -559,7 +561,7 @@ def test_query_page_stages_in_data_order_and_readable_cells(small_env, engine):
         assert not any(c in ("None", "nan") for c in cells), (m, cells)
         assert all(n.count("/") <= 1 and len(n) < len(p) or n == p for n, p in zip(df["name"], df["path"]))
     g2l = at.get_by_key("l2g_rank_g2l").dataframe[0].value
-    inl = {int(j): int(n) for j, n in zip(run.g2l.ids, run.g2l.inliers)}
+    inl = {int(j): int(n) for j, n in zip(run.results["g2l"].ids, run.results["g2l"].scores)}
     for path, cell in zip(g2l["path"], g2l["score"]):
         n = inl[engine.li.id_of(path)]
         assert cell == f"{n} inlier" + ("" if n == 1 else "s")
@@ -672,12 +674,10 @@ def test_gallery_selector_follows_an_upload_and_delete(small_env):
 
 
 def test_failed_background_verification_is_shown_once(small_env, monkeypatch):
-    from l2g.app import background
-
     def boom(*a, **kw):
         raise RuntimeError("RANSAC exploded")
 
-    monkeypatch.setattr(background, "g2l_rerank", boom)
+    monkeypatch.setattr(M.Context, "inliers", boom)     # the spatial verification of every g2l method
     at = _app().run()
     at = _settle(at)                     # the job fails: the next run says so and does not start it again
     assert not at.exception, at.exception

@@ -52,5 +52,60 @@ def test_evaluate_revisitop_layout(fake_roxford, tmp_path):
             assert len(q["ranking"]) == 9 and len(set(q["ranking"])) == 9
     assert res["methods"]["local"]["map"] >= 80.0, table(res)
     assert res["methods"]["local"]["mp@1"] == 100.0
-    assert set(compare(res)) == {"improved", "hurt", "equal"}
+    c = compare(res)
+    assert set(c) == {"improved", "hurt", "equal", "delta_ap"}
+    assert c["improved"] + c["hurt"] + c["equal"] == len(c["delta_ap"]) == 2
+    assert res["wins"]["l2g vs local"] == c and "l2g vs g2l" in res["wins"]
     json.dumps(res)  # results.json is plain JSON
+
+
+@pytest.fixture(scope="module")
+def demo_ds(demo_gallery):
+    from l2g.datasets import load_eval_dataset
+
+    return load_eval_dataset(demo_gallery)
+
+
+def test_budget_curve_and_wins_in_results(demo_engine, demo_ds):
+    res = evaluate(demo_ds, ("local", "l2g", "g2l", "g2l@5"), engine=demo_engine, max_queries=3)
+    n = demo_engine.li.n_images
+    assert res["methods"]["g2l@5"]["budget"] == {"n": 5, "fraction": 5 / n}
+    assert res["methods"]["g2l"]["budget"]["n"] == demo_engine.cfg.verify.top
+    assert "budget" not in res["methods"]["l2g"]
+    assert "| g2l@5 |" in table(res) and f"5 ({100 * 5 / n:.1f}%)" in table(res)
+    for pair in ("l2g vs local", "l2g vs g2l"):
+        w = res["wins"][pair]
+        base = pair.split(" vs ")[1]
+        assert w["improved"] + w["hurt"] + w["equal"] == len(w["delta_ap"]) == 3
+        for r_new, r_base in zip(res["methods"]["l2g"]["queries"], res["methods"][base]["queries"]):
+            assert w["delta_ap"][r_new["query"]] == pytest.approx(r_new["ap"] - r_base["ap"])
+    t = res["methods"]["g2l@5"]["timings"]
+    assert set(t) == {"extract", "global", "g2l", "per_query"} and t["g2l"] < res["methods"]["g2l"]["timings"]["g2l"]
+    json.dumps(res)
+
+
+def test_only_l2g_errors_are_recorded_as_a_failed_query(demo_engine, demo_ds, monkeypatch):
+    import l2g.evaluate as E
+    from l2g.errors import ImageError
+
+    def unreadable(*a, **k):
+        raise ImageError("q.jpg", "damaged file")
+
+    monkeypatch.setattr(E, "make_query", unreadable)
+    res = evaluate(demo_ds, ("local",), engine=demo_engine, max_queries=2)
+    assert [r["ap"] for r in res["methods"]["local"]["queries"]] == [0.0, 0.0]
+    assert "damaged file" in res["methods"]["local"]["queries"][0]["error"]
+
+    def bug(*a, **k):
+        raise ValueError("a programming error")
+
+    monkeypatch.setattr(E, "make_query", bug)
+    with pytest.raises(ValueError, match="a programming error"):
+        evaluate(demo_ds, ("local",), engine=demo_engine, max_queries=2)
+
+
+def test_unknown_method_is_refused_before_any_work(demo_ds):
+    from l2g.errors import UnknownMethod
+
+    with pytest.raises(UnknownMethod, match="g2l@7"):
+        evaluate(demo_ds, ("local", "g2l@7"))

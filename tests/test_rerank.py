@@ -11,10 +11,14 @@ from l2g.graph import Graph
 from l2g.rerank import blend, dissimilarity, normalise, rerank, similarity_block
 from l2g.search import SearchResult
 
-try:  # alpha-QE may move out of the pipeline (method registry); import it from where it is
-    from l2g.pipeline import query_expansion
-except ImportError:  # pragma: no cover
-    from l2g.rerank import query_expansion
+from l2g.methods import query_expansion as _query_expansion
+
+
+def query_expansion(res, graph, n, alpha):
+    """The alpha-QE method's re-ranked ids (the registry's function also returns their scores)."""
+    ids, scores = _query_expansion(res, graph, n, alpha)
+    assert len(scores) == len(ids) and np.all(np.diff(scores) <= 1e-12)   # scores sorted, one per id
+    return ids
 
 A, B = np.arange(5), np.arange(5, 10)          # two clusters of gallery images; the query belongs to A
 QA = [0.30, 0.26, 0.24, 0.22, 0.20]            # the query's local-search scores of A ...
@@ -132,7 +136,7 @@ def test_similarity_block_row_0_is_the_querys_scores():
     np.testing.assert_allclose(S[0, 1:], np.maximum(res.all_scores[res.ids[:k]], 0), rtol=1e-6)
     np.testing.assert_allclose(S[1:, 0], S[0, 1:])
     assert S[0, 0] == 0
-    np.testing.assert_allclose(S[1:, 1:], graph.block(res.ids[:k]), rtol=1e-6)   # mean-symmetrised graph block
+    np.testing.assert_allclose(S[1:, 1:], graph.block(res.ids[:k], C.RerankConfig().symmetric), rtol=1e-6)
     np.testing.assert_allclose(S[1:, 1:], S[1:, 1:].T)
     # the negative score, when in the block, is clipped to 0
     S_all, ids_all = similarity_block(res, graph, n)
@@ -145,7 +149,7 @@ def test_similarity_block_row_0_is_the_querys_scores():
 
 def test_blend_at_w0_keeps_the_l2g_order_and_at_w1_orders_by_global_cosine():
     res, graph = _two_clusters(0, n_extra=3)
-    rr = rerank(res, graph, C.RerankConfig(k=10, dim=8))
+    rr = rerank(res, graph, C.RerankConfig(k=10, dim=8, local_w=0.0))   # the blend alone, no local-score guard
     g = np.random.default_rng(4).uniform(-1, 1, graph.G.shape[0])   # global cosine of every gallery image
     b0 = blend(rr, res, g, 0.0)
     np.testing.assert_array_equal(b0.ids, rr.ids)

@@ -1,28 +1,38 @@
-"""Global-to-local verification in a background thread, so the query page is interactive at once.
+"""Slow methods (global-to-local verification) in a background thread, so the query page is
+interactive at once.
 
-No Streamlit here: a job computes ``g2l_rerank`` for one search and keeps its result; the page
-polls it (a fragment re-running every second) and, once it is done, stores it in the runs that
-share that search (``apply``).
+No Streamlit here: a job runs the deferred methods (``l2g.methods``, ``deferred=True``) of one
+search on its own copy of the run's shared stages and keeps their Rankings; the page polls it (a
+fragment re-running every second) and, once it is done, stores them in the runs that share that
+search (``apply``).
 """
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from dataclasses import dataclass, field
 
+from .. import methods as M
 from .. import pipeline as P
-from ..verify import g2l_rerank
+
+
+def missing(run: P.QueryRun, methods) -> list[str]:
+    """The methods of ``methods`` this run still lacks and can have (those that need global
+    descriptors only when the run has them)."""
+    return [m for m in methods if m not in run.results
+            and (run.global_ids is not None or not M.get(m).needs_global)]
 
 
 @dataclass
 class G2LJob:
-    """Spatial verification of one run's global shortlist; ``done`` once ``result`` or ``error`` is set."""
+    """The deferred methods of one run; ``done`` once ``result`` or ``error`` is set."""
 
     key: object                       # the search it belongs to (the page's run key)
     local: object                     # run.local of that search: runs sharing it get the result
-    result: object = None
+    result: dict | None = None        # method name -> Ranking
+    timings: dict = field(default_factory=dict)   # stage -> seconds
     error: str | None = None
-    seconds: float | None = None
     started: float = field(default_factory=time.perf_counter)
     thread: threading.Thread | None = None
 
@@ -36,38 +46,39 @@ class G2LJob:
         return self.done
 
 
-def start(eng: P.Engine, run: P.QueryRun, key) -> G2LJob | None:
-    """A running job for ``run`` (None when it needs none: g2l known, or no global descriptors)."""
-    if run.g2l is not None or run.global_ids is None:
+def start(eng: P.Engine, run: P.QueryRun, key, methods) -> G2LJob | None:
+    """A running job for the ``methods`` ``run`` lacks (None when it lacks none)."""
+    todo = missing(run, methods)
+    if not todo:
         return None
     job = G2LJob(key=key, local=run.local)
-    ex = run.query.gallery_id if run.query.bbox is None else None
-    feats, ids, vcfg = run.query.feats, run.global_ids, eng.cfg.verify
+    # its own context and memo: the page's thread keeps using (and filling) the run's own
+    side = dataclasses.replace(run, results={}, timings={}, ctx=dataclasses.replace(run.ctx, memo={}))
 
     def work():
-        t0 = time.perf_counter()
         try:
-            res = g2l_rerank(eng.li, feats, ids, vcfg, exclude=ex)
+            P.add_methods(side, todo)
         except Exception as e:        # noqa: BLE001 -- shown on the page instead of the list
             job.error = f"{type(e).__name__}: {e}"
         else:
-            job.seconds = time.perf_counter() - t0
-            job.result = res
+            job.timings = {k: v for k, v in side.timings.items() if k != "total"}
+            job.result = dict(side.results)
 
-    job.thread = threading.Thread(target=work, name="l2g-g2l", daemon=True)
+    job.thread = threading.Thread(target=work, name="l2g-deferred", daemon=True)
     job.thread.start()
     return job
 
 
 def apply(job: G2LJob, runs) -> bool:
-    """Store a finished job's result in every run of ``runs`` with the job's search; True if any."""
+    """Store a finished job's Rankings in every run of ``runs`` with the job's search; True if any."""
     if job is None or job.result is None:
         return False
     hit = False
     for r in runs:
-        if r is not None and r.local is job.local and r.g2l is None:
-            r.g2l = job.result
-            r.timings["g2l"] = job.seconds
+        if r is not None and r.local is job.local and any(m not in r.results for m in job.result):
+            r.results.update({m: v for m, v in job.result.items() if m not in r.results})
+            r.results = {m: r.results[m] for m in M.METHODS if m in r.results}
+            r.timings.update(job.timings)
             r.timings["total"] = sum(v for k, v in r.timings.items() if k != "total")
             hit = True
     return hit

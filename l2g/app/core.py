@@ -10,14 +10,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .. import methods as M
 from .. import pipeline as P
+from ..errors import L2GError
 from ..features import Features, NoKeypointsError
 from ..images import ImageError, LoadedImage, load_image
 from ..metrics import average_precision
-from ..search import rank_images
 
-METHOD_LABELS = {"local": "local only", "l2g": "local-to-global", "g2l": "global-to-local",
-                 "global": "global only", "local_qe": "local + QE", "l2g_blend": "l2g + global blend"}
+METHOD_LABELS = {name: m.label for name, m in M.METHODS.items()}
 
 
 @dataclass
@@ -60,7 +60,7 @@ def make_query_safe(eng: P.Engine, source=None, gallery_id: int | None = None, b
         out.error = f"Cannot use this file as a query: {e}"
     except NoKeypointsError as e:
         out.error = f"No keypoints in the query: {e}"
-    except ValueError as e:       # e.g. a too small rectangle
+    except L2GError as e:         # e.g. a too small rectangle
         out.error = f"Cannot make the query: {e}"
     return out
 
@@ -85,14 +85,8 @@ def positives_for(eng: P.Engine, q: P.Query) -> set | None:
 
 
 def full_ranking(eng: P.Engine, run: P.QueryRun, method: str) -> list[int]:
-    """The method's list continued by the rest of the gallery (global order for global methods)."""
-    ranked = [int(j) for j in run.rankings()[method]]
-    rest_scores = run.global_sims if method in ("global", "g2l") and run.global_sims is not None \
-        else run.local.all_scores
-    ex = run.query.gallery_id if run.query.bbox is None else None
-    seen = set(ranked)
-    tail = [int(j) for j in rank_images(rest_scores, eng.li) if int(j) not in seen and int(j) != ex]
-    return ranked + tail
+    """The method's list continued by the rest of the gallery (the registry's tail rule)."""
+    return [int(j) for j in run.full_ranking(method)]
 
 
 def aps(eng: P.Engine, run: P.QueryRun, positives: set | None) -> dict:
@@ -103,17 +97,9 @@ def aps(eng: P.Engine, run: P.QueryRun, positives: set | None) -> dict:
 
 
 def method_scores(run: P.QueryRun, method: str) -> dict:
-    """gallery id -> the score the method ranked by (its head; None beyond it)."""
-    if method == "local":
-        return {int(j): float(s) for j, s in zip(run.local.ids, run.local.scores)}
-    if method in ("l2g", "l2g_blend"):
-        rr = getattr(run, method)
-        return {int(j): float(s) for j, s in zip(rr.ids, rr.scores)} if rr is not None else {}
-    if method == "g2l" and run.g2l is not None:
-        return {int(j): float(n) for j, n in zip(run.g2l.ids, run.g2l.inliers)}
-    if method == "global" and run.global_sims is not None:
-        return {int(j): float(run.global_sims[j]) for j in run.global_ids[:len(run.local.ids)]}
-    return {}
+    """gallery id -> the score the method ranked by (its scored head; None beyond it)."""
+    r = run.results.get(method)
+    return {} if r is None else r.score_of()
 
 
 def arrow(move: int | None) -> str:
@@ -126,7 +112,7 @@ def ranking_rows(eng: P.Engine, run: P.QueryRun, method: str, n: int, positives:
     """The first n entries of a method's list as table rows."""
     ids = run.rankings()[method][:n]
     scores = method_scores(run, method)
-    moves = getattr(run, method).rank_change() if method in ("l2g", "l2g_blend") else {}
+    moves = run.results[method].extras.get("moves", {})
     rows = []
     for r, j in enumerate(ids, 1):
         j = int(j)

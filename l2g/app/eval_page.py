@@ -7,9 +7,11 @@ import math
 import pandas as pd
 import streamlit as st
 
+from .. import methods as M
 from .. import pipeline as P
 from .. import viz
-from ..datasets import DatasetError, load_eval_dataset
+from ..datasets import load_eval_dataset
+from ..errors import DatasetError, L2GError
 from . import core, state
 
 OPEN_KEY = "l2g_open_query"     # a gallery path the query page opens on its next run
@@ -65,16 +67,17 @@ def render() -> None:
     except DatasetError as e:
         st.error(f"The ground truth of {g.label} cannot be used: {e}")
         return
-    avail = [m for m in P.METHODS if eng.gi is not None or m not in ("global", "g2l", "l2g_blend")]
+    avail = list(M.available(P.METHODS, eng.gi is not None))
     c1, c2 = st.columns([3, 1])
-    methods = c1.multiselect("Methods", avail, default=avail, format_func=lambda m: core.METHOD_LABELS[m])
+    methods = c1.multiselect("Methods", avail, default=[m for m in avail if M.get(m).default],
+                             format_func=lambda m: core.METHOD_LABELS[m])
     max_q = c2.number_input("Queries (0 = all)", 0, len(ds.queries), 0,
                             help=f"{len(ds.queries)} queries: every group image queries the rest of its group")
     key = f"l2g_eval::{g.label}"
     if st.button("Run evaluation", type="primary", disabled=not methods):
         try:
             st.session_state[key] = _run_eval(eng, methods, max_q)
-        except (ValueError, RuntimeError, OSError, ImportError) as e:
+        except (L2GError, OSError) as e:
             st.error(f"The evaluation failed: {e}")
     res = st.session_state.get(key)
     if res is None:
@@ -94,6 +97,9 @@ def render() -> None:
                                 for c in ("mAP", "mP@1", "mP@5", "mP@10", "ms / query")})
     st.download_button("results.json", lambda: json.dumps(res, indent=1, default=float), "results.json",
                        "application/json", on_click="ignore")
+    for pair, c in res.get("wins", {}).items():
+        st.caption(f"{pair}: {c['improved']} queries improved, {c['hurt']} hurt, {c['equal']} unchanged "
+                   "(per-query AP deltas in results.json)")
     ms = list(res["methods"])
     if len(ms) < 2:
         return

@@ -4,10 +4,6 @@ from __future__ import annotations
 import math
 from pathlib import PurePosixPath
 
-SCORE_UNITS = {"g2l": "inliers"}          # methods whose score is a count, not a similarity
-NO_SCORE = {"local_qe"}                    # query expansion re-orders ids only: no score to show
-
-
 def short_name(path: str) -> str:
     """A gallery path as a ranking table shows it: the file name when it already starts with its group
     (folder) name ('groups/coffee/coffee_crop1.jpg' -> 'coffee_crop1.jpg'), else 'group/file'."""
@@ -17,15 +13,21 @@ def short_name(path: str) -> str:
     return "/".join(parts[-2:])
 
 
-def score_cell(method: str, score) -> str:
-    """A ranking table's score cell: '0.412', '165 inliers', or '' when the method has none."""
-    if method in NO_SCORE or score is None or (isinstance(score, float) and math.isnan(score)):
+def is_count(method) -> bool:
+    """Whether a registered method (l2g.methods.Method) scores by a count (e.g. RANSAC inliers)."""
+    return method.fmt == "%d"
+
+
+def score_cell(method, score) -> str:
+    """A ranking table's score cell for a registered method (l2g.methods.Method): '0.412',
+    '165 inliers' for a count, or '' when the image has no score."""
+    if score is None or (isinstance(score, float) and math.isnan(score)):
         return ""
-    unit = SCORE_UNITS.get(method)
-    if unit:
+    if is_count(method):
         n = int(round(float(score)))
-        return f"{n} {unit[:-1] if n == 1 else unit}"
-    return f"{float(score):.3f}"
+        unit = method.unit.split()[-1]               # 'RANSAC inliers' -> 'inliers'
+        return f"{n} {unit[:-1] if n == 1 and unit.endswith('s') else unit}"
+    return method.fmt % float(score)
 
 
 def matches_text(n: int, cap: int) -> str:

@@ -5,6 +5,7 @@ import time
 
 import streamlit as st
 
+from .. import methods as M
 from .. import pipeline as P
 from .. import viz
 from ..verify import verify_pair
@@ -21,9 +22,15 @@ def _select(j: int) -> None:
     st.session_state[SEL] = int(j)
 
 
+def shown_method(m: str, run: P.QueryRun, params: dict) -> str:
+    """The method shown in place of ``m``: its global blend (methods.WITH_BLEND) when w > 0."""
+    b = M.WITH_BLEND.get(m)
+    return b if b and params["w"] > 0 and b in run.results else m
+
+
 def _l2g(run: P.QueryRun, params: dict):
-    """The local-to-global result shown: the blend when w > 0."""
-    return run.l2g_blend if params["w"] > 0 and run.l2g_blend is not None else run.l2g
+    """The local-to-global result shown (RerankResult): the blend when w > 0."""
+    return getattr(run, shown_method(M.MAIN, run, params))
 
 
 def _verified(eng: P.Engine, run: P.QueryRun, j: int):

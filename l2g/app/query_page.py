@@ -11,13 +11,15 @@ import streamlit as st
 from PIL import Image, ImageDraw
 
 from .. import config as C
+from .. import methods as M
 from .. import pipeline as P
+from ..errors import L2GError
 from ..images import ImageError
 from . import core, stages, state
 from .uploads import MAX_FILE_BYTES
 
 OPEN_KEY = "l2g_open_query"      # set by the Evaluation page: a gallery path to open
-FIRST_METHODS = tuple(m for m in P.METHODS if m != "g2l")
+FIRST_METHODS = M.names(deferred=False, shown=True)   # the deferred ones (g2l) follow once the page is drawn
 INJECT_KEY = "l2g_inject_upload"   # tests put (name, bytes) here to stand in for the file uploader
 PREVIEW_KEY = "l2g_upload_preview"   # (spec key, LoadedImage, notes) of the current upload
 
@@ -183,7 +185,7 @@ def compute(eng: P.Engine, spec: dict, box, params: dict) -> P.QueryRun | None:
             try:
                 base = P.run_query(eng, q, cfg, FIRST_METHODS)   # g2l runs in the background (stages)
                 made_with = rcfg
-            except (ValueError, RuntimeError) as e:
+            except L2GError as e:
                 st.error(f"The search failed: {e}")
                 return None
             action = ("search", what + "new search + re-ranking")

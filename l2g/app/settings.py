@@ -4,8 +4,7 @@ Options, command line (after ``--``) first, then environment:
 
     --gallery-root DIR   (repeatable)  L2G_GALLERY_ROOTS=DIR1:DIR2   folders whose subfolders may be opened
     --data-dir DIR                      L2G_DATA_DIR=DIR               demo, uploads and indexes (default data/)
-    --num-features N                    L2G_NUM_FEATURES=N             keypoints per image (default config)
-    --max-side PX                       L2G_MAX_SIDE=PX                image side for features (default config)
+    --preset, --num-features, --max-side, ... : the CLI's options (l2g.options), with their L2G_* variables
 
 The page never takes a server path as text: galleries are picked from a list
 built here, and every candidate is resolved and checked to lie inside an
@@ -16,13 +15,13 @@ file symlinks leading outside its folder are not indexed and are reported
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import config as C
-from ..pipeline import slug
+from .. import options, paths
+from ..errors import ConfigError, GalleryError
 from .uploads import upload_name
 
 DEMO = "demo"
@@ -51,12 +50,12 @@ class Settings:
         return self.data_dir / "uploads"
 
     def index_dir(self, g: Gallery) -> Path:
-        """data/index/<name>/<preset>; galleries other than the demo / realbench get a path hash
-        in the name, so two folders with one name never share an index."""
-        name = slug(g.path)
-        if g.kind not in ("demo", "realbench"):
-            name += "-" + hashlib.sha1(str(g.path).encode()).hexdigest()[:8]
-        return self.data_dir / "index" / name / self.cfg.features.name
+        """<data dir>/index/<gallery tag>/<preset>: the CLI's rule (l2g.paths.index_dir)."""
+        return paths.index_dir(g.path, self.cfg, self.data_dir)
+
+    @property
+    def realbench_dir(self) -> Path:
+        return paths.dataset_dir(REALBENCH, self.data_dir)
 
 
 def parse_settings(argv: list[str] | None = None, env: dict | None = None) -> Settings:
@@ -64,10 +63,11 @@ def parse_settings(argv: list[str] | None = None, env: dict | None = None) -> Se
     env = os.environ if env is None else env
     ap = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     ap.add_argument("--gallery-root", action="append", default=[])
-    ap.add_argument("--data-dir")
-    ap.add_argument("--num-features", type=int)
-    ap.add_argument("--max-side", type=int)
-    args, _ = ap.parse_known_args(argv or [])
+    options.add_arguments(ap)
+    try:
+        args, _ = ap.parse_known_args(argv or [])
+    except SystemExit:      # a bad value (e.g. --preset huge): ignored, like an unknown option
+        args, _ = argparse.ArgumentParser(add_help=False).parse_known_args([])
     roots = list(args.gallery_root)
     roots += [r for r in env.get("L2G_GALLERY_ROOTS", "").split(os.pathsep) if r.strip()]
     resolved = []
@@ -77,22 +77,12 @@ def parse_settings(argv: list[str] | None = None, env: dict | None = None) -> Se
             p = p.resolve()
             if p not in resolved:
                 resolved.append(p)
-    data_dir = Path(args.data_dir or env.get("L2G_DATA_DIR") or C.DATA_DIR).expanduser().resolve()
-    cfg = C.DEFAULT
-    nf = args.num_features or _int(env.get("L2G_NUM_FEATURES"))
-    ms = args.max_side or _int(env.get("L2G_MAX_SIDE"))
-    if nf:
-        cfg = cfg.replace(features__num_features=nf)
-    if ms:
-        cfg = cfg.replace(features__max_side=ms)
-    return Settings(data_dir, resolved, cfg)
-
-
-def _int(v) -> int | None:
+    data_dir = paths.data_dir(getattr(args, "data_dir", None), env)
     try:
-        return int(v) if v not in (None, "") else None
-    except ValueError:
-        return None
+        cfg = options.config_from_args(args, env)
+    except ConfigError:     # a bad environment value: the defaults, as before
+        cfg = C.DEFAULT
+    return Settings(data_dir, resolved, cfg)
 
 
 def inside(path: Path, root: Path) -> bool:
@@ -116,8 +106,8 @@ def list_galleries(s: Settings) -> list[Gallery]:
     """Every gallery the page may offer: the demo, realbench-dev when present, past uploads,
     and each allowed root with its direct subfolders."""
     out = [Gallery(DEMO, s.demo_dir.resolve(), "demo")]
-    if C.REALBENCH_DIR.is_dir():
-        out.append(Gallery(REALBENCH, C.REALBENCH_DIR.resolve(), "realbench"))
+    if s.realbench_dir.is_dir():
+        out.append(Gallery(REALBENCH, s.realbench_dir.resolve(), "realbench"))
     if s.uploads_dir.is_dir():
         taken = set()
         for k in _subfolders(s.uploads_dir):
@@ -147,14 +137,14 @@ def upload_label(folder: Path, taken=()) -> str:
 
 
 def check_gallery(g: Gallery, s: Settings) -> Path:
-    """The gallery's folder, after checking it is one the app may open; ValueError otherwise."""
+    """The gallery's folder, after checking it is one the app may open; GalleryError otherwise."""
     allowed = [s.demo_dir, s.uploads_dir] + list(s.gallery_roots)
-    if C.REALBENCH_DIR.is_dir():
-        allowed.append(C.REALBENCH_DIR)
+    if s.realbench_dir.is_dir():
+        allowed.append(s.realbench_dir)
     if g.kind == "demo" and not g.path.exists():
         if Path(g.path).resolve() == Path(s.demo_dir).resolve():
             return g.path                  # the configured demo folder: built on first use
-        raise ValueError(f"{g.label}: {g.path} does not exist and is not the demo folder {s.demo_dir}")
+        raise GalleryError(f"{g.label}: {g.path} does not exist and is not the demo folder {s.demo_dir}")
     if not any(inside(g.path, r) for r in allowed if Path(r).exists()):
-        raise ValueError(f"{g.label}: not inside an allowed gallery root")
+        raise GalleryError(f"{g.label}: not inside an allowed gallery root")
     return g.path

@@ -7,11 +7,13 @@ import time
 import pandas as pd
 import streamlit as st
 
+from .. import methods as M
 from .. import pipeline as P
 from .. import viz
 from . import background, core, fmt, matchview, state
 
 SEL = matchview.SEL
+DEFERRED = M.names(deferred=True, shown=True)   # slow methods (g2l): verified in the background
 
 
 _ms, _l2g, _select = matchview._ms, matchview._l2g, matchview._select
@@ -24,8 +26,9 @@ STAGES = [("extract", "extract"), ("local search", "search"), ("re-rank (MDS)", 
 def timing_line(slot, run: P.QueryRun) -> None:
     """One line of per-stage times (written twice: before and after spatial verification)."""
     t = run.timings
-    parts = [f"{lab} **{'running in the background…' if key == 'g2l' and run.g2l is None else _ms(t.get(key))}**"
-             for lab, key in STAGES if key in t or (key == "g2l" and run.global_ids is not None)]
+    pending = {M.get(m).own for m in background.missing(run, DEFERRED)}
+    parts = [f"{lab} **{'running in the background…' if key in pending else _ms(t.get(key))}**"
+             for lab, key in STAGES if key in t or key in pending]
     act = st.session_state.get("l2g_last_action")
     what = ""
     if act:
@@ -133,10 +136,10 @@ def _table(eng, run, method, n, positives):
         r["✓"] = "" if r["positive"] is None else ("✓" if r["positive"] else "")
         r["path"] = r["name"]
         r["name"] = fmt.short_name(r["path"])
-        r["score"] = fmt.score_cell(method, r["score"])
+        r["score"] = fmt.score_cell(M.get(method), r["score"])
     df = pd.DataFrame(rows, columns=["rank", "thumb", "move", "score", "✓", "name", "path"])
     cfg = {"thumb": st.column_config.ImageColumn("", width=46),
-           "score": st.column_config.TextColumn(width=78 if method in fmt.SCORE_UNITS else 52),
+           "score": st.column_config.TextColumn(width=78 if fmt.is_count(M.get(method)) else 52),
            "rank": st.column_config.NumberColumn(width=36), "move": st.column_config.TextColumn(width=42),
            "✓": st.column_config.TextColumn(width=26),
            "name": st.column_config.TextColumn("image", width="large",
@@ -144,15 +147,14 @@ def _table(eng, run, method, n, positives):
                                                     "its group); the full gallery path is in the match view's "
                                                     "candidate list and the exports")}
     order = [c for c in ("rank", "thumb", "move", "score", "✓", "name")
-             if (c != "move" or method in ("l2g", "l2g_blend")) and (c != "✓" or positives is not None)
-             and (c != "score" or method not in fmt.NO_SCORE)]
+             if (c != "move" or "moves" in run.results[method].extras) and (c != "✓" or positives is not None)]
     with st.container(key=f"l2g_rank_{method}"):
         st.dataframe(df, column_config=cfg, column_order=order, hide_index=True, row_height=ROW_H,
                      height=ROW_H * (len(df) + 1) + 3)
 
 
 def _head(m: str, run: P.QueryRun, params: dict, ap: dict, tk: str) -> str:
-    head = f"**{core.METHOD_LABELS[m]}**" + (f" (w = {params['w']:.2f})" if m == "l2g_blend" else "")
+    head = f"**{core.METHOD_LABELS[m]}**" + (f" (w = {params['w']:.2f})" if m in M.WITH_BLEND.values() else "")
     head += f" · {_ms(run.timings.get(tk))}"
     return head + (f" · AP **{ap[m]:.3f}**" if m in ap else "")
 
@@ -163,17 +165,16 @@ def rankings(eng: P.Engine, run: P.QueryRun, params: dict, positives, t_start: f
     st.subheader("Stage 3 · Rankings")
     ap = core.aps(eng, run, positives)
     n = st.select_slider("Ranks shown", [10, 20, 30, 50, 100], value=20, key="l2g_nrank")
-    lm = "l2g_blend" if params["w"] > 0 and run.l2g_blend is not None else "l2g"
-    cols = st.columns(3)
-    shown = [("local", "search"), (lm, "l2g"), ("g2l", "g2l")]
+    cols = st.columns(len(M.SIDE_BY_SIDE))
+    shown = [(matchview.shown_method(m, run, params), M.get(m).own or "search") for m in M.SIDE_BY_SIDE]
     for c, (m, tk) in zip(cols, shown):
         with c:
-            if m == "g2l" and run.g2l is None and run.global_ids is not None:
+            if m in background.missing(run, DEFERRED):
                 failed = st.session_state.get("l2g_g2l_failed")
                 if failed is not None:
-                    st.error(f"Global-to-local verification failed: {failed[1]}")
+                    st.error(f"{core.METHOD_LABELS[m]}: spatial verification failed: {failed[1]}")
                 else:
-                    g2l_pending(eng, run)
+                    g2l_pending(eng, run, m)
                 continue
             if m not in run.rankings():
                 st.info(f"{core.METHOD_LABELS[m]}: not available (no global descriptors)")
@@ -185,7 +186,7 @@ def rankings(eng: P.Engine, run: P.QueryRun, params: dict, positives, t_start: f
     st.caption(f"Rankings for {run.query.name} ready {_ms(latency)} after the interaction." +
                ("" if positives is not None else " AP is shown when the query is a gallery image of a "
                                                  "gallery with ground truth (groups.json)."))
-    more = [m for m in run.rankings() if m not in {s for s, _ in shown} and m != "g2l"]
+    more = [m for m in run.rankings() if m not in {s for s, _ in shown} and m not in DEFERRED]
     if more:
         with st.expander("More methods: " + ", ".join(core.METHOD_LABELS[m] for m in more)):
             cols = st.columns(len(more))
@@ -215,12 +216,11 @@ def sync_g2l(eng: P.Engine, run: P.QueryRun):
     if failed is not None and failed[0] is not run.local:
         ss.pop("l2g_g2l_failed")
         failed = None
-    if run.g2l is None and run.global_ids is not None and failed is None and (job is None
-                                                                              or job.local is not run.local):
-        ss["l2g_g2l_job"] = background.start(eng, run, ss.get("l2g_run_key"))
+    if background.missing(run, DEFERRED) and failed is None and (job is None or job.local is not run.local):
+        ss["l2g_g2l_job"] = background.start(eng, run, ss.get("l2g_run_key"), DEFERRED)
 
 
-def g2l_pending(eng: P.Engine, run: P.QueryRun) -> None:
+def g2l_pending(eng: P.Engine, run: P.QueryRun, method: str) -> None:
     """The global-to-local column while its job runs: a note re-drawn every second (a fragment, so the
     rest of the page stays as it is and usable); the whole page re-runs once the list is ready."""
 
@@ -234,7 +234,7 @@ def g2l_pending(eng: P.Engine, run: P.QueryRun) -> None:
                 st.rerun()
             if job is None:
                 return
-        st.markdown(f"**{core.METHOD_LABELS['g2l']}**")
+        st.markdown(f"**{core.METHOD_LABELS[method]}**")
         st.info(f"Spatial verification of the global shortlist ({len(run.global_ids)} images) is running in the "
                 f"background: {time.perf_counter() - job.started:.0f} s so far. The rest of the page is ready.",
                 icon=":material/hourglass_top:")

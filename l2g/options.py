@@ -1,0 +1,83 @@
+"""One option -> config mapper for the CLI and the app, with named presets.
+
+    --preset fast|default|accurate   L2G_PRESET           a named set of settings (config.PRESETS)
+    --num-features N (--features N)  L2G_NUM_FEATURES     keypoints per image
+    --max-side PX                    L2G_MAX_SIDE         longest image side for features
+    --extractor NAME                 L2G_EXTRACTOR        local feature extractor (features.EXTRACTORS)
+    --index-kind KIND                L2G_INDEX_KIND       nearest-neighbour index
+    --data-dir DIR                   L2G_DATA_DIR         demo, uploads and indexes (l2g.paths)
+
+Precedence: an explicit option, then the environment, then the preset, then config's default.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+
+from . import config as C
+from .errors import ConfigError
+
+# option dest -> (L2GConfig.replace key, type, environment variable)
+OPTIONS = {
+    "num_features": ("features__num_features", int, "L2G_NUM_FEATURES"),
+    "max_side": ("features__max_side", int, "L2G_MAX_SIDE"),
+    "extractor": ("features__extractor", str, "L2G_EXTRACTOR"),
+    "index_kind": ("index__kind", str, "L2G_INDEX_KIND"),
+}
+PRESET_ENV = "L2G_PRESET"
+INDEX_KINDS = ("auto", "flat", "ivf", "ivfsq8")
+
+
+def add_arguments(p: argparse.ArgumentParser, data_dir: bool = True) -> None:
+    """The config options of every command that builds or opens an index (and of the app)."""
+    d = C.DEFAULT
+    p.add_argument("--preset", choices=list(C.PRESETS),
+                   help="named settings (fast: " + _describe("fast") + "; accurate: " + _describe("accurate") +
+                        f"); ${PRESET_ENV}")
+    p.add_argument("--num-features", "--features", dest="num_features", type=int,
+                   help=f"keypoints per image (default {d.features.num_features})")
+    p.add_argument("--max-side", type=int, help=f"longest image side in px (default {d.features.max_side})")
+    p.add_argument("--extractor", help="local feature extractor: sift (default) or disk (weights must be on disk)")
+    p.add_argument("--index-kind", choices=list(INDEX_KINDS),
+                   help=f"nearest-neighbour index (default auto: exact up to {d.index.exact_max:,} descriptors, IVF above)")
+    if data_dir:
+        p.add_argument("--data-dir", help=f"demo, uploads and indexes (default data/; ${C.DATA_DIR_ENV})")
+
+
+def _describe(preset: str) -> str:
+    return ", ".join(f"{k.split('__')[1]}={v}" for k, v in C.PRESETS[preset].items()) or "config defaults"
+
+
+def make_config(preset: str | None = None, env: dict | None = None, **options) -> C.L2GConfig:
+    """L2GConfig from a preset name and option values (None = not given); ``env`` fills the
+    options not given (pass os.environ, or None to ignore the environment)."""
+    env = env or {}
+    preset = preset or env.get(PRESET_ENV) or "default"
+    if preset not in C.PRESETS:
+        raise ConfigError(f"unknown preset {preset!r}; choose from {', '.join(C.PRESETS)}")
+    cfg = C.DEFAULT.replace(**C.PRESETS[preset])
+    unknown = set(options) - set(OPTIONS)
+    if unknown:
+        raise ConfigError(f"unknown options {sorted(unknown)}; known: {sorted(OPTIONS)}")
+    for dest, (key, typ, var) in OPTIONS.items():
+        value = options.get(dest)
+        if value is None and env.get(var) not in (None, ""):
+            try:
+                value = typ(env[var])
+            except ValueError:
+                raise ConfigError(f"${var}={env[var]!r} is not a valid {typ.__name__}") from None
+        if value is None:
+            continue
+        if typ is int and value <= 0:
+            raise ConfigError(f"{dest.replace('_', '-')} must be positive, got {value}")
+        if dest == "index_kind" and value not in INDEX_KINDS:
+            raise ConfigError(f"index kind must be one of {INDEX_KINDS}, got {value!r}")
+        cfg = cfg.replace(**{key: value})
+    return cfg
+
+
+def config_from_args(args: argparse.Namespace, env: dict | None = None) -> C.L2GConfig:
+    """The config of parsed options (``add_arguments``), the environment filling the rest."""
+    env = os.environ if env is None else env
+    return make_config(getattr(args, "preset", None), env,
+                       **{k: getattr(args, k, None) for k in OPTIONS})

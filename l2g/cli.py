@@ -112,8 +112,8 @@ def cmd_check(args) -> int:
 
 
 def cmd_search(args) -> int:
-    from .pipeline import make_query, open_engine, run_query
     from .index import read_manifest
+    from .pipeline import make_query, open_engine, run_query
 
     m = read_manifest(Path(args.index))
     method = M.get(args.method)
@@ -202,7 +202,8 @@ def parser() -> argparse.ArgumentParser:
     lock_opts(s)
     s.set_defaults(fn=cmd_index)
 
-    s = sub.add_parser("check", help="verify an index folder (every file's checksum); --repair rebuilds what is damaged")
+    s = sub.add_parser("check", help="verify an index folder (every file's checksum); "
+                                     "--repair rebuilds what is damaged")
     s.add_argument("dir", help="index folder made by `index`")
     s.add_argument("--repair", action="store_true", help="rebuild damaged or missing files (the rest is kept)")
     s.add_argument("--gallery", help="gallery folder, needed only when the manifest itself is damaged")

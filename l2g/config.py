@@ -125,7 +125,7 @@ class GlobalConfig:
 @dataclass(frozen=True)
 class VerifyConfig:
     top: int = 50                   # global shortlist head re-ranked by spatial verification
-    model: str = "homography"       # 'homography' | 'fundamental' (F at 8 px finds ~56 "inliers" between unrelated images)
+    model: str = "homography"       # 'homography' | 'fundamental' (F at 8 px: ~56 "inliers" between unrelated images)
     ransac_thresh: float = 8.0      # reprojection threshold (px, at max_side resolution)
     ransac_iters: int = 2000
     ratio: float = 0.0              # 0: mutual nearest neighbours only; >0 adds Lowe's ratio test

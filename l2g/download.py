@@ -11,13 +11,12 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import socket
 import tarfile
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Callable
 
 from l2g import config
 from l2g.errors import DatasetError
@@ -97,7 +96,7 @@ def _open(url: str, start: int):
         if exc.code == 416 and start > 0:
             return None                 # range not satisfiable: the .part is stale, restart
         raise DatasetError(f"download of {url} failed: HTTP {exc.code} {exc.reason}") from exc
-    except (urllib.error.URLError, socket.timeout, ConnectionError) as exc:
+    except (TimeoutError, urllib.error.URLError, ConnectionError) as exc:
         reason = getattr(exc, "reason", exc)
         raise DatasetError(f"cannot reach {url} ({reason}). Check the network connection, or download "
                            f"the file by hand and put it in the dataset folder.") from exc
@@ -128,7 +127,7 @@ def _fetch(url: str, dest: Path, entry: RemoteFile, progress: Progress) -> None:
                     f.write(block)
                     done += len(block)
                     progress(done, total, f"downloading {entry.filename}")
-        except (OSError, socket.timeout) as exc:
+        except (TimeoutError, OSError) as exc:
             raise DatasetError(f"download of {url} interrupted after {done} bytes ({exc}); "
                                f"run again to resume from {part.name}") from exc
     if total and done != total:

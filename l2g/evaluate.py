@@ -64,8 +64,8 @@ def evaluate(dataset, methods=DEFAULT_METHODS, cfg: C.L2GConfig = C.DEFAULT, eng
             continue  # the query image could not be indexed (reported at build time)
         try:
             query = (make_query(engine, gallery_id=gid) if gid is not None else
-                     make_query(engine, source=ds.query_root / q.path, bbox=_scaled_bbox(q.bbox, ds, q, engine.cfg.features.max_side),
-                                name=q.path))
+                     make_query(engine, source=ds.query_root / q.path, name=q.path,
+                                bbox=_scaled_bbox(q.bbox, ds, q, engine.cfg.features.max_side)))
         except L2GError as e:  # unreadable or featureless query: AP 0, recorded (a bug propagates)
             for m in methods:
                 per[m].append({"query": q.path, "ap": 0.0, "error": str(e), "ranking": []})

@@ -12,9 +12,9 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -201,7 +201,8 @@ EXTRACTORS: dict[str, ExtractorSpec] = {
     "disk": ExtractorSpec(_build_disk, _run_disk, weights=("disk/depth-save.pth",),
                           note="Kornia DISK (learned); needs its checkpoint on disk"),
     "aliked": ExtractorSpec(_build_aliked, _run_aliked, weights=(f"{ALIKED_MODEL}.pth",),
-                            note="Kornia ALIKED-N16 (learned, 128-D, BSD-3); needs aliked-n16.pth on disk, slow on a CPU"),
+                            note="Kornia ALIKED-N16 (learned, 128-D, BSD-3); needs aliked-n16.pth on disk, "
+                                 "slow on a CPU"),
 }
 
 

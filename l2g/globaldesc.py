@@ -14,9 +14,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Optional
 
 import faiss
 import numpy as np
@@ -35,7 +35,7 @@ WHITEN_SHRINK = 1.0        # whitening eps = this x the mean eigenvalue (see fit
 PCA_MAX_IMAGES = 2048      # whitening is fitted on at most this many images (fixed-seed sample)
 STORE_VERSION = 2          # bump when the layout of global.npz (or how it is computed) changes; 2: damped whitening
 
-Progress = Optional[Callable[[int, int, str], None]]
+Progress = Callable[[int, int, str], None] | None
 
 
 @dataclass
@@ -50,9 +50,9 @@ class VladModel:
     """
 
     centroids: np.ndarray
-    pca_mean: Optional[np.ndarray] = None
-    pca_proj: Optional[np.ndarray] = None
-    pca_eig: Optional[np.ndarray] = None
+    pca_mean: np.ndarray | None = None
+    pca_proj: np.ndarray | None = None
+    pca_eig: np.ndarray | None = None
     pca_eps: float = 0.0
     params: dict = field(default_factory=dict)
     timings: dict = field(default_factory=dict)

@@ -12,7 +12,7 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Union
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -37,7 +37,7 @@ REDUCING_GAP = 3.0      # integer box reduction first, then Lanczos over at most
 # A module-level filter rather than catch_warnings(), which is not thread-safe (Streamlit uses threads).
 warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
-Source = Union[str, os.PathLike, bytes, bytearray, memoryview, BinaryIO]
+Source = str | os.PathLike | bytes | bytearray | memoryview | BinaryIO
 
 
 @dataclass

@@ -18,22 +18,21 @@ what is damaged and lists it in ``BuildReport.repaired``. Vectors are rows (N x 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
 
 import faiss
 import numpy as np
 
 from . import config as C
-from .features import DESC_DIM, Extractor, Features, load_features, save_features
-from .errors import ImageError, IndexFormatError
-from .images import file_sha1, load_image
 from . import store
-from .manifest import (ImageEntry, buildable_manifest, entries, feature_name,  # noqa: F401 (re-exported)
-                       read_manifest, repair_hint)
+from .errors import ImageError, IndexFormatError
+from .features import DESC_DIM, Extractor, Features, load_features, save_features
+from .images import file_sha1, load_image
+from .manifest import ImageEntry, buildable_manifest, entries, feature_name, read_manifest, repair_hint  # noqa: F401 (re-exported)
 
-Progress = Optional[Callable[[int, int, str], None]]
+Progress = Callable[[int, int, str], None] | None
 
 
 @dataclass

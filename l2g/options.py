@@ -39,7 +39,8 @@ def add_arguments(p: argparse.ArgumentParser, data_dir: bool = True) -> None:
     p.add_argument("--max-side", type=int, help=f"longest image side in px (default {d.features.max_side})")
     p.add_argument("--extractor", help="local feature extractor: sift (default) or disk (weights must be on disk)")
     p.add_argument("--index-kind", choices=list(INDEX_KINDS),
-                   help=f"nearest-neighbour index (default auto: exact up to {d.index.exact_max:,} descriptors, IVF above)")
+                   help=f"nearest-neighbour index (default auto: exact up to {d.index.exact_max:,} descriptors, "
+                        "IVF above)")
     if data_dir:
         p.add_argument("--data-dir", help=f"demo, uploads and indexes (default data/; ${C.DATA_DIR_ENV})")
 

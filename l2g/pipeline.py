@@ -19,11 +19,10 @@ import numpy as np
 
 from . import config as C
 from . import methods as M
-from . import paths
+from . import paths, store
 from .datasets import GroundTruth, load_groups
 from .errors import DatasetError, QueryError
 from .features import Extractor, Features, NoKeypointsError
-from . import store
 from .globaldesc import GlobalIndex, ensure_global, global_similarities, vlad
 from .graph import Graph, ensure_graph
 from .images import LoadedImage, load_image

@@ -36,7 +36,6 @@ from .graph import Graph
 from .mds import embed
 from .search import SearchResult
 
-
 _BLAS = ThreadpoolController()
 
 
@@ -123,7 +122,8 @@ def similarity_block(res: SearchResult, graph: Graph, k: int, cfg: RerankConfig 
     return S, ids
 
 
-def guard(cos_mds: np.ndarray, s_query: np.ndarray, local: np.ndarray, cfg: RerankConfig) -> tuple[np.ndarray, np.ndarray]:
+def guard(cos_mds: np.ndarray, s_query: np.ndarray, local: np.ndarray,
+          cfg: RerankConfig) -> tuple[np.ndarray, np.ndarray]:
     """Final scores and order of the head, guarded for isolated true matches.
 
     cos_mds: (k,) MDS cosines; s_query: (k,) normalised local similarity to the query in

@@ -5,8 +5,8 @@ writes a file), so the app, notebooks and tests share them.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 import plotly.graph_objects as go
@@ -312,7 +312,9 @@ def _draw_row(dr: ImageDraw.ImageDraw, y: int, steps, colour, width: int, rng) -
         dr.multiline_text((x + 12, y + 40), body, fill=(40, 40, 40), font=_font(15), spacing=4)
         ix, iy = x + bw - 70, y + bh - 56        # a small glyph of what the step holds
         if head == "Local shortlist":
-            v = rng.random((6, 6)); v = (v + v.T) / 2; np.fill_diagonal(v, 1)
+            v = rng.random((6, 6))
+            v = (v + v.T) / 2
+            np.fill_diagonal(v, 1)
             for a in range(6):
                 for b in range(6):
                     c = int(255 - 200 * v[a, b])

@@ -189,7 +189,7 @@ def test_make_query_safe_handles_odd_images(engine):
     assert rgb.shape[1] > rgb.shape[0]
     cmyk = _png(rgb, "CMYK", fmt="JPEG")
     sixteen = io.BytesIO()
-    Image.fromarray((rgb[..., 0].astype(np.uint16) * 257)).save(sixteen, "PNG")
+    Image.fromarray(rgb[..., 0].astype(np.uint16) * 257).save(sixteen, "PNG")
     rotated = io.BytesIO()
     im = Image.fromarray(rgb)
     ex = im.getexif()
@@ -618,8 +618,8 @@ def test_point_picker_and_inliers_only_toggle(small_env, engine):
 
 
 def test_uploaded_gallery_named_renamed_deleted(tmp_path):
-    from l2g.app.uploads import NAME_FILE, delete_upload, rename_upload, upload_name
     from l2g.app.settings import upload_label
+    from l2g.app.uploads import NAME_FILE, delete_upload, rename_upload, upload_name
 
     ok = _png(np.random.default_rng(2).integers(0, 255, (80, 80, 3), dtype=np.uint8))
     buf = io.BytesIO()

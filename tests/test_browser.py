@@ -437,7 +437,7 @@ if __name__ == "__main__":   # README screenshot with the full demo config (data
         else:
             print(drive(f"http://127.0.0.1:{port}/", Path(a.screenshot), a.query, a.width, a.height,
                         colour_gt=True))
-            from PIL import Image       # a palette PNG: a third of the size, same look
+            from PIL import Image  # a palette PNG: a third of the size, same look
 
             with Image.open(a.screenshot) as im:
                 im.convert("RGB").quantize(256, method=Image.Quantize.FASTOCTREE, dither=Image.Dither.NONE).save(

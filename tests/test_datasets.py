@@ -18,8 +18,15 @@ from PIL import Image
 
 from l2g import config, demo
 from l2g import download as dl
-from l2g.datasets import (DatasetError, EvalDataset, GroundTruth, list_images, load_eval_dataset,
-                          load_groups, safe_load_pickle)
+from l2g.datasets import (
+    DatasetError,
+    EvalDataset,
+    GroundTruth,
+    list_images,
+    load_eval_dataset,
+    load_groups,
+    safe_load_pickle,
+)
 from l2g.images import load_image
 
 

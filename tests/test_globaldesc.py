@@ -14,8 +14,17 @@ import pytest
 
 from l2g.config import GlobalConfig
 from l2g.features import Features
-from l2g.globaldesc import (GLOBAL_FILE, build_global, global_search, global_similarities,
-                            load_global, save_global, train_vlad, vlad, vlad_raw)
+from l2g.globaldesc import (
+    GLOBAL_FILE,
+    build_global,
+    global_search,
+    global_similarities,
+    load_global,
+    save_global,
+    train_vlad,
+    vlad,
+    vlad_raw,
+)
 
 CFG = GlobalConfig(words=16, pca_dim=32, train_sample=5_000, seed=0)
 

@@ -8,7 +8,6 @@ import pytest
 
 from l2g.metrics import average_precision, precision_at_k, revisited_setups, summarise
 
-
 # --------------------------------------------------------------------------- hand-computed AP
 # term for the j-th positive (0-based) at cleaned 0-based rank r:
 #   ((j / r if r > 0 else 1) + (j + 1) / (r + 1)) / 2

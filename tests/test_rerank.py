@@ -8,10 +8,9 @@ import scipy.sparse as sp
 
 from l2g import config as C
 from l2g.graph import Graph
+from l2g.methods import query_expansion as _query_expansion
 from l2g.rerank import blend, dissimilarity, normalise, rerank, similarity_block
 from l2g.search import SearchResult
-
-from l2g.methods import query_expansion as _query_expansion
 
 
 def query_expansion(res, graph, n, alpha):

@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import pytest
 
 from l2g import config as C
 from l2g.datasets import load_eval_dataset

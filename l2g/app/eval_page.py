@@ -18,7 +18,7 @@ OPEN_KEY = "l2g_open_query"     # a gallery path the query page opens on its nex
 
 
 def _run_eval(eng: P.Engine, methods, max_q):
-    from ..evaluate import evaluate   # imported late: the page still renders if the harness is broken
+    from ..evaluate import evaluate  # imported late: the page still renders if the harness is broken
 
     ds = load_eval_dataset(eng.li.root)
     bar = st.progress(0.0, text="Evaluating")

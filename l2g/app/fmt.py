@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 from pathlib import PurePosixPath
 
+
 def short_name(path: str) -> str:
     """A gallery path as a ranking table shows it: the file name when it already starts with its group
     (folder) name ('groups/coffee/coffee_crop1.jpg' -> 'coffee_crop1.jpg'), else 'group/file'."""

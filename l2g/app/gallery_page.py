@@ -7,9 +7,7 @@ import streamlit as st
 
 from . import state
 from .settings import list_galleries
-from .uploads import (MAX_FILE_BYTES, MAX_FILES, MAX_NAME, MAX_TOTAL_BYTES, delete_upload, rename_upload,
-                      save_uploads)
-
+from .uploads import MAX_FILE_BYTES, MAX_FILES, MAX_NAME, MAX_TOTAL_BYTES, delete_upload, rename_upload, save_uploads
 
 MSG_KEY = "l2g_upload_msgs"
 

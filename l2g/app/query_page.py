@@ -78,7 +78,8 @@ def _gallery_pick(eng: P.Engine) -> str:
 
     c1, c2 = st.columns([3, 1.3], vertical_alignment="bottom")
     c1.selectbox("Gallery image", paths, key="l2g_qpick")
-    c2.button("Random", icon=":material/casino:", on_click=rnd, help="A random gallery image as the query", width="stretch")
+    c2.button("Random", icon=":material/casino:", on_click=rnd, help="A random gallery image as the query",
+              width="stretch")
     return st.session_state["l2g_qpick"]
 
 

@@ -27,22 +27,23 @@ TIMEOUT = 300
 
 
 @pytest.fixture(scope="session")
-def small_env(tmp_path_factory):
+def small_data(tmp_path_factory) -> dict:
     """Env of a data folder holding the demo and its small index (built once per session)."""
-    env = build_small(small_data_dir(tmp_path_factory))
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    yield env
-    for k, v in old.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+    return build_small(small_data_dir(tmp_path_factory))
+
+
+@pytest.fixture
+def small_env(small_data, monkeypatch) -> dict:
+    """The app's environment for one test, restored after it: the CLI reads the same L2G_* variables,
+    so a session-wide setting would leak into every later test of the command line."""
+    for k, v in small_data.items():
+        monkeypatch.setenv(k, v)
+    return small_data
 
 
 @pytest.fixture(scope="session")
-def engine(small_env):
-    s = parse_settings([], small_env)
+def engine(small_data):
+    s = parse_settings([], small_data)
     return P.open_engine(s.demo_dir, s.index_dir(Gallery("demo", s.demo_dir.resolve(), "demo")), s.cfg, sync=False)
 
 

@@ -118,7 +118,7 @@ def cmd_search(args) -> int:
     m = read_manifest(Path(args.index))
     method = M.get(args.method)
     # the query is extracted with the index's own feature settings, not the defaults
-    cfg = C.DEFAULT.replace(features=C.FeatureConfig(**m["features"]))
+    cfg = C.for_extractor(C.DEFAULT.replace(features=C.FeatureConfig(**m["features"])))
     eng = open_engine(Path(m["root"]), Path(args.index), cfg, sync=False, with_global=method.needs_global)
     if method.needs_global and eng.gi is None:
         print(f"error: {args.method} needs global descriptors; re-run `index` without --no-global",

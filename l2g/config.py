@@ -167,6 +167,20 @@ DEFAULT = L2GConfig()
 
 # Named presets (hloc style): the feature settings they change are encoded in the index folder name
 # (FeatureConfig.name), so each preset gets its own cache. Keys are L2GConfig.replace keys.
+# Search kernel bandwidth per extractor where it differs from SearchConfig.p0 (RootSIFT's 0.5). ALIKED's
+# descriptor distances are about 3x larger: on realbench-dev at 512 px its local mAP is 44.7 at p0 0.5 and
+# 68.4-68.6 at 1.2-1.6 (two-fold by group: tuned on A -> 1.6, tuned on B -> 1.2; 1.4 is between them).
+EXTRACTOR_P0 = {"aliked": 1.4}
+
+
+def for_extractor(cfg: L2GConfig) -> L2GConfig:
+    """``cfg`` with its extractor's kernel bandwidth (EXTRACTOR_P0) while p0 is still SearchConfig's default."""
+    p0 = EXTRACTOR_P0.get(cfg.features.extractor)
+    if p0 is None or cfg.search.p0 != SearchConfig.p0:
+        return cfg
+    return cfg.replace(search__p0=p0)
+
+
 PRESETS = {
     "fast": {"features__num_features": 1000, "features__max_side": 640},
     "default": {},

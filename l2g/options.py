@@ -74,7 +74,7 @@ def make_config(preset: str | None = None, env: dict | None = None, **options) -
         if dest == "index_kind" and value not in INDEX_KINDS:
             raise ConfigError(f"index kind must be one of {INDEX_KINDS}, got {value!r}")
         cfg = cfg.replace(**{key: value})
-    return cfg
+    return C.for_extractor(cfg)
 
 
 def config_from_args(args: argparse.Namespace, env: dict | None = None) -> C.L2GConfig:

@@ -82,3 +82,12 @@ def test_options_map_once_for_cli_and_app(monkeypatch):
         options.make_config(num_features=0)
     monkeypatch.setenv("L2G_NUM_FEATURES", "800")      # the CLI reads the same variables
     assert options.config_from_args(parser().parse_args(["index", "f"])).features.num_features == 800
+
+
+def test_extractor_brings_its_own_kernel_bandwidth():
+    """ALIKED's descriptor distances are ~3x RootSIFT's: choosing it sets its p0 unless p0 was changed."""
+    assert options.make_config().search.p0 == C.SearchConfig().p0
+    aliked = options.make_config(extractor="aliked")
+    assert aliked.search.p0 == C.EXTRACTOR_P0["aliked"] != C.SearchConfig().p0
+    tuned = C.DEFAULT.replace(features__extractor="aliked", search__p0=0.9)
+    assert C.for_extractor(tuned).search.p0 == 0.9          # an explicit bandwidth is kept

@@ -147,6 +147,10 @@ def cmd_eval(args) -> int:
     from .evaluate import evaluate, table, write_results
 
     ds = paths.resolve_dataset(args.dataset, _data(args))
+    if str(args.dataset) == "demo" and not ds.is_dir():          # generated, never downloaded: make it
+        from .datasets import build_demo
+
+        ds = build_demo(paths.dataset_dir("demo", _data(args)), progress=Bar("demo images"))
     res = evaluate(ds, tuple(args.methods), _cfg(args), progress=Bar("eval"), max_queries=args.max_queries,
                    index_dir=paths.index_dir(ds, _cfg(args), _data(args)) if ds.is_dir() else None)
     write_results(res, Path(args.out))

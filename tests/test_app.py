@@ -385,46 +385,55 @@ def _tiny_gallery(small_env, root: Path, n: int) -> str:
     return f"{root.name}/tiny{n}"
 
 
+@pytest.fixture
+def roots_env(small_env, tmp_path, monkeypatch):
+    """tmp_path/roots as the app's allowed gallery root (its cached settings reset before and after)."""
+    from l2g.app import state
+
+    monkeypatch.setenv("L2G_GALLERY_ROOTS", str(tmp_path / "roots"))
+    state.settings.clear()
+    yield tmp_path / "roots"
+    state.settings.clear()
+
+
+def _query_page_on(label: str):
+    """The query page, run once on gallery ``label``."""
+    at = _app()
+    at.session_state["l2g_gallery"] = label
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
 @pytest.mark.parametrize("n", [1, 2, 3])
-def test_tiny_gallery_query_and_evaluation_pages(small_env, tmp_path, monkeypatch, n):
+def test_tiny_gallery_query_and_evaluation_pages(small_env, roots_env, n):
     """Galleries of 1-3 images: no slider whose minimum equals its maximum (it used to crash)."""
     from streamlit.testing.v1 import AppTest
 
-    from l2g.app import state
+    label = _tiny_gallery(small_env, roots_env, n)
+    at = _query_page_on(label)
+    assert at.sidebar.selectbox(key="l2g_gallery_box").value == label
+    run = at.session_state["l2g_run"]
+    assert run.query.gallery_id is not None
+    assert len(run.local.ids) == n - 1          # every other image, never the query itself
+    # a 1-image upload to the same gallery runs too
+    up = Path(small_env["L2G_DATA_DIR"]) / "demo"
+    rel = json.loads((up / "groups.json").read_text())["groups"]
+    data = (up / next(iter(rel.values()))[0]).read_bytes()
+    at.session_state["l2g_inject_upload"] = ("one.jpg", data)
+    at.radio(key="l2g_qkind").set_value("Upload").run()
+    assert not at.exception, at.exception
+    assert not _errors(at), _errors(at)
+    assert len(at.session_state["l2g_run"].local.ids) == n
 
-    label = _tiny_gallery(small_env, tmp_path / "roots", n)
-    monkeypatch.setenv("L2G_GALLERY_ROOTS", str(tmp_path / "roots"))
-    state.settings.clear()
-    try:
-        at = _app()
-        at.session_state["l2g_gallery"] = label
-        at.run()
-        assert not at.exception, at.exception
-        assert at.sidebar.selectbox(key="l2g_gallery_box").value == label
-        run = at.session_state["l2g_run"]
-        assert run.query.gallery_id is not None
-        assert len(run.local.ids) == n - 1          # every other image, never the query itself
-        # a 1-image upload to the same gallery runs too
-        up = Path(small_env["L2G_DATA_DIR"]) / "demo"
-        rel = json.loads((up / "groups.json").read_text())["groups"]
-        data = (up / next(iter(rel.values()))[0]).read_bytes()
-        at.session_state["l2g_inject_upload"] = ("one.jpg", data)
-        at.radio(key="l2g_qkind").set_value("Upload").run()
-        assert not at.exception, at.exception
-        assert not _errors(at), _errors(at)
-        assert len(at.session_state["l2g_run"].local.ids) == n
-
-        ev = AppTest.from_function(_eval_page, default_timeout=TIMEOUT)
-        ev.session_state["l2g_gallery"] = label
-        ev.run()
+    ev = AppTest.from_function(_eval_page, default_timeout=TIMEOUT)
+    ev.session_state["l2g_gallery"] = label
+    ev.run()
+    assert not ev.exception, ev.exception
+    if n > 1:          # a query needs another image of its group
+        ev.button[0].click().run()
         assert not ev.exception, ev.exception
-        if n > 1:          # a query needs another image of its group
-            ev.button[0].click().run()
-            assert not ev.exception, ev.exception
-            assert ev.dataframe[0].value["mAP"].between(0, 100).all()
-    finally:
-        monkeypatch.delenv("L2G_GALLERY_ROOTS")
-        state.settings.clear()
+        assert ev.dataframe[0].value["mAP"].between(0, 100).all()
 
 
 # ----------------------------------------------------------------------------- input hardening (issue 9)
@@ -483,34 +492,24 @@ def test_check_gallery_refuses_a_missing_demo_path(tmp_path):
         check_gallery(Gallery("demo", tmp_path / "elsewhere", "demo"), s)
 
 
-def test_file_symlink_leading_outside_a_gallery_is_not_indexed_nor_shown(small_env, tmp_path, monkeypatch):
+def test_file_symlink_leading_outside_a_gallery_is_not_indexed_nor_shown(small_env, roots_env, tmp_path):
     """A gallery under an allowed root with a file symlink to an image outside it: the build
     reports the link, the index and the page's image list do not hold it."""
-    from l2g.app import state
     from l2g.index import load_index
 
-    label = _tiny_gallery(small_env, tmp_path / "roots", 3)
-    g = tmp_path / "roots" / "tiny3"
+    label = _tiny_gallery(small_env, roots_env, 3)
+    g = roots_env / "tiny3"
     secret = tmp_path / "private" / "secret.jpg"
     secret.parent.mkdir()
     secret.write_bytes(next(g.glob("img0*")).read_bytes())
     (g / "leak.jpg").symlink_to(secret)
-    monkeypatch.setenv("L2G_GALLERY_ROOTS", str(tmp_path / "roots"))
-    state.settings.clear()
-    try:
-        at = _app()
-        at.session_state["l2g_gallery"] = label
-        at.run()
-        assert not at.exception, at.exception
-        assert any("leak.jpg" in w.value and "outside" in w.value for w in at.warning), [w.value for w in at.warning]
-        assert "leak.jpg" not in at.selectbox(key="l2g_qpick").options
-        s = parse_settings([], dict(small_env, L2G_GALLERY_ROOTS=str(tmp_path / "roots")))
-        li = load_index(s.index_dir(Gallery(label, g.resolve(), "root")))
-        assert "leak.jpg" not in li.paths and len(li.paths) == 3
-        assert any(p == "leak.jpg" and "outside" in r for p, r in li.failed)
-    finally:
-        monkeypatch.delenv("L2G_GALLERY_ROOTS")
-        state.settings.clear()
+    at = _query_page_on(label)
+    assert any("leak.jpg" in w.value and "outside" in w.value for w in at.warning), [w.value for w in at.warning]
+    assert "leak.jpg" not in at.selectbox(key="l2g_qpick").options
+    s = parse_settings([], dict(small_env, L2G_GALLERY_ROOTS=str(tmp_path / "roots")))
+    li = load_index(s.index_dir(Gallery(label, g.resolve(), "root")))
+    assert "leak.jpg" not in li.paths and len(li.paths) == 3
+    assert any(p == "leak.jpg" and "outside" in r for p, r in li.failed)
 
 
 # ----------------------------------------------------------------------------- issue 11: a new user's visit

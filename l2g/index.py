@@ -27,8 +27,9 @@ import numpy as np
 
 from . import config as C
 from . import store
+from .ann import index_kind, make_faiss, train_and_add  # noqa: F401 (re-exported)
 from .errors import ImageError, IndexFormatError
-from .features import DESC_DIM, Extractor, Features, load_features, save_features
+from .features import Extractor, Features, load_features, save_features
 from .images import file_sha1, load_image
 from .manifest import ImageEntry, buildable_manifest, entries, feature_name, read_manifest, repair_hint  # noqa: F401 (re-exported)
 
@@ -51,47 +52,6 @@ class BuildReport:
 def index_fingerprint(cfg: C.L2GConfig) -> str:
     """The settings faiss.index depends on (l2g.store.fingerprint): another one rebuilds it."""
     return store.fingerprint({"features": C.asdict(cfg.features), "index": C.asdict(cfg.index)})
-
-
-def index_kind(n_total: int, cfg: C.IndexConfig) -> str:
-    """The index kind used for n_total vectors: cfg.kind, or for 'auto' Flat up to exact_max, IVF above."""
-    if cfg.kind != "auto":
-        return cfg.kind
-    return "flat" if n_total <= cfg.exact_max else "ivf"
-
-
-def make_faiss(n_total: int, cfg: C.IndexConfig, d: int = DESC_DIM) -> tuple[faiss.Index, str]:
-    """An empty index for ``n_total`` vectors of dimension d: Flat, IVF-Flat or IVF-SQ8."""
-    kind = index_kind(n_total, cfg)
-    if kind == "flat":
-        return faiss.IndexFlatL2(d), kind
-    nlist = cfg.nlist or int(np.clip(4 * np.sqrt(max(n_total, 1)), 64, 16384))
-    nlist = max(1, min(nlist, n_total // 39 if n_total >= 39 else 1))
-    quant = faiss.IndexFlatL2(d)
-    if kind == "ivf":
-        ix = faiss.IndexIVFFlat(quant, d, nlist)
-    elif kind == "ivfsq8":
-        ix = faiss.IndexIVFScalarQuantizer(quant, d, nlist, faiss.ScalarQuantizer.QT_8bit)
-    else:
-        raise ValueError(f"unknown index kind {cfg.kind!r}")
-    ix.own_fields = True
-    quant.this.disown()
-    ix.nprobe = cfg.nprobe
-    return ix, kind
-
-
-def train_and_add(ix: faiss.Index, xb_chunks, n_total: int, cfg: C.IndexConfig, sample: np.ndarray | None = None):
-    """Train (IVF only) on a fixed-seed sample, then add rows chunk by chunk.
-
-    xb_chunks: an iterable (re-iterable if a sample must be drawn) of (n_i, d) float32.
-    """
-    if not ix.is_trained:
-        if sample is None:
-            raise ValueError("an IVF index needs a training sample")
-        ix.train(np.ascontiguousarray(sample, dtype=np.float32))
-    for xb in xb_chunks:
-        for s in range(0, len(xb), cfg.add_chunk):
-            ix.add(np.ascontiguousarray(xb[s:s + cfg.add_chunk], dtype=np.float32))
 
 
 class LocalIndex:

@@ -10,7 +10,7 @@
   ``StoreConfig.full_hash_max`` are verified on open by size plus a hash of
   ``hash_samples`` blocks at fixed offsets, and in full by ``python -m l2g check``.
 - ``fingerprint``: one short hash of the settings a stored stage depends on.
-- ``folder_lock``: an exclusive lock on an index folder (``filelock``),
+- ``folder_lock`` (``l2g.lock``): an exclusive lock on an index folder (``filelock``),
   re-entrant within a process; another build waits or fails, as ``timeout`` says.
 - ``read_json`` / ``write_json``: JSON carrying its own checksum (a damaged or
   hand-edited manifest is detected).
@@ -23,7 +23,6 @@ import io
 import json
 import os
 import tempfile
-import threading
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,14 +30,10 @@ from pathlib import Path
 import numpy as np
 
 from .config import StoreConfig
-from .errors import IndexFormatError, L2GError
+from .errors import IndexFormatError
+from .lock import LOCK_NAME, IndexBusyError, folder_lock  # noqa: F401 (re-exported)
 
 TMP_SUFFIX = ".tmp"
-LOCK_NAME = ".l2g.lock"
-
-
-class IndexBusyError(L2GError, RuntimeError):
-    """Another build holds the lock on the index folder."""
 
 
 @dataclass
@@ -282,51 +277,6 @@ def ensure(folder: Path, name: str, fp: str, order: str, load, build, repair: bo
         record_file(folder, name, {**record(folder / name, cfg), "fingerprint": fp, "images": order})
     return Stage(name, result, built if action == "built" else action, reason,
                  {"build": time.perf_counter() - t0})
-
-
-# --------------------------------------------------------------------------- lock
-_REG = threading.Lock()
-_HELD: dict[str, list] = {}   # folder -> [threading.RLock, filelock.FileLock | None, depth]
-
-
-@contextlib.contextmanager
-def folder_lock(folder: Path, timeout: float | None = None, cfg: StoreConfig = StoreConfig()):
-    """Hold the exclusive build lock of ``folder`` (created if needed).
-
-    timeout: seconds to wait for another build (None: cfg.lock_timeout; < 0: wait as long as it
-    takes; 0: fail at once). Re-entrant in one thread; other threads and processes wait.
-    Raises IndexBusyError when the wait runs out.
-    """
-    import filelock
-
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    timeout = cfg.lock_timeout if timeout is None else timeout
-    key = str(folder.resolve())
-    busy = (f"another build holds the lock on {folder} ({LOCK_NAME}); wait for it to finish, "
-            "or run with --wait SECONDS to wait for it")
-    with _REG:
-        slot = _HELD.setdefault(key, [threading.RLock(), None, 0])
-    if not slot[0].acquire(timeout=-1 if timeout < 0 else timeout):
-        raise IndexBusyError(busy)
-    try:
-        if slot[2] == 0:
-            fl = filelock.FileLock(folder / LOCK_NAME, timeout=timeout, thread_local=False)
-            try:
-                fl.acquire()
-            except filelock.Timeout:
-                raise IndexBusyError(busy) from None
-            slot[1] = fl
-        slot[2] += 1
-        try:
-            yield
-        finally:
-            slot[2] -= 1
-            if slot[2] == 0:
-                slot[1].release()
-                slot[1] = None
-    finally:
-        slot[0].release()
 
 
 def clean_temporaries(folder: Path) -> list[str]:

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from l2g import viz
+from l2g import viz, viz_howto
 from l2g.rerank import RerankResult
 
 
@@ -118,7 +118,7 @@ def test_ap_scatter():
 
 
 def test_how_it_works_png(tmp_path):
-    p = viz.write_how_it_works(tmp_path / "hiw.png", width=1200)
+    p = viz_howto.write_how_it_works(tmp_path / "hiw.png", width=1200)
     with Image.open(p) as im:
         assert im.format == "PNG" and im.size[0] == 1200 and im.size[1] > 300
         arr = np.asarray(im.convert("RGB"))

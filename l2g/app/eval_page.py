@@ -106,7 +106,7 @@ def render() -> None:
     c1, c2 = st.columns(2)
     before = c1.selectbox("Before", ms, index=ms.index("local") if "local" in ms else 0,
                           format_func=lambda m: core.METHOD_LABELS[m])
-    after = c2.selectbox("After", ms, index=ms.index("l2g") if "l2g" in ms else 1,
+    after = c2.selectbox("After", ms, index=ms.index(M.MAIN) if M.MAIN in ms else 1,
                          format_func=lambda m: core.METHOD_LABELS[m])
     df = _per_query(res, before, after)
     fig = viz.ap_scatter(df[f"AP {before}"], df[f"AP {after}"], list(df["query"]), before, after)

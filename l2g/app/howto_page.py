@@ -5,7 +5,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from .. import viz
+from .. import viz_howto
 
 FIGURE = Path(__file__).resolve().parents[2] / "assets" / "how_it_works.png"
 
@@ -14,13 +14,13 @@ def render() -> None:
     st.title("How it works")
     if not FIGURE.is_file():
         try:
-            viz.write_how_it_works(FIGURE)
+            viz_howto.write_how_it_works(FIGURE)
         except OSError:
             pass
     if FIGURE.is_file():
         st.image(str(FIGURE), width="stretch")
     else:
-        st.image(viz.how_it_works_image(), width="stretch")
+        st.image(viz_howto.how_it_works_image(), width="stretch")
     c1, c2 = st.columns(2)
     c1.markdown("""
 ### Global-to-local (the classic pipeline)

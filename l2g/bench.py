@@ -10,18 +10,20 @@ import importlib
 import sys
 from pathlib import Path
 
+from .errors import L2GError
+
 CLONE = Path(__file__).resolve().parent.parent
 
 
 def load_benchs(clone: Path = CLONE):
-    """The ``benchs.run_all`` module; RuntimeError with what to do when the folder is missing."""
+    """The ``benchs.run_all`` module; L2GError with what to do when the folder is missing."""
     try:
         return importlib.import_module("benchs.run_all")
     except ModuleNotFoundError as e:
         if e.name not in ("benchs", "benchs.run_all"):
             raise
     if not (clone / "benchs" / "run_all.py").is_file():
-        raise RuntimeError(f"the benchmarks live in the repository's benchs/ folder, not found beside {clone / 'l2g'}"
+        raise L2GError(f"the benchmarks live in the repository's benchs/ folder, not found beside {clone / 'l2g'}"
                            ": run `python -m l2g bench` from a clone of the repository")
     sys.path.insert(0, str(clone))
     return importlib.import_module("benchs.run_all")

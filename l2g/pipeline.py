@@ -137,7 +137,7 @@ def make_query(engine: Engine, source=None, gallery_id: int | None = None, bbox=
         max_side = engine.cfg.features.max_side
         if isinstance(src, LoadedImage):
             if max(src.rgb.shape[:2]) > max_side:
-                raise ValueError(f"{src.name}: loaded at {max(src.rgb.shape[:2])} px, more than the index's "
+                raise QueryError(f"{src.name}: loaded at {max(src.rgb.shape[:2])} px, more than the index's "
                                  f"max_side {max_side}; load it with load_image(..., max_side={max_side})")
             img = src
         else:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .config import SearchConfig
+from .errors import IndexFormatError
 from .features import Features, NoKeypointsError
 from .index import LocalIndex
 
@@ -116,7 +117,7 @@ def local_search(li: LocalIndex, q: Features, cfg: SearchConfig = SearchConfig()
     if len(q) == 0:
         raise NoKeypointsError("the query has no keypoints (a blank, flat or tiny image): nothing to search with")
     if li.n_images == 0:
-        raise ValueError("the gallery index is empty: index some images first")
+        raise IndexFormatError("the gallery index is empty: index some images first")
     t0 = time.perf_counter()
     D, I = knn(li, q.desc, cfg.knn)
     t1 = time.perf_counter()

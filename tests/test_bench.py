@@ -16,6 +16,7 @@ from benchs.common import threads
 from benchs.galleries import RawStore
 from l2g import bench
 from l2g import config as C
+from l2g.errors import L2GError
 from l2g.features import DESC_DIM
 from l2g.index import make_faiss
 
@@ -167,7 +168,7 @@ def test_threads_limits_and_restores():
 def test_missing_benchs_folder_is_a_clear_error(tmp_path, monkeypatch):
     """From an installed l2g without the clone's benchs/ folder, `l2g bench` says where the benchmarks are."""
     monkeypatch.setitem(sys.modules, "benchs.run_all", None)        # as if benchs/ were not importable
-    with pytest.raises(RuntimeError, match="benchs/ folder"):
+    with pytest.raises(L2GError, match="benchs/ folder"):      # the CLI prints it as 'error: ...'
         bench.load_benchs(tmp_path)
 
 

@@ -5,6 +5,7 @@ import shutil
 
 import streamlit as st
 
+from ..errors import L2GError
 from . import state
 from .settings import list_galleries
 from .uploads import MAX_FILE_BYTES, MAX_FILES, MAX_NAME, MAX_TOTAL_BYTES, delete_upload, rename_upload, save_uploads
@@ -86,7 +87,7 @@ def manage_uploads(s) -> None:
         if st.form_submit_button("Rename"):
             try:
                 clean = rename_upload(s.uploads_dir, g.path, new)
-            except (ValueError, OSError) as e:
+            except (L2GError, OSError) as e:
                 st.error(f"Not renamed: {e}")
             else:
                 label = next((x.label for x in list_galleries(s) if x.path == g.path), None)
@@ -103,7 +104,7 @@ def manage_uploads(s) -> None:
                 try:
                     index = s.index_dir(g).parent
                     delete_upload(s.uploads_dir, g.path)
-                except (ValueError, OSError) as e:
+                except (L2GError, OSError) as e:
                     st.error(f"Not deleted: {e}")
                 else:
                     if index.resolve().parent == (s.data_dir / "index").resolve():

@@ -20,7 +20,7 @@ from PIL import Image
 from .. import pipeline as P
 from ..datasets import build_demo, list_images
 from ..demo import demo_is_complete
-from ..errors import IndexFormatError
+from ..errors import IndexFormatError, L2GError
 from ..features import Extractor
 from ..images import ImageError, load_image, thumbnail
 from . import fmt
@@ -122,8 +122,8 @@ def open_gallery(g: Gallery, rebuild: bool = False) -> tuple[P.Engine | None, st
             return None, (f"No image of **{g.label}** could be indexed: "
                           + "; ".join(f"`{p}`: {r}" for p, r in eng.li.failed[:5]))
         return eng, None
-    except Exception as e:          # noqa: BLE001 -- any failure: a message, the page goes on
-        return None, f"Cannot open the gallery **{g.label}**: {type(e).__name__}: {e}"
+    except (L2GError, OSError) as e:      # bad input or an unreadable folder: a message, the page goes on
+        return None, f"Cannot open the gallery **{g.label}**: {e}"
 
 
 def _forget_query() -> None:

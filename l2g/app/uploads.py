@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from .. import config as C
+from ..errors import GalleryError
 from ..images import ImageError, load_image
 
 MAX_FILE_BYTES = 50_000_000        # one image (inside a zip or not)
@@ -145,10 +146,10 @@ def _own_upload(uploads_dir: Path, folder: Path) -> Path:
     root = Path(uploads_dir).resolve()
     f = Path(folder)
     if f.is_symlink():
-        raise ValueError(f"{f.name} is a link, not an uploaded gallery")
+        raise GalleryError(f"{f.name} is a link, not an uploaded gallery")
     f = f.resolve()
     if f.parent != root or not f.is_dir() or f.name.startswith("."):
-        raise ValueError(f"{folder} is not an uploaded gallery (only folders directly under the uploads "
+        raise GalleryError(f"{folder} is not an uploaded gallery (only folders directly under the uploads "
                          f"folder can be renamed or deleted)")
     return f
 
@@ -158,7 +159,7 @@ def rename_upload(uploads_dir: Path, folder: Path, name: str) -> str:
     f = _own_upload(uploads_dir, folder)
     clean = clean_name(name)
     if not clean:
-        raise ValueError("The new name is empty.")
+        raise GalleryError("The new name is empty.")
     (f / NAME_FILE).write_text(clean, encoding="utf-8")
     return clean
 

@@ -774,6 +774,11 @@ def test_budget_control_shows_g2l_at_n_without_new_work(small_env, engine, monke
         scored = [c for c in df["score"] if c]
         assert 0 < len(scored) <= n and all("inlier" in c for c in scored)   # at most N verified
         assert any(f"N = {min(n, len(run.global_ids))} verified" in m.value for m in at.markdown)
+        pos = core.positives_for(engine, run.query)
+        miss = [j for j in run.global_ids[n:] if j in pos]            # positives beyond the N verified
+        notes = [c.value for c in at.caption if "positives lie beyond the N verified" in c.value]
+        assert (notes and notes[0].startswith(f"{len(miss)} of the query's {len(pos)} positives")) if miss \
+            else not notes
     assert calls == {"search": 0, "extract": 0, "verify": 0}
     # back to the default N: the background job's own list again
     ctl.set_value(engine.cfg.verify.top).run()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from .. import methods as M
 from .. import pipeline as P
+from . import fmt
 
 KEY = "l2g_p_budget"
 
@@ -60,3 +61,29 @@ def label(m: str, run: P.QueryRun, n_images: int) -> str | None:
         return None
     nv = run.results[m].extras.get("n_verified", M.budget(M.get(m), run.ctx.cfg))
     return f"N = {nv} verified ({nv / max(1, n_images):.0%} of the gallery)"
+
+
+def unverified(run: P.QueryRun, m: str, positives) -> list[int]:
+    """The query's positives that a verifying method ``m`` did not verify (beyond its N in the
+    global list), in global order; [] when positives are unknown or ``m`` does not verify."""
+    if not positives or M.get(m).budget is None or m not in run.results or run.global_ids is None:
+        return []
+    r = run.results[m]
+    verified = {int(j) for j in r.ids[:r.extras.get("n_verified", len(r.scores))]}
+    return [int(j) for j in run.global_ids if int(j) in positives and int(j) not in verified]
+
+
+def unverified_note(eng: P.Engine, run: P.QueryRun, m: str, positives) -> str | None:
+    """'2 of the query's 3 positives lie beyond the N verified: a.jpg (global #14, local-to-global #2)'."""
+    miss = unverified(run, m, positives)
+    if not miss:
+        return None
+    grank = {int(j): r for r, j in enumerate(run.global_ids, 1)}
+    main = run.results.get(M.MAIN)
+    mrank = {} if main is None else {int(j): r for r, j in enumerate(main.ids, 1)}
+    lab = M.get(M.MAIN).label
+    items = [f"{fmt.short_name(eng.li.paths[j])} (global #{grank[j]}"
+             + (f", {lab} #{mrank[j]})" if j in mrank else ")") for j in miss[:5]]
+    more = f" and {len(miss) - 5} more" if len(miss) > 5 else ""
+    return (f"{len(miss)} of the query's {len(positives)} positives lie beyond the N verified, so spatial "
+            f"verification never sees them: {', '.join(items)}{more}.")

@@ -184,6 +184,9 @@ def rankings(eng: P.Engine, run: P.QueryRun, params: dict, positives, t_start: f
                 continue
             st.markdown(_head(eng, m, run, params, ap, tk))
             _table(eng, run, m, n, positives)
+            note = budget.unverified_note(eng, run, m, positives)    # partial matches the budget N misses
+            if note:
+                st.caption(note)
     latency = time.perf_counter() - t_start
     st.session_state["l2g_latency"] = latency
     st.caption(f"Rankings for {run.query.name} ready {_ms(latency)} after the interaction." +

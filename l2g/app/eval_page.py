@@ -100,6 +100,8 @@ def render() -> None:
     curve = viz.budget_figure(res, core.METHOD_LABELS)
     if curve is not None:       # mAP against the verification budget N (the N-independent methods as lines)
         st.plotly_chart(curve, key="l2g_budget_curve")
+        st.caption("Global-to-local verifies the global descriptor's top N images with RANSAC; the other "
+                   "methods do not depend on N (dashed lines). At real scale N is a small share of the gallery.")
     for pair, c in res.get("wins", {}).items():
         st.caption(f"{pair}: {c['improved']} queries improved, {c['hurt']} hurt, {c['equal']} unchanged "
                    "(per-query AP deltas in results.json)")

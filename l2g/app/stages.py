@@ -154,7 +154,8 @@ def _table(eng, run, method, n, positives):
 
 
 def _head(eng: P.Engine, m: str, run: P.QueryRun, params: dict, ap: dict, tk: str) -> str:
-    head = f"**{core.METHOD_LABELS[m]}**" + (f" (w = {params['w']:.2f})" if m in M.WITH_BLEND.values() else "")
+    lab = core.METHOD_LABELS[m if M.get(m).shown else budget.verifying_column()]    # g2l@N: with N below
+    head = f"**{lab}**" + (f" (w = {params['w']:.2f})" if m in M.WITH_BLEND.values() else "")
     n = budget.label(m, run, eng.li.n_images)
     head += f" · {n}" if n else ""
     head += f" · {_ms(run.results[m].timings.get(tk) if not M.get(m).shown else run.timings.get(tk))}"

@@ -178,6 +178,17 @@ def budget(m: Method, cfg: C.L2GConfig) -> int | None:
     return cfg.verify.top if m.budget == 0 else m.budget
 
 
+def budget_methods(cfg: C.L2GConfig) -> dict[int, str]:
+    """Verification budget N -> the registered method that verifies N images, by N (for an N two
+    methods share, the one shown on the query page: ``g2l`` at VerifyConfig.top, not ``g2l@50``)."""
+    out: dict[int, str] = {}
+    for m in sorted(METHODS.values(), key=lambda m: not m.shown):
+        b = budget(m, cfg)
+        if b is not None:
+            out.setdefault(b, m.name)
+    return dict(sorted(out.items()))
+
+
 def full_ranking(m: Method | str, r: Ranking, ctx: Context) -> np.ndarray:
     """The whole gallery by a method: its list, then the rest by its tail score (ties by path);
     the query itself left out. The one tie-break rule of evaluate and the app."""

@@ -1,4 +1,5 @@
-"""Figures of l2g: the MDS embedding, match overlays, AP scatter (the how-it-works diagram: viz_howto).
+"""Figures of l2g: the MDS embedding, match overlays, AP scatter (the how-it-works diagram: viz_howto;
+the verification-budget curve: viz_budget).
 
 No Streamlit here: every function returns a plotly figure or an RGB array (or
 writes a file), so the app, notebooks and tests share them.
@@ -12,6 +13,7 @@ import plotly.graph_objects as go
 from PIL import Image, ImageDraw, ImageFont
 
 from .rerank import RerankResult
+from .viz_budget import budget_figure, budget_points  # noqa: F401 (the evaluation figures, re-exported)
 
 INLIER = (40, 200, 70)
 OUTLIER = (230, 50, 40)

@@ -685,3 +685,101 @@ def test_failed_background_verification_is_shown_once(small_env, monkeypatch):
     assert "l2g_g2l_job" not in at.session_state
     at.run()
     assert "l2g_g2l_job" not in at.session_state and any("RANSAC exploded" in e for e in _errors(at))
+
+
+# ----------------------------------------------------------------------------- verification budget N (issue 12)
+
+
+def test_evaluation_page_plots_map_against_the_verification_budget(small_env, engine):
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_function(_eval_page, default_timeout=TIMEOUT).run()
+    assert not at.exception, at.exception
+    budgets = list(M.budget_methods(engine.cfg).values())[:2]        # g2l@5, g2l@10: cheap to verify
+    flat = ["local", M.MAIN]
+    at.multiselect[0].set_value(flat + budgets)
+    at.number_input[0].set_value(2)
+    at.button[0].click().run()
+    assert not at.exception, at.exception
+    specs = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    fig = next(s for s in specs if s["layout"]["title"]["text"].startswith("mAP against the verification budget"))
+    summary = at.dataframe[0].value
+    mAP = {m: float(summary.loc[summary["method"] == core.METHOD_LABELS[m], "mAP"].iloc[0]) for m in flat + budgets}
+    curve = [t for t in fig["data"] if t["mode"] == "lines+markers"]
+    lines = [t for t in fig["data"] if t["mode"] == "lines+text"]
+    assert len(curve) == 1 and len(lines) == len(flat)            # one line per N-independent method
+    assert _xs(curve[0]) == [M.budget(M.get(m), engine.cfg) for m in budgets]    # one g2l point per budget
+    assert _ys(curve[0]) == pytest.approx([mAP[m] for m in budgets])
+    assert {t["name"] for t in lines} == {core.METHOD_LABELS[m] for m in flat}
+    for t in lines:                                                # flat at the method's mAP
+        m = next(m for m in flat if core.METHOD_LABELS[m] == t["name"])
+        assert _ys(t) == pytest.approx([mAP[m]] * 2)
+    # no verifying method chosen: no budget figure
+    from l2g.viz import budget_figure
+    assert budget_figure({"methods": {m: {"map": mAP[m]} for m in flat}}) is None
+
+
+def _xs(trace) -> list:
+    from l2g.viz import array_of
+    return array_of(trace["x"]).tolist()
+
+
+def _ys(trace) -> list:
+    from l2g.viz import array_of
+    return array_of(trace["y"]).tolist()
+
+
+def test_budget_control_shows_g2l_at_n_without_new_work(small_env, engine, monkeypatch):
+    at = _settle(_app().run())
+    assert not at.exception, at.exception
+    base = at.session_state["l2g_run"]
+    g2l = base.results["g2l"]
+    assert g2l is not None
+    inl = g2l.score_of()                                  # inliers of the verified head (VerifyConfig.top)
+    calls = {"search": 0, "extract": 0, "verify": 0}
+    real_search = P.local_search
+
+    def counting_search(*a, **kw):
+        calls["search"] += 1
+        return real_search(*a, **kw)
+
+    from l2g import verify
+    from l2g.features import Extractor
+    real_call, real_verify = Extractor.__call__, verify.verify_pair
+
+    def counting_call(self, rgb):
+        calls["extract"] += 1
+        return real_call(self, rgb)
+
+    def counting_verify(*a, **kw):
+        calls["verify"] += 1
+        return real_verify(*a, **kw)
+
+    monkeypatch.setattr(P, "local_search", counting_search)
+    monkeypatch.setattr(Extractor, "__call__", counting_call)
+    monkeypatch.setattr(verify, "verify_pair", counting_verify)
+    ctl = next(s for s in at.sidebar.select_slider if s.label.startswith("Verification budget N"))
+    by_n = M.budget_methods(engine.cfg)
+    assert ctl.value == engine.cfg.verify.top and by_n[ctl.value] == "g2l"
+    for n in sorted((k for k in by_n if k < engine.cfg.verify.top), reverse=True):
+        ctl.set_value(n).run()
+        assert not at.exception, at.exception
+        run = at.session_state["l2g_run"]
+        name = by_n[n]
+        head = run.global_ids[:n]                          # g2l@N: the global top N by the known inliers
+        want = list(head[np.argsort([-inl[int(j)] for j in head], kind="stable")]) + list(run.global_ids[n:])
+        assert list(run.results[name].ids) == want
+        df = at.get_by_key(f"l2g_rank_{name}").dataframe[0].value
+        assert list(df["path"]) == [engine.li.paths[j] for j in want[:len(df)]]
+        scored = [c for c in df["score"] if c]
+        assert 0 < len(scored) <= n and all("inlier" in c for c in scored)   # at most N verified
+        assert any(f"N = {min(n, len(run.global_ids))} verified" in m.value for m in at.markdown)
+        pos = core.positives_for(engine, run.query)
+        miss = [j for j in run.global_ids[n:] if j in pos]            # positives beyond the N verified
+        notes = [c.value for c in at.caption if "positives lie beyond the N verified" in c.value]
+        assert (notes and notes[0].startswith(f"{len(miss)} of the query's {len(pos)} positives")) if miss \
+            else not notes
+    assert calls == {"search": 0, "extract": 0, "verify": 0}
+    # back to the default N: the background job's own list again
+    ctl.set_value(engine.cfg.verify.top).run()
+    assert at.get_by_key("l2g_rank_g2l").dataframe[0] is not None and calls["verify"] == 0

@@ -32,6 +32,7 @@ class G2LJob:
     local: object                     # run.local of that search: runs sharing it get the result
     result: dict | None = None        # method name -> Ranking
     timings: dict = field(default_factory=dict)   # stage -> seconds
+    memo: dict = field(default_factory=dict)      # the job's Context memo (its RANSAC inlier counts)
     error: str | None = None
     started: float = field(default_factory=time.perf_counter)
     thread: threading.Thread | None = None
@@ -53,7 +54,7 @@ def start(eng: P.Engine, run: P.QueryRun, key, methods) -> G2LJob | None:
         return None
     job = G2LJob(key=key, local=run.local)
     # its own context and memo: the page's thread keeps using (and filling) the run's own
-    side = dataclasses.replace(run, results={}, timings={}, ctx=dataclasses.replace(run.ctx, memo={}))
+    side = dataclasses.replace(run, results={}, timings={}, ctx=dataclasses.replace(run.ctx, memo=job.memo))
 
     def work():
         try:
@@ -70,11 +71,16 @@ def start(eng: P.Engine, run: P.QueryRun, key, methods) -> G2LJob | None:
 
 
 def apply(job: G2LJob, runs) -> bool:
-    """Store a finished job's Rankings in every run of ``runs`` with the job's search; True if any."""
+    """Store a finished job's Rankings in every run of ``runs`` with the job's search; True if any.
+    Its RANSAC inlier counts go into those runs' memo too, so a smaller verification budget
+    (``g2l@N``) is read from them without verifying again."""
     if job is None or job.result is None:
         return False
     hit = False
+    inliers = {k: v for k, v in job.memo.items() if k[0] == "inliers"}
     for r in runs:
+        if r is not None and r.local is job.local:
+            r.ctx.memo.update({k: v for k, v in inliers.items() if k not in r.ctx.memo})
         if r is not None and r.local is job.local and any(m not in r.results for m in job.result):
             r.results.update({m: v for m, v in job.result.items() if m not in r.results})
             r.results = {m: r.results[m] for m in M.METHODS if m in r.results}

@@ -97,6 +97,11 @@ def render() -> None:
                                 for c in ("mAP", "mP@1", "mP@5", "mP@10", "ms / query")})
     st.download_button("results.json", lambda: json.dumps(res, indent=1, default=float), "results.json",
                        "application/json", on_click="ignore")
+    curve = viz.budget_figure(res, core.METHOD_LABELS)
+    if curve is not None:       # mAP against the verification budget N (the N-independent methods as lines)
+        st.plotly_chart(curve, key="l2g_budget_curve")
+        st.caption("Global-to-local verifies the global descriptor's top N images with RANSAC; the other "
+                   "methods do not depend on N (dashed lines). At real scale N is a small share of the gallery.")
     for pair, c in res.get("wins", {}).items():
         st.caption(f"{pair}: {c['improved']} queries improved, {c['hurt']} hurt, {c['equal']} unchanged "
                    "(per-query AP deltas in results.json)")

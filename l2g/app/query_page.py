@@ -15,7 +15,7 @@ from .. import methods as M
 from .. import pipeline as P
 from ..errors import L2GError
 from ..images import ImageError
-from . import core, stages, state
+from . import budget, core, stages, state
 from .uploads import MAX_FILE_BYTES
 
 OPEN_KEY = "l2g_open_query"      # set by the Evaluation page: a gallery path to open
@@ -34,7 +34,8 @@ def _int_slider(box, label: str, lo: int, hi: int, value: int, **kw) -> int:
 
 
 def sidebar_params(eng: P.Engine) -> dict:
-    """Search and re-ranking sliders. Features / shortlist re-run the search; k, d, w only re-rank.
+    """Search and re-ranking sliders. Features / shortlist re-run the search; k, d, w only re-rank;
+    the verification budget N only re-reads the inlier counts of global-to-local.
 
     Every range is derived from the gallery, so a gallery of 1, 2 or 3 images gets fixed values
     instead of sliders whose minimum equals their maximum."""
@@ -55,6 +56,7 @@ def sidebar_params(eng: P.Engine) -> dict:
     p["w"] = sb.slider("Global blend weight w", 0.0, 1.0, float(eng.cfg.rerank.w), step=0.05,
                        help="0: pure similarity embedding; >0 blends in the global descriptor cosine",
                        disabled=eng.gi is None, key="l2g_p_w")
+    p["budget"] = budget.control(sb, eng)
     return p
 
 

@@ -10,7 +10,7 @@ import streamlit as st
 from .. import methods as M
 from .. import pipeline as P
 from .. import viz
-from . import background, core, fmt, matchview, state
+from . import background, budget, core, fmt, matchview, state
 
 SEL = matchview.SEL
 DEFERRED = M.names(deferred=True, shown=True)   # slow methods (g2l): verified in the background
@@ -153,9 +153,12 @@ def _table(eng, run, method, n, positives):
                      height=ROW_H * (len(df) + 1) + 3)
 
 
-def _head(m: str, run: P.QueryRun, params: dict, ap: dict, tk: str) -> str:
-    head = f"**{core.METHOD_LABELS[m]}**" + (f" (w = {params['w']:.2f})" if m in M.WITH_BLEND.values() else "")
-    head += f" · {_ms(run.timings.get(tk))}"
+def _head(eng: P.Engine, m: str, run: P.QueryRun, params: dict, ap: dict, tk: str) -> str:
+    lab = core.METHOD_LABELS[m if M.get(m).shown else budget.verifying_column()]    # g2l@N: with N below
+    head = f"**{lab}**" + (f" (w = {params['w']:.2f})" if m in M.WITH_BLEND.values() else "")
+    n = budget.label(m, run, eng.li.n_images)
+    head += f" · {n}" if n else ""
+    head += f" · {_ms(run.results[m].timings.get(tk) if not M.get(m).shown else run.timings.get(tk))}"
     return head + (f" · AP **{ap[m]:.3f}**" if m in ap else "")
 
 
@@ -163,10 +166,11 @@ def rankings(eng: P.Engine, run: P.QueryRun, params: dict, positives, t_start: f
     """Stage 3: local, local-to-global and global-to-local side by side (the last one from the background
     job, polled by a fragment until it is ready); returns AP per method."""
     st.subheader("Stage 3 · Rankings")
+    shown = [(budget.shown(matchview.shown_method(m, run, params), run, params), M.get(m).own or "search")
+             for m in M.SIDE_BY_SIDE]        # the verifying column at the sidebar's budget N (g2l@N)
     ap = core.aps(eng, run, positives)
     n = st.select_slider("Ranks shown", [10, 20, 30, 50, 100], value=20, key="l2g_nrank")
     cols = st.columns(len(M.SIDE_BY_SIDE))
-    shown = [(matchview.shown_method(m, run, params), M.get(m).own or "search") for m in M.SIDE_BY_SIDE]
     for c, (m, tk) in zip(cols, shown):
         with c:
             if m in background.missing(run, DEFERRED):
@@ -179,14 +183,17 @@ def rankings(eng: P.Engine, run: P.QueryRun, params: dict, positives, t_start: f
             if m not in run.rankings():
                 st.info(f"{core.METHOD_LABELS[m]}: not available (no global descriptors)")
                 continue
-            st.markdown(_head(m, run, params, ap, tk))
+            st.markdown(_head(eng, m, run, params, ap, tk))
             _table(eng, run, m, n, positives)
+            note = budget.unverified_note(eng, run, m, positives)    # partial matches the budget N misses
+            if note:
+                st.caption(note)
     latency = time.perf_counter() - t_start
     st.session_state["l2g_latency"] = latency
     st.caption(f"Rankings for {run.query.name} ready {_ms(latency)} after the interaction." +
                ("" if positives is not None else " AP is shown when the query is a gallery image of a "
                                                  "gallery with ground truth (groups.json)."))
-    more = [m for m in run.rankings() if m not in {s for s, _ in shown} and m not in DEFERRED]
+    more = [m for m in run.rankings() if m not in {s for s, _ in shown} and m not in DEFERRED and M.get(m).shown]
     if more:
         with st.expander("More methods: " + ", ".join(core.METHOD_LABELS[m] for m in more)):
             cols = st.columns(len(more))

@@ -17,6 +17,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from l2g import options
+from l2g.cli import parser
+from l2g.errors import ConfigError
 from l2g.index import build_index, read_manifest
 from l2g.parallel import n_workers
 from l2g.search import local_search
@@ -58,9 +61,13 @@ def _parallel_cfg(small_cfg):
     return small_cfg.replace(build__workers=2, build__parallel_min=1)
 
 
-def test_workers_default_to_every_core(small_cfg):
+def test_workers_default_to_every_core_and_are_an_option(small_cfg):
     assert n_workers(small_cfg) == os.cpu_count()
     assert n_workers(small_cfg.replace(build__workers=3)) == 3
+    assert options.make_config(None, {"L2G_WORKERS": "3"}).build.workers == 3
+    assert options.config_from_args(parser().parse_args(["index", "f", "--workers", "2"]), {}).build.workers == 2
+    with pytest.raises(ConfigError):
+        options.make_config(workers=0)
 
 
 def test_parallel_build_equals_serial_and_reports_bad_files(serial, small_gallery, small_cfg, tmp_path):

@@ -141,6 +141,14 @@ class StoreConfig:
 
 
 @dataclass(frozen=True)
+class BuildConfig:
+    """How a build runs (not what it makes: no fingerprint or manifest holds it; l2g.parallel)."""
+    workers: int = 0                # feature-extraction processes, one torch thread each; 0 = all cores, 1 = in-process
+    parallel_min: int = 8           # fewer images to extract than this stay in the build's own process
+    #                                 (starting two workers, which import torch, took 1.6 s on 2 cores)
+
+
+@dataclass(frozen=True)
 class L2GConfig:
     features: FeatureConfig = field(default_factory=FeatureConfig)
     index: IndexConfig = field(default_factory=IndexConfig)
@@ -150,6 +158,7 @@ class L2GConfig:
     globaldesc: GlobalConfig = field(default_factory=GlobalConfig)
     verify: VerifyConfig = field(default_factory=VerifyConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
+    build: BuildConfig = field(default_factory=BuildConfig)
 
     def replace(self, **sections) -> "L2GConfig":
         """Return a copy with whole sections or ``section__field=value`` keys replaced."""

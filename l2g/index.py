@@ -26,10 +26,10 @@ import faiss
 import numpy as np
 
 from . import config as C
-from . import store
+from . import parallel, store
 from .ann import index_kind, make_faiss, train_and_add  # noqa: F401 (re-exported)
 from .errors import ImageError, IndexFormatError
-from .features import Extractor, Features, load_features, save_features
+from .features import Extractor, Features, load_features
 from .images import file_sha1, load_image
 from .manifest import ImageEntry, buildable_manifest, entries, feature_name, read_manifest, repair_hint  # noqa: F401 (re-exported)
 
@@ -204,13 +204,13 @@ def _build(gallery: Path, out: Path, cfg: C.L2GConfig, paths, extractor, progres
     scan = scan_gallery(gallery) if paths is None else None
     paths = sorted(paths if paths is not None else scan.images)
     report.failed.extend(scan.refused if scan else [])      # file symlinks leading outside the gallery
-    extractor = extractor or Extractor(cfg.features)
     chosen: dict[str, ImageEntry] = {}
     recs: dict[str, dict] = {}
+    todo: list[parallel.Job] = []   # images to extract (l2g.parallel), after every image is hashed
     redone = False   # a kept image's features were damaged and extracted again
     for i, rel in enumerate(paths):
         if progress:
-            progress(i, len(paths), rel)
+            progress(i - len(todo), len(paths), rel)
         p = gallery / rel
         if escapes(gallery, rel):
             report.failed.append((rel, LINK_OUTSIDE))
@@ -240,20 +240,27 @@ def _build(gallery: Path, out: Path, cfg: C.L2GConfig, paths, extractor, progres
             chosen[rel] = old[rel]
             report.skipped.append(rel)
             continue
+        if f is None:
+            todo.append(parallel.Job(rel, p, name, sha, kept))
+            continue
         try:
             img = load_image(p, max_side=cfg.features.max_side)
         except ImageError as e:
             report.failed.append((rel, str(e)))
             continue
-        if f is None:
-            f = extractor(img.rgb)
-            recs[name] = save_features(out / name, f)
-            (report.added if not kept else report.skipped).append(rel)
-        else:
-            report.reused.append(rel)
-        if len(f) == 0:
-            report.empty.append(rel)
-        chosen[rel] = old[rel] if kept else ImageEntry(rel, sha, len(f), tuple(f.size), float(img.scale))
+        report.reused.append(rel)
+        _choose(report, chosen, old, rel, sha, len(f), f.size, img.scale, kept)
+    for job, r, first in parallel.extract(todo, out, cfg, extractor, progress, len(paths) - len(todo), len(paths)):
+        if isinstance(r, str):
+            report.failed.append((job.rel, r))
+            continue
+        recs[job.name] = r.rec
+        (report.reused if not first and not job.kept else report.added if not job.kept else report.skipped
+         ).append(job.rel)
+        _choose(report, chosen, old, job.rel, job.sha, r.n, r.size, r.scale, job.kept)
+    at = {p: i for i, p in enumerate(paths)}   # reports in path order, as a serial build lists them
+    for lst in (report.added, report.reused, report.skipped, report.failed, report.empty):
+        lst.sort(key=lambda x: at.get(x if isinstance(x, str) else x[0], -1))
     if progress:
         progress(len(paths), len(paths), "building the nearest-neighbour index")
     t1 = time.perf_counter()
@@ -277,6 +284,12 @@ def _build(gallery: Path, out: Path, cfg: C.L2GConfig, paths, extractor, progres
     li.save(faiss_rec if reuse and not new else None, carry)
     report.timings = {"extract": t1 - t0, "index": time.perf_counter() - t1, "total": time.perf_counter() - t0}
     return li, report
+
+
+def _choose(report: BuildReport, chosen: dict, old: dict, rel: str, sha: str, n: int, size, scale, kept: bool):
+    if n == 0:
+        report.empty.append(rel)
+    chosen[rel] = old[rel] if kept else ImageEntry(rel, sha, n, tuple(size), float(scale))
 
 
 def add_images(out: Path, paths: list[str], cfg: C.L2GConfig = C.DEFAULT, extractor: Extractor | None = None,

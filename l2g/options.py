@@ -5,6 +5,7 @@
     --max-side PX                    L2G_MAX_SIDE         longest image side for features
     --extractor NAME                 L2G_EXTRACTOR        local feature extractor (features.EXTRACTORS)
     --index-kind KIND                L2G_INDEX_KIND       nearest-neighbour index
+    --workers N                      L2G_WORKERS          feature-extraction processes of a build (default all cores)
     --data-dir DIR                   L2G_DATA_DIR         demo, uploads and indexes (l2g.paths)
 
 Precedence: an explicit option, then the environment, then the preset, then config's default.
@@ -23,6 +24,7 @@ OPTIONS = {
     "max_side": ("features__max_side", int, "L2G_MAX_SIDE"),
     "extractor": ("features__extractor", str, "L2G_EXTRACTOR"),
     "index_kind": ("index__kind", str, "L2G_INDEX_KIND"),
+    "workers": ("build__workers", int, "L2G_WORKERS"),
 }
 PRESET_ENV = "L2G_PRESET"
 INDEX_KINDS = ("auto", "flat", "ivf", "ivfsq8")
@@ -41,6 +43,8 @@ def add_arguments(p: argparse.ArgumentParser, data_dir: bool = True) -> None:
     p.add_argument("--index-kind", choices=list(INDEX_KINDS),
                    help=f"nearest-neighbour index (default auto: exact up to {d.index.exact_max:,} descriptors, "
                         "IVF above)")
+    p.add_argument("--workers", type=int, help="feature-extraction processes of a build, one torch thread each "
+                                               "(default all cores; 1 = in the build's own process)")
     if data_dir:
         p.add_argument("--data-dir", help=f"demo, uploads and indexes (default data/; ${C.DATA_DIR_ENV})")
 

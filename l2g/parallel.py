@@ -1,0 +1,156 @@
+"""Feature extraction of a build's images: in the build's own process, or in worker processes.
+
+``l2g.index`` hashes every image and decides what needs extracting (the parent keeps the
+hashing, the reuse of features on disk, repairs and every report); ``extract`` does the rest
+for those images: load, extract, ``save_features``. With ``BuildConfig.workers`` > 1 (0 = all
+cores) and at least ``BuildConfig.parallel_min`` images, it runs them in a
+``ProcessPoolExecutor`` of *spawned* processes (torch and fork do not mix), each with one torch
+thread and its own ``Extractor`` built once. In the build's own process extraction runs with
+one torch thread too: torch's results differ in the last bits with the thread count (descriptors
+by ~1e-8), and this way the features files are the same bytes whatever the number of workers.
+Each worker writes its features file atomically (unique temporary file, then rename), so a
+killed build keeps every finished image and a resume re-uses it. A worker that dies (killed,
+out of memory) fails the build with an L2GError; the features already written stay on disk.
+"""
+from __future__ import annotations
+
+import concurrent.futures as cf
+import contextlib
+import multiprocessing as mp
+import os
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import config as C
+from .errors import ImageError, L2GError
+from .features import Extractor, save_features
+from .images import load_image
+
+
+@dataclass(frozen=True)
+class Job:
+    """One image to extract: its path relative to the gallery, on disk, its features file name
+    (``features/<sha1>.npz``, relative to the index folder), content hash, and whether the old
+    index had it (its features were damaged)."""
+
+    rel: str
+    path: Path
+    name: str
+    sha: str
+    kept: bool
+
+
+@dataclass(frozen=True)
+class Extracted:
+    """What the parent needs of an extracted image (the features themselves stay on disk)."""
+
+    n: int                 # keypoints
+    size: tuple            # (W, H) of the loaded image
+    scale: float           # loaded / original size
+    rec: dict              # the features file's record (l2g.store.record)
+
+
+def n_workers(cfg: C.L2GConfig) -> int:
+    """Worker processes asked for: BuildConfig.workers, 0 meaning every core."""
+    w = cfg.build.workers
+    return max(1, os.cpu_count() or 1) if w <= 0 else w
+
+
+def extract_one(path: Path, dest: Path, max_side: int, extractor: Extractor) -> Extracted | str:
+    """Load, extract and save one image; an unreadable image gives its ImageError message."""
+    try:
+        img = load_image(path, max_side=max_side)
+    except ImageError as e:
+        return str(e)
+    f = extractor(img.rgb)
+    rec = save_features(dest, f)
+    return Extracted(len(f), tuple(f.size), float(img.scale), rec)
+
+
+_EXTRACTOR: Extractor | None = None   # a worker's own extractor (set by _init)
+
+
+def _init(fcfg: C.FeatureConfig) -> None:
+    global _EXTRACTOR
+    import torch
+
+    torch.set_num_threads(1)
+    _EXTRACTOR = Extractor(fcfg)
+
+
+def _work(path: Path, dest: Path, max_side: int) -> Extracted | str:
+    return extract_one(path, dest, max_side, _EXTRACTOR)
+
+
+@contextlib.contextmanager
+def _one_torch_thread():
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
+
+
+def _plain(extractor, cfg: C.L2GConfig) -> bool:
+    """Can a worker's own Extractor(cfg.features) stand in for the caller's extractor?"""
+    return extractor is None or (type(extractor) is Extractor and extractor.cfg == cfg.features)
+
+
+def extract(jobs: Iterable[Job], out: Path, cfg: C.L2GConfig, extractor: Extractor | None = None,
+            progress: Callable | None = None, done: int = 0, total: int = 0
+            ) -> Iterator[tuple[Job, Extracted | str, bool]]:
+    """Extract ``jobs`` into index folder ``out``; yields (job, Extracted or error message, first).
+
+    Jobs sharing a features file (identical image content) are extracted once: the others
+    follow with ``first`` False. Serial: ``progress(done, total, rel)`` before each image, in
+    job order. Parallel: after each image, in the order they finish (callers order by path).
+    """
+    leaders: dict[str, Job] = {}
+    followers: list[Job] = []
+    for j in jobs:
+        if j.name in leaders:
+            followers.append(j)
+        else:
+            leaders[j.name] = j
+    workers = min(n_workers(cfg), len(leaders))
+    results: dict[str, Extracted | str] = {}
+    if workers <= 1 or len(leaders) < cfg.build.parallel_min or not _plain(extractor, cfg):
+        extractor = extractor or Extractor(cfg.features)
+        with _one_torch_thread():
+            for j in leaders.values():
+                if progress:
+                    progress(done, total, j.rel)
+                results[j.name] = r = extract_one(j.path, out / j.name, cfg.features.max_side, extractor)
+                done += 1
+                yield j, r, True
+    else:
+        yield from _pool(leaders, out, cfg, workers, results, progress, done, total)
+    for j in followers:
+        yield j, results[j.name], False
+
+
+def _pool(leaders: dict, out: Path, cfg: C.L2GConfig, workers: int, results: dict, progress, done, total):
+    pool = cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init,
+                                  initargs=(cfg.features,))
+    try:
+        futs = {pool.submit(_work, j.path, out / j.name, cfg.features.max_side): j for j in leaders.values()}
+        for fut in cf.as_completed(futs):
+            j = futs[fut]
+            try:
+                r = fut.result()
+            except cf.process.BrokenProcessPool:
+                raise L2GError(
+                    f"a feature-extraction worker stopped unexpectedly (killed, or out of memory?) while "
+                    f"{out} was being built; the {len(results)} images extracted are kept in {out / 'features'} "
+                    f"and a re-run resumes from them (--workers 1 extracts in one process)") from None
+            results[j.name] = r
+            done += 1
+            if progress:
+                progress(done, total, j.rel)
+            yield j, r, True
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)

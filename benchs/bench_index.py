@@ -8,16 +8,14 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
 import faiss
 import numpy as np
 
-from benchs import bench_extract
-from benchs.common import Stage, machine, n_threads, parser, photos, threads, write_json
-from benchs.galleries import RawStore, gallery, plan
+from benchs.common import Stage, parser, write_json
+from benchs.galleries import RawStore, gallery, plan, sized_runs
 from l2g import config as C
 from l2g.features import DESC_DIM
 from l2g.index import make_faiss, train_and_add
@@ -81,26 +79,19 @@ def build_entry(kind: str, raw: RawStore, n_images: int, icfg: C.IndexConfig, tm
 
 def main(argv=None) -> int:
     args = parser(__doc__.splitlines()[0], "index.json", sizes=[100, 1000]).parse_args(argv)
-    tmp = Path(tempfile.mkdtemp(prefix="l2g-bench-index-"))
-    out = {"machine": machine(n_threads()), "sizes": {}}
-    try:
-        with threads(n_threads()):
-            pics = photos()
-            words = bench_extract.run(args.quick, pics)[1]
-            for size in args.sizes:
-                p, d = plan(size, args.quick), tmp / str(size)
-                d.mkdir()
-                raw, counts = gallery(size, p, pics, words, d)[:2]
-                s = out["sizes"][str(size)] = {"images": len(counts), "descriptors": len(raw), "kinds": {}}
-                for kind in p["kinds"]:
-                    ix, s["kinds"][kind] = build_entry(kind, raw, len(counts), index_config(p), d)
-                    b = s["kinds"][kind]
-                    print(f"{size} images, {b['build']['factory']}: {b['build']['images_per_s']:.1f} images/s, "
-                          f"{b['bytes']['per_descriptor']:.0f} B/descriptor")
-                    del ix
-                shutil.rmtree(d, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    with sized_runs("index", args.quick) as (tmp, out, pics, words):
+        for size in args.sizes:
+            p, d = plan(size, args.quick), tmp / str(size)
+            d.mkdir()
+            raw, counts = gallery(size, p, pics, words, d)[:2]
+            s = out["sizes"][str(size)] = {"images": len(counts), "descriptors": len(raw), "kinds": {}}
+            for kind in p["kinds"]:
+                ix, s["kinds"][kind] = build_entry(kind, raw, len(counts), index_config(p), d)
+                b = s["kinds"][kind]
+                print(f"{size} images, {b['build']['factory']}: {b['build']['images_per_s']:.1f} images/s, "
+                      f"{b['bytes']['per_descriptor']:.0f} B/descriptor")
+                del ix
+            shutil.rmtree(d, ignore_errors=True)
     print(f"wrote {write_json(args.out, out)}")
     return 0
 

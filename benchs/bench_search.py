@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -18,10 +17,9 @@ import faiss
 import numpy as np
 from faiss.contrib.exhaustive_search import knn_ground_truth
 
-from benchs import bench_extract
 from benchs.bench_index import build_entry, index_config
-from benchs.common import Stage, machine, n_threads, parser, pct, photos, threads, write_json
-from benchs.galleries import RawStore, gallery, plan
+from benchs.common import Stage, parser, pct, write_json
+from benchs.galleries import RawStore, gallery, plan, sized_runs
 from l2g import config as C
 from l2g.features import DESC_DIM
 from l2g.index import ImageEntry, LocalIndex, index_kind, make_faiss
@@ -169,18 +167,11 @@ def run_size(size: int, quick: bool, pics: list, words: np.ndarray, tmp: Path) -
 
 def main(argv=None) -> int:
     args = parser(__doc__.splitlines()[0], "search.json", sizes=[100, 1000]).parse_args(argv)
-    tmp = Path(tempfile.mkdtemp(prefix="l2g-bench-search-"))
-    out = {"machine": machine(n_threads()), "sizes": {}}
-    try:
-        with threads(n_threads()):
-            pics = photos()
-            words = bench_extract.run(args.quick, pics)[1]
-            for size in args.sizes:
-                (tmp / str(size)).mkdir()
-                out["sizes"][str(size)] = run_size(size, args.quick, pics, words, tmp / str(size))
-                shutil.rmtree(tmp / str(size), ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    with sized_runs("search", args.quick) as (tmp, out, pics, words):
+        for size in args.sizes:
+            (tmp / str(size)).mkdir()
+            out["sizes"][str(size)] = run_size(size, args.quick, pics, words, tmp / str(size))
+            shutil.rmtree(tmp / str(size), ignore_errors=True)
     from benchs.run_all import summary_sizes
 
     print("\n".join(summary_sizes(out["sizes"])))

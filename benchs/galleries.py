@@ -7,13 +7,16 @@ Rows are vectors: xb (N, 128), xq (nq, 128).
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from benchs.common import Stage, view
+from benchs.common import Stage, machine, n_threads, photos, threads, view
 from l2g import config as C
 from l2g.demo import DEMO_MAX_SIDE
 from l2g.features import DESC_DIM, Extractor, Features
@@ -161,3 +164,21 @@ def synth_gallery(n: int, p: dict, words: np.ndarray, tmp: Path) -> tuple:
 def gallery(size: int, p: dict, pics: list, words: np.ndarray, tmp: Path) -> tuple:
     """The gallery of one size: real views (p['real']) or synthetic rows."""
     return real_gallery(size, p, pics, tmp) if p["real"] else synth_gallery(size, p, words, tmp)
+
+
+@contextlib.contextmanager
+def sized_runs(name: str, quick: bool):
+    """What the per-size benchmarks share: a temporary folder (removed afterwards), the report with
+    its machine header, the thread limit, the photographs and their visual words.
+
+    Yields (tmp, out, pics, words); ``out['sizes']`` is for the caller to fill."""
+    from benchs import bench_extract
+
+    tmp = Path(tempfile.mkdtemp(prefix=f"l2g-bench-{name}-"))
+    out = {"machine": machine(n_threads()), "sizes": {}}
+    try:
+        with threads(n_threads()):
+            pics = photos()
+            yield tmp, out, pics, bench_extract.run(quick, pics)[1]
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

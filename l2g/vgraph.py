@@ -11,7 +11,6 @@ verified, once; l2g.rerank reads ``VGraph.block`` (verified_w > 0).
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
+from . import store
 from .config import GraphConfig, VerifyConfig
 from .graph import Graph
 from .index import LocalIndex, Progress
@@ -114,12 +114,11 @@ def build_vgraph(li: LocalIndex, graph: Graph, cfg: GraphConfig = GraphConfig(),
 
 
 def save_vgraph(folder: Path, vg: VGraph) -> None:
-    """Write vgraph.npz atomically into the index folder."""
+    """Write vgraph.npz atomically into the index folder (store.save_npz: a unique temporary file)."""
     I = vg.I.tocsr()
-    tmp = Path(folder) / "vgraph.tmp.npz"
-    np.savez(tmp, data=I.data, indices=I.indices, indptr=I.indptr, shape=np.asarray(I.shape),
-             paths=np.asarray(vg.paths, dtype=str), params=np.asarray(json.dumps(vg.params)))
-    os.replace(tmp, Path(folder) / FILE)
+    store.save_npz(Path(folder) / FILE, data=I.data, indices=I.indices, indptr=I.indptr,
+                   shape=np.asarray(I.shape), paths=np.asarray(vg.paths, dtype=str),
+                   params=np.asarray(json.dumps(vg.params)))
 
 
 def load_vgraph(folder: Path, li: LocalIndex | None = None, want: dict | None = None) -> VGraph | None:
@@ -128,10 +127,10 @@ def load_vgraph(folder: Path, li: LocalIndex | None = None, want: dict | None = 
     path = Path(folder) / FILE
     if not path.is_file():
         return None
-    with np.load(path) as z:
-        I = sp.csr_matrix((z["data"], z["indices"], z["indptr"]), shape=tuple(z["shape"]))
-        paths = [str(p) for p in z["paths"]]
-        params = json.loads(str(z["params"]))
+    z = store.load_npz(path, fix="Delete it: the verified graph is rebuilt from the index.")  # damage: IndexFormatError
+    I = sp.csr_matrix((z["data"], z["indices"], z["indptr"]), shape=tuple(z["shape"]))
+    paths = [str(p) for p in z["paths"]]
+    params = json.loads(str(z["params"]))
     if li is not None and paths != list(li.paths):
         return None
     if want is not None and {k: params.get(k) for k in want} != want:

@@ -71,8 +71,6 @@ def cmd_index(args) -> int:
     if not folder.is_dir():
         print(f"error: {folder} is not a folder", file=sys.stderr)
         return 2
-    from .datasets import scan_gallery
-
     eng = open_engine(folder, Path(args.out) if args.out else None, _cfg(args), progress=Bar("indexing"),
                       with_global=not args.no_global, data_dir=_data(args))
     r = eng.report
@@ -81,7 +79,7 @@ def cmd_index(args) -> int:
     print_repairs(r)
     for rel, why in r.failed:
         print(f"  skipped {rel}: {why}")
-    for rel, why in scan_gallery(folder).ignored:     # archives, other files, folder symlinks
+    for rel, why in r.ignored:     # archives, other files, folder symlinks (found by the build's scan)
         print(f"  skipped {rel}: {why}")
     for rel in r.empty:
         print(f"  no keypoints: {rel}")

@@ -43,6 +43,7 @@ class BuildReport:
     skipped: list = field(default_factory=list)    # already indexed, unchanged
     failed: list = field(default_factory=list)     # (relative path, reason)
     empty: list = field(default_factory=list)      # readable but 0 keypoints
+    ignored: list = field(default_factory=list)    # (relative path, reason): archives, other files, folder links
     repaired: list = field(default_factory=list)   # (file in the index folder, what was wrong): rebuilt
     stages: dict = field(default_factory=dict)     # stage -> 'loaded' | 'built' | 'extended' | 'rebuilt'
     params: dict = field(default_factory=dict)
@@ -204,6 +205,7 @@ def _build(gallery: Path, out: Path, cfg: C.L2GConfig, paths, extractor, progres
     scan = scan_gallery(gallery) if paths is None else None
     paths = sorted(paths if paths is not None else scan.images)
     report.failed.extend(scan.refused if scan else [])      # file symlinks leading outside the gallery
+    report.ignored.extend(scan.ignored if scan else [])
     chosen: dict[str, ImageEntry] = {}
     recs: dict[str, dict] = {}
     todo: list[parallel.Job] = []   # images to extract (l2g.parallel), after every image is hashed

@@ -18,8 +18,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from l2g import config
+from l2g import config, store
 from l2g.errors import DatasetError
+from l2g.lock import folder_lock
 
 Progress = Callable[[int, int, str], None]   # (done_bytes, total_bytes (0 if unknown), message)
 
@@ -171,13 +172,11 @@ def extract_images(archive: Path, dest: Path, progress: Progress = _noop) -> int
         dest.mkdir(parents=True, exist_ok=True)
         for i, m in enumerate(images):
             out = dest / PurePosixPath(m.name).name
-            tmp = out.with_name(out.name + ".tmp")
             src = tar.extractfile(m)
             if src is None:
                 continue
-            with src, open(tmp, "wb") as f:
+            with src, store.atomic_write(out) as f:     # unique temporary name, then rename
                 shutil.copyfileobj(src, f, CHUNK)
-            os.replace(tmp, out)
             if i % 200 == 0 or i == len(images) - 1:
                 progress(i + 1, len(images), f"extracting {archive.name}")
     return len(images)
@@ -196,7 +195,13 @@ def download(name: str, root: str | os.PathLike = config.DATA_DIR, progress: Pro
         raise DatasetError(f"unknown dataset {name!r}; choose one of {', '.join(sorted(DATASETS))}")
     report = progress or _noop
     folder = Path(root) / name
-    folder.mkdir(parents=True, exist_ok=True)
+    with folder_lock(folder):       # a second download of the same dataset waits for the first
+        _download_all(name, folder, base_url, report)
+    report(1, 1, f"{name} ready in {folder}")
+    return folder
+
+
+def _download_all(name: str, folder: Path, base_url: str | None, report: Progress) -> None:
     for entry in DATASETS[name]:
         dest = folder / entry.filename
         url = f"{base_url.rstrip('/')}/{entry.filename}" if base_url else entry.url
@@ -211,6 +216,4 @@ def download(name: str, root: str | os.PathLike = config.DATA_DIR, progress: Pro
             marker = dest.with_name(dest.name + ".extracted")
             if not marker.is_file():
                 n = extract_images(dest, folder / entry.extract_to, report)
-                marker.write_text(f"{n}\n")
-    report(1, 1, f"{name} ready in {folder}")
-    return folder
+                store.write_text(marker, f"{n}\n")

@@ -9,6 +9,7 @@ import pickle
 import socket
 import tarfile
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -302,6 +303,7 @@ class _Server:
         self.files: dict[str, bytes] = {}
         self.log: list[tuple[str, str | None]] = []
         self.honour_range = True
+        self.delay = 0.0            # seconds each response waits before its body (a slow mirror)
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -324,6 +326,7 @@ class _Server:
                     self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
                 self.send_header("Content-Length", str(len(data) - start))
                 self.end_headers()
+                time.sleep(outer.delay)
                 self.wfile.write(data[start:])
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
@@ -394,6 +397,33 @@ def test_download_resume_verify_extract(tmp_path, server, monkeypatch):
     final.write_bytes(b"corrupted since")                                     # sidecar catches it
     dl.download("roxford5k", tmp_path, base_url=server.url)
     assert dl.sha256_file(final) == _sha(tar) and len(server.log) == n_requests + 1
+
+
+def test_concurrent_downloads_of_one_dataset_wait_for_each_other(tmp_path, server, monkeypatch):
+    """Two downloads of the same dataset at once: the second waits for the first (folder lock), so
+    the archive is fetched once, never appended to by two writers, and every image arrives whole."""
+    _, tar = _fake_remote(server, monkeypatch)
+    server.delay = 0.5          # both downloads are in flight at once
+    errors = []
+
+    def run():
+        try:
+            dl.download("roxford5k", tmp_path, base_url=server.url)
+        except Exception as exc:  # noqa: BLE001 (reported below)
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    folder = tmp_path / "roxford5k"
+    assert not errors
+    assert [p for p, _ in server.log].count("/oxbuild_images-v1.tgz") == 1
+    assert dl.sha256_file(folder / "oxbuild_images-v1.tgz") == _sha(tar)
+    ds = load_eval_dataset(folder)
+    assert len(ds.images) == 5
+    assert not [p.name for p in (folder / "jpg").iterdir() if not p.name.endswith(".jpg")]   # no temporaries
 
 
 def test_download_server_ignoring_range_restarts(tmp_path, server, monkeypatch):

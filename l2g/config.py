@@ -50,14 +50,17 @@ class FeatureConfig:
     num_features: int = 2000        # at most this many keypoints per image (strongest response first)
     rootsift: bool = True           # Hellinger kernel: L1-normalise, sqrt (Arandjelovic & Zisserman 2012)
     max_side: int = 1024            # images are resized so that the longest side is at most this
-    backend: str = "pyramid"        # Kornia SIFT descriptor backend: 'pyramid' (fast on CPU) or 'patch'
+    backend: str = "pyramid"        # Kornia SIFT descriptor backend: 'pyramid' (fast on CPU) or 'patch' (fast on CUDA)
     upright: bool = False           # skip orientation estimation
+    double_image: bool = True       # SIFT's first octave at twice the image size (Lowe, OpenCV's default);
+    #                                 False starts at the image's own size (l2g.sift; README: speed and mAP)
 
     @property
     def name(self) -> str:
         root = "root" if self.rootsift else "plain"
         up = "-up" if self.upright else ""
-        return f"{self.extractor}-{root}-n{self.num_features}-s{self.max_side}-{self.backend}{up}"
+        nd = "" if self.double_image else "-nd"
+        return f"{self.extractor}-{root}-n{self.num_features}-s{self.max_side}-{self.backend}{up}{nd}"
 
 
 @dataclass(frozen=True)
@@ -146,6 +149,10 @@ class BuildConfig:
     workers: int = 0                # feature-extraction processes, one torch thread each; 0 = all cores, 1 = in-process
     parallel_min: int = 8           # fewer images to extract than this stay in the build's own process
     #                                 (starting two workers, which import torch, took 1.6 s on 2 cores)
+    device: str = "auto"            # where features are extracted: 'auto' (CUDA when torch sees a GPU), 'cpu', 'cuda'
+    #                                 Not in any fingerprint: CUDA features differ from CPU ones in the last bits
+    #                                 (97% of keypoints within 1 px), a difference the index tolerates.
+    batch: int = 0                  # images of equal size extracted in one call; 0 = 16 on CUDA, 1 (no batching) on CPU
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """One option -> config mapper for the CLI and the app, with named presets.
 
-    --preset fast|default|accurate   L2G_PRESET           a named set of settings (config.PRESETS)
+    --preset NAME                    L2G_PRESET           fast|default|accurate|draft: named settings (config.PRESETS)
     --num-features N (--features N)  L2G_NUM_FEATURES     keypoints per image
     --max-side PX                    L2G_MAX_SIDE         longest image side for features
     --extractor NAME                 L2G_EXTRACTOR        local feature extractor (features.EXTRACTORS)
@@ -45,8 +45,8 @@ def add_arguments(p: argparse.ArgumentParser, data_dir: bool = True) -> None:
     """The config options of every command that builds or opens an index (and of the app)."""
     d = C.DEFAULT
     p.add_argument("--preset", choices=list(C.PRESETS),
-                   help="named settings (fast: " + _describe("fast") + "; accurate: " + _describe("accurate") +
-                        f"); ${PRESET_ENV}")
+                   help="named settings (" + "; ".join(f"{k}: {_describe(k)}" for k in C.PRESETS if k != "default")
+                        + f"); ${PRESET_ENV}")
     p.add_argument("--num-features", "--features", dest="num_features", type=int,
                    help=f"keypoints per image (default {d.features.num_features})")
     p.add_argument("--max-side", type=int, help=f"longest image side in px (default {d.features.max_side})")

@@ -179,6 +179,7 @@ def test_device_and_sift_options(tmp_path):
     assert cfg.build.device == "cpu" and cfg.features.upright and not cfg.features.double_image
     assert cfg.features.name.endswith("-pyramid-up-nd")
     assert options.make_config(None, {"L2G_DOUBLE_IMAGE": "0"}).features.double_image is False
+    assert options.make_config("draft").features.name == cfg.features.name.replace("-up", "")
     assert parser().parse_args(["search", "q.jpg", "--index", "ix", "--device", "cpu"]).device == "cpu"
     # backend auto: patch on CUDA (what pays there), pyramid on the CPU; an explicit one is kept
     assert options.make_config().features.backend == ("patch" if here == "cuda" else "pyramid")

@@ -194,3 +194,18 @@ def test_device_and_sift_options(tmp_path):
         with pytest.raises(ExtractorUnavailable, match="sees no CUDA GPU"):
             build_index(tmp_path, tmp_path / "ix", options.make_config(device="cuda", num_features=50))
         assert not (tmp_path / "ix").exists()
+
+
+def test_search_on_a_missing_gpu_is_a_clear_error(serial, small_gallery, capsys):
+    import torch
+
+    from l2g.cli import main
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    root, keep = small_gallery
+    folder = str(serial[0])
+    assert main(["search", str(root / keep[0]), "--index", folder, "--device", "cuda"]) == 2
+    assert "sees no CUDA GPU" in capsys.readouterr().err
+    assert main(["search", str(root / keep[0]), "--index", folder, "--device", "cpu", "--top", "1", "--json"]) == 0
+    assert '"rank": 1' in capsys.readouterr().out

@@ -31,8 +31,8 @@ from l2g.features import Extractor
 
 VARIANTS = {   # name -> FeatureConfig changes (each gets its own index folder: FeatureConfig.name)
     "upright": {"upright": True},
-    "no_double": {"double_image": False},
-    "no_double_upright": {"double_image": False, "upright": True},
+    "no_double": {"backend": "pyramid-nd"},          # the 'draft' preset
+    "no_double_upright": {"backend": "pyramid-nd", "upright": True},
 }
 GPU_TARGET_IMAGES_PER_S = 50.0
 

@@ -50,17 +50,20 @@ class FeatureConfig:
     num_features: int = 2000        # at most this many keypoints per image (strongest response first)
     rootsift: bool = True           # Hellinger kernel: L1-normalise, sqrt (Arandjelovic & Zisserman 2012)
     max_side: int = 1024            # images are resized so that the longest side is at most this
-    backend: str = "pyramid"        # Kornia SIFT descriptor backend: 'pyramid' (fast on CPU) or 'patch' (fast on CUDA)
+    backend: str = "pyramid"        # Kornia SIFT: 'pyramid' (fast on CPU), 'patch' (fast on CUDA) or 'pyramid-nd':
+    #                                 the pyramid without SIFT's doubled first octave (l2g.sift; README: speed, mAP)
     upright: bool = False           # skip orientation estimation
-    double_image: bool = True       # SIFT's first octave at twice the image size (Lowe, OpenCV's default);
-    #                                 False starts at the image's own size (l2g.sift; README: speed and mAP)
+
+    @property
+    def double_image(self) -> bool:
+        """SIFT's first octave at twice the image size (Lowe's, OpenCV's default): all but 'pyramid-nd'."""
+        return not self.backend.endswith("-nd")
 
     @property
     def name(self) -> str:
         root = "root" if self.rootsift else "plain"
         up = "-up" if self.upright else ""
-        nd = "" if self.double_image else "-nd"
-        return f"{self.extractor}-{root}-n{self.num_features}-s{self.max_side}-{self.backend}{up}{nd}"
+        return f"{self.extractor}-{root}-n{self.num_features}-s{self.max_side}-{self.backend}{up}"
 
 
 @dataclass(frozen=True)
@@ -203,7 +206,7 @@ PRESETS = {
     "accurate": {"features__num_features": 4000, "features__max_side": 1600},
     # the default's features without SIFT's doubled first octave: extraction about 2.4x faster, realbench-dev
     # l2g mAP 65.5 instead of 69.0 (local 61.4 instead of 66.1); README, "Extraction speed"
-    "draft": {"features__double_image": False},
+    "draft": {"features__backend": "pyramid-nd"},
 }
 
 

@@ -212,8 +212,8 @@ class Extractor:
         if cfg.extractor not in EXTRACTORS:
             raise ExtractorUnavailable(
                 f"unknown extractor {cfg.extractor!r}; choose one of {sorted(EXTRACTORS)}")
-        if cfg.backend not in ("pyramid", "patch"):
-            raise ValueError(f"backend must be 'pyramid' or 'patch', got {cfg.backend!r}")
+        if cfg.backend not in sift.BACKENDS:
+            raise ValueError(f"backend must be one of {sift.BACKENDS}, got {cfg.backend!r}")
         missing = missing_weights(cfg.extractor) if pretrained else []
         if missing:
             raise ExtractorUnavailable(_missing_message(cfg.extractor, missing))

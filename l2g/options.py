@@ -7,9 +7,9 @@
     --index-kind KIND                L2G_INDEX_KIND       nearest-neighbour index
     --workers N                      L2G_WORKERS          feature-extraction processes of a build (default all cores)
     --device auto|cpu|cuda           L2G_DEVICE           where features are extracted (auto: CUDA if torch sees one)
-    --backend auto|pyramid|patch     L2G_BACKEND          SIFT descriptor backend (auto: patch on CUDA, else pyramid)
+    --backend NAME                   L2G_BACKEND          SIFT: auto (patch on CUDA, else pyramid), pyramid, patch,
+                                                          pyramid-nd (no doubled first octave: faster, less accurate)
     --upright                        L2G_UPRIGHT=1        SIFT without orientation (its own index folder)
-    --no-double-image                L2G_DOUBLE_IMAGE=0   SIFT's first octave at the image's size, not twice it (faster)
     --data-dir DIR                   L2G_DATA_DIR         demo, uploads and indexes (l2g.paths)
 
 Precedence: an explicit option, then the environment, then the preset, then config's default.
@@ -32,10 +32,9 @@ OPTIONS = {
     "device": ("build__device", str, "L2G_DEVICE"),
     "backend": ("features__backend", str, "L2G_BACKEND"),
     "upright": ("features__upright", bool, "L2G_UPRIGHT"),
-    "double_image": ("features__double_image", bool, "L2G_DOUBLE_IMAGE"),
 }
 DEVICES = ("auto", "cpu", "cuda")
-BACKENDS = ("auto", "pyramid", "patch")
+BACKENDS = ("auto", "pyramid", "patch", "pyramid-nd")
 _BOOL = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
 PRESET_ENV = "L2G_PRESET"
 INDEX_KINDS = ("auto", "flat", "ivf", "ivfsq8")
@@ -58,13 +57,11 @@ def add_arguments(p: argparse.ArgumentParser, data_dir: bool = True) -> None:
                                                "(default all cores; 1 = in the build's own process)")
     add_device(p)
     p.add_argument("--backend", choices=list(BACKENDS),
-                   help="Kornia SIFT descriptor backend (default auto: patch on CUDA, where it is ~10x faster, "
-                        "pyramid on the CPU); it is part of the index folder's name")
+                   help="Kornia SIFT backend (default auto: patch on CUDA, where it is ~8x faster, pyramid on the "
+                        "CPU; pyramid-nd: no doubled first octave, ~2.4x faster, less accurate); part of the index "
+                        "folder's name; $L2G_BACKEND")
     p.add_argument("--upright", action="store_const", const=True,
                    help="SIFT without orientation estimation (its own index folder)")
-    p.add_argument("--no-double-image", dest="double_image", action="store_const", const=False,
-                   help="SIFT's first octave at the image's own size instead of twice it: about 2x faster "
-                        "extraction (its own index folder; README: 'Extraction speed')")
     if data_dir:
         p.add_argument("--data-dir", help=f"demo, uploads and indexes (default data/; ${C.DATA_DIR_ENV})")
 
@@ -77,8 +74,8 @@ def add_device(p: argparse.ArgumentParser) -> None:
 
 def resolved_backend(cfg: C.L2GConfig) -> str:
     """The SIFT backend 'auto' stands for: patch when features go to a CUDA device (batched there it was
-    ~8x faster than pyramid, REFERENCES), pyramid otherwise (and always without the doubled octave)."""
-    if cfg.build.device == "cpu" or not cfg.features.double_image:
+    ~8x faster than pyramid, REFERENCES), pyramid otherwise."""
+    if cfg.build.device == "cpu":
         return "pyramid"
     from .features import resolve_device
 
@@ -121,7 +118,7 @@ def make_config(preset: str | None = None, env: dict | None = None, **options) -
             continue
         cfg = cfg.replace(**{key: value})
     backend = options.get("backend") or env.get("L2G_BACKEND") or "auto"
-    if backend == "auto" and cfg.features.extractor == "sift":
+    if backend == "auto" and cfg.features.extractor == "sift" and "features__backend" not in C.PRESETS[preset]:
         cfg = cfg.replace(features__backend=resolved_backend(cfg))
     return C.for_extractor(cfg)
 

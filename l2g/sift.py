@@ -2,8 +2,8 @@
 
 ``descriptor_backend='pyramid'`` (the CPU default) detects DoG extrema in one Gaussian pyramid and
 describes them from the same pyramid; ``'patch'`` cuts a 41x41 patch per keypoint, which is what
-pays on a GPU (l2g.features chooses). ``FeatureConfig.double_image`` False starts the pyramid at
-the image's own size instead of twice it (Lowe's and OpenCV's first octave): the first octave has
+pays on a GPU (l2g.options chooses). ``'pyramid-nd'`` (``FeatureConfig.double_image`` False) starts
+the pyramid at the image's own size instead of twice it (Lowe's and OpenCV's first octave): the first octave has
 a quarter of the pixels, so the pyramid and the extrema search of that octave cost about 4x less
 (README, "Extraction speed"); the small-scale keypoints that octave finds are lost. Kornia's
 pyramid detector assumes the doubled first octave (its pixel is half an image pixel), so without
@@ -24,6 +24,7 @@ import torch
 from .config import FeatureConfig
 
 GRAY = (0.299, 0.587, 0.114)
+BACKENDS = ("pyramid", "patch", "pyramid-nd")   # FeatureConfig.backend values
 
 
 def rootsift(desc: np.ndarray, eps: float = 1e-12) -> np.ndarray:
@@ -72,11 +73,11 @@ def build(cfg: FeatureConfig, device: torch.device | str = "cpu") -> torch.nn.Mo
     every backend, so Kornia returns plain SIFT), on ``device``."""
     import kornia.feature as KF
 
+    if cfg.backend not in BACKENDS:
+        raise ValueError(f"SIFT backend must be one of {BACKENDS}, got {cfg.backend!r}")
     model = KF.SIFTFeatureScaleSpace(num_features=cfg.num_features, upright=cfg.upright, rootsift=False,
-                                     descriptor_backend=cfg.backend)
+                                     descriptor_backend="patch" if cfg.backend == "patch" else "pyramid")
     if not cfg.double_image:
-        if cfg.backend != "pyramid":
-            raise ValueError("double_image=False needs the 'pyramid' SIFT backend")
         model.detector.scale_pyr = _single_octave0_pyramid()
     model = model.eval().to(device)
     model.l2g_device = torch.device(device)   # where run_batch puts its input

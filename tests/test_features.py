@@ -57,9 +57,9 @@ def _same_size(demo_gallery, names, shape=(300, 400)):
 NAMES = ("groups/astronaut/astronaut_orig.jpg", "groups/coffee/coffee_orig.jpg", "groups/chelsea/chelsea_orig.jpg")
 
 
-@pytest.mark.parametrize("double_image", [True, False])
-def test_batched_extraction_equals_one_image_at_a_time(demo_gallery, double_image):
-    cfg = C.FeatureConfig(num_features=300, max_side=480, double_image=double_image)
+@pytest.mark.parametrize("backend", ["pyramid", "pyramid-nd"])
+def test_batched_extraction_equals_one_image_at_a_time(demo_gallery, backend):
+    cfg = C.FeatureConfig(num_features=300, max_side=480, backend=backend)
     ex = Extractor(cfg, device="cpu")
     imgs = _same_size(demo_gallery, NAMES) + [load_image(demo_gallery / NAMES[0], max_side=480).rgb[:200, :260].copy()]
     one, batched = [ex(im) for im in imgs], ex.batch(imgs, size=2)
@@ -100,7 +100,7 @@ def test_single_first_octave_is_in_the_image_frame_and_named(demo_gallery):
     half of it): most of them sit where the doubled pyramid finds one too, at a similar scale."""
     img = load_image(demo_gallery / NAMES[0], max_side=480).rgb
     full = Extractor(C.FeatureConfig(num_features=1000, max_side=480))(img)
-    nd_cfg = C.FeatureConfig(num_features=300, max_side=480, double_image=False)
+    nd_cfg = C.FeatureConfig(num_features=300, max_side=480, backend="pyramid-nd")
     nd = Extractor(nd_cfg)(img)
     assert nd_cfg.name.endswith("-pyramid-nd") and C.FeatureConfig().name.endswith("-pyramid")
     h, w = img.shape[:2]
@@ -110,5 +110,6 @@ def test_single_first_octave_is_in_the_image_frame_and_named(demo_gallery):
     near = d.argmin(1)
     ok = (d.min(1) < 1.5) & (np.abs(np.log(nd.kpts[:, 2] / full.kpts[near, 2])) < np.log(1.5))
     assert ok.mean() > 0.8, ok.mean()     # measured: 0.95
-    with pytest.raises(ValueError, match="pyramid"):
-        Extractor(C.FeatureConfig(double_image=False, backend="patch"))
+    assert not nd_cfg.double_image and C.FeatureConfig().double_image and C.FeatureConfig(backend="patch").double_image
+    with pytest.raises(ValueError, match="pyramid-nd"):
+        Extractor(C.FeatureConfig(backend="dense"))

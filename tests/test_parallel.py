@@ -174,12 +174,13 @@ def test_device_and_sift_options(tmp_path):
     here = "cuda" if torch.cuda.is_available() else "cpu"
     assert options.make_config().build.device == "auto"
     assert options.make_config(None, {"L2G_DEVICE": "cpu"}).build.device == "cpu"
-    args = parser().parse_args(["eval", "demo", "--device", "cpu", "--upright", "--no-double-image"])
+    args = parser().parse_args(["eval", "demo", "--device", "cpu", "--upright", "--backend", "pyramid-nd"])
     cfg = options.config_from_args(args, {})
     assert cfg.build.device == "cpu" and cfg.features.upright and not cfg.features.double_image
-    assert cfg.features.name.endswith("-pyramid-up-nd")
-    assert options.make_config(None, {"L2G_DOUBLE_IMAGE": "0"}).features.double_image is False
-    assert options.make_config("draft").features.name == cfg.features.name.replace("-up", "")
+    assert cfg.features.name.endswith("-pyramid-nd-up")
+    assert options.make_config(None, {"L2G_BACKEND": "pyramid-nd"}).features.double_image is False
+    for env in ({}, {"L2G_DEVICE": "cpu"}):    # the preset's backend is kept, whatever the device
+        assert options.make_config("draft", env).features.name == cfg.features.name.replace("-up", "")
     assert parser().parse_args(["search", "q.jpg", "--index", "ix", "--device", "cpu"]).device == "cpu"
     # backend auto: patch on CUDA (what pays there), pyramid on the CPU; an explicit one is kept
     assert options.make_config().features.backend == ("patch" if here == "cuda" else "pyramid")

@@ -7,7 +7,7 @@
     --index-kind KIND                L2G_INDEX_KIND       nearest-neighbour index
     --workers N                      L2G_WORKERS          feature-extraction processes of a build (default all cores)
     --device auto|cpu|cuda           L2G_DEVICE           where features are extracted (auto: CUDA if torch sees one)
-    --backend NAME                   L2G_BACKEND          SIFT: auto (patch on CUDA, else pyramid), pyramid, patch,
+    --backend NAME                   L2G_BACKEND          SIFT: pyramid (default), patch (fast on a GPU, less accurate),
                                                           pyramid-nd (no doubled first octave: faster, less accurate)
     --upright                        L2G_UPRIGHT=1        SIFT without orientation (its own index folder)
     --data-dir DIR                   L2G_DATA_DIR         demo, uploads and indexes (l2g.paths)
@@ -34,7 +34,7 @@ OPTIONS = {
     "upright": ("features__upright", bool, "L2G_UPRIGHT"),
 }
 DEVICES = ("auto", "cpu", "cuda")
-BACKENDS = ("auto", "pyramid", "patch", "pyramid-nd")
+BACKENDS = ("pyramid", "patch", "pyramid-nd")
 _BOOL = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
 PRESET_ENV = "L2G_PRESET"
 INDEX_KINDS = ("auto", "flat", "ivf", "ivfsq8")
@@ -57,9 +57,9 @@ def add_arguments(p: argparse.ArgumentParser, data_dir: bool = True) -> None:
                                                "(default all cores; 1 = in the build's own process)")
     add_device(p)
     p.add_argument("--backend", choices=list(BACKENDS),
-                   help="Kornia SIFT backend (default auto: patch on CUDA, where it is ~8x faster, pyramid on the "
-                        "CPU; pyramid-nd: no doubled first octave, ~2.4x faster, less accurate); part of the index "
-                        "folder's name; $L2G_BACKEND")
+                   help="Kornia SIFT backend: pyramid (default), patch (~8x faster batched on a GPU, 3.3 points of "
+                        "realbench-dev l2g mAP less), pyramid-nd (no doubled first octave: ~2.5x faster on the CPU, "
+                        "3.5 points less); part of the index folder's name; $L2G_BACKEND")
     p.add_argument("--upright", action="store_const", const=True,
                    help="SIFT without orientation estimation (its own index folder)")
     if data_dir:
@@ -70,16 +70,6 @@ def add_device(p: argparse.ArgumentParser) -> None:
     """--device, for the commands that extract features (also `search`, which takes no other option here)."""
     p.add_argument("--device", help="where features are extracted: auto (default: CUDA when torch sees a GPU), "
                                     "cpu, cuda or cuda:N; $L2G_DEVICE")
-
-
-def resolved_backend(cfg: C.L2GConfig) -> str:
-    """The SIFT backend 'auto' stands for: patch when features go to a CUDA device (batched there it was
-    ~8x faster than pyramid, REFERENCES), pyramid otherwise."""
-    if cfg.build.device == "cpu":
-        return "pyramid"
-    from .features import resolve_device
-
-    return "patch" if resolve_device(cfg.build.device).type == "cuda" else "pyramid"
 
 
 def _describe(preset: str) -> str:
@@ -114,12 +104,7 @@ def make_config(preset: str | None = None, env: dict | None = None, **options) -
             raise ConfigError(f"device must be one of {DEVICES} (or cuda:N), got {value!r}")
         if dest == "backend" and value not in BACKENDS:
             raise ConfigError(f"backend must be one of {BACKENDS}, got {value!r}")
-        if dest == "backend" and value == "auto":
-            continue
         cfg = cfg.replace(**{key: value})
-    backend = options.get("backend") or env.get("L2G_BACKEND") or "auto"
-    if backend == "auto" and cfg.features.extractor == "sift" and "features__backend" not in C.PRESETS[preset]:
-        cfg = cfg.replace(features__backend=resolved_backend(cfg))
     return C.for_extractor(cfg)
 
 

@@ -1,14 +1,14 @@
 """Kornia DoG + SIFT, built from its parts: one image or a batch of equal-size images, on any device.
 
-``descriptor_backend='pyramid'`` (the CPU default) detects DoG extrema in one Gaussian pyramid and
+``descriptor_backend='pyramid'`` (the default) detects DoG extrema in one Gaussian pyramid and
 describes them from the same pyramid; ``'patch'`` cuts a 41x41 patch per keypoint, which is what
-pays on a GPU (l2g.options chooses). ``'pyramid-nd'`` (``FeatureConfig.double_image`` False) starts
-the pyramid at the image's own size instead of twice it (Lowe's and OpenCV's first octave): the first octave has
-a quarter of the pixels, so the pyramid and the extrema search of that octave cost about 4x less
-(README, "Extraction speed"); the small-scale keypoints that octave finds are lost. Kornia's
-pyramid detector assumes the doubled first octave (its pixel is half an image pixel), so without
-doubling it reports coordinates and scales in a frame half the image's size: they are doubled
-back here.
+pays on a GPU (``--backend patch``; realbench-dev l2g mAP 65.7 against the pyramid's 69.0).
+``'pyramid-nd'`` (``FeatureConfig.double_image`` False) starts the pyramid at the image's own size
+instead of twice it (Lowe's and OpenCV's first octave): the first octave has a quarter of the
+pixels, so the pyramid and the extrema search of that octave cost about 4x less (README,
+"Extraction speed"); the small-scale keypoints that octave finds are lost. Kornia's pyramid
+detector assumes the doubled first octave (its pixel is half an image pixel), so without doubling
+it reports coordinates and scales in a frame half the image's size: they are doubled back here.
 
 Shapes: an image is ``(H, W, 3) uint8``; a batch is a list of images of one size; each result is
 ``kpts (N, 5) float32`` (x, y, scale, angle in degrees, response) and ``desc (N, 128) float32``

@@ -182,19 +182,24 @@ def test_device_and_sift_options(tmp_path):
     for env in ({}, {"L2G_DEVICE": "cpu"}):    # the preset's backend is kept, whatever the device
         assert options.make_config("draft", env).features.name == cfg.features.name.replace("-up", "")
     assert parser().parse_args(["search", "q.jpg", "--index", "ix", "--device", "cpu"]).device == "cpu"
-    # backend auto: patch on CUDA (what pays there), pyramid on the CPU; an explicit one is kept
-    assert options.make_config().features.backend == ("patch" if here == "cuda" else "pyramid")
-    assert options.make_config(device="cpu").features.backend == "pyramid"
-    assert options.make_config(backend="patch", device="cpu").features.backend == "patch"
-    for bad, match in [({"device": "tpu"}, "device must be"), ({"backend": "dense"}, "backend must be")]:
+    # the device never changes what is stored: the backend is pyramid unless asked for (patch pays on a GPU)
+    assert options.make_config().features == options.make_config(device="cpu").features
+    assert options.make_config().features.backend == "pyramid"
+    assert options.make_config(None, {"L2G_BACKEND": "patch"}).features.name.endswith("-patch")
+    for bad, match in [({"device": "tpu"}, "device must be"), ({"backend": "auto"}, "backend must be")]:
         with pytest.raises(ConfigError, match=match):
             options.make_config(**bad)
     with pytest.raises(ConfigError, match="L2G_UPRIGHT"):
         options.make_config(None, {"L2G_UPRIGHT": "maybe"})
-    if here == "cpu":   # asked for, but absent: refused before anything is built or written
-        with pytest.raises(ExtractorUnavailable, match="sees no CUDA GPU"):
-            build_index(tmp_path, tmp_path / "ix", options.make_config(device="cuda", num_features=50))
+    if here == "cpu":   # asked for, but absent: refused before anything is written
+        from l2g.cli import main
+
+        (tmp_path / "g").mkdir()
+        assert main(["index", str(tmp_path / "g"), "--out", str(tmp_path / "ix"), "--device", "cuda"]) == 2
         assert not (tmp_path / "ix").exists()
+        with pytest.raises(ExtractorUnavailable, match="sees no CUDA GPU"):
+            build_index(tmp_path / "g", tmp_path / "ix2", options.make_config(device="cuda"))
+        assert not list((tmp_path / "ix2").rglob("*.npz"))
 
 
 def test_search_on_a_missing_gpu_is_a_clear_error(serial, small_gallery, capsys):

@@ -96,6 +96,14 @@ def summary(out: dict) -> str:
             lines.append(f"extract {side}px: pyramid {r['pyramid']['s_per_image']:.2f} s/img "
                          f"({r['pyramid']['keypoints_mean']:.0f} kp), patch {r['patch']['s_per_image']:.2f} s/img "
                          f"({r['patch']['keypoints_mean']:.0f} kp): patch/pyramid {r['patch_over_pyramid']:.1f}x")
+            if "over_opencv" in r:
+                lines.append(f"extract {side}px: OpenCV SIFT {r['opencv']['s_per_image']:.2f} s/img; pyramid "
+                             f"{r['over_opencv']['pyramid']:.1f}x OpenCV ({r['over_opencv_cpu']['pyramid']:.1f}x "
+                             "in CPU time)")
+    for k, v in out.get("indexing", {}).items():
+        if isinstance(v, dict):
+            lines.append(f"indexing {out['indexing']['images']} realbench-dev photos, {k}: "
+                         f"{v['images_per_s']:.2f} img/s")
     lines += summary_sizes(out["sizes"])
     for m in ("classical", "smacof"):
         lines += [f"rerank {m} k={k}: p50 {v['p50_s'] * 1e3:.0f} ms" for k, v in out["rerank"].get(m, {}).items()]
@@ -132,6 +140,8 @@ def main(args) -> int:
                 out["notes"] += notes(size, plan(size, quick), s)
                 shutil.rmtree(d, ignore_errors=True)
             out["rerank"] = bench_rerank.run(quick)
+            if not quick:   # real-image indexing (extraction + index + graph) at 1 worker and at every core
+                out["indexing"] = bench_extract.indexing(24, sorted({1, os.cpu_count() or 1}))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     out["targets"] = targets(out)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -116,7 +117,8 @@ def cmd_search(args) -> int:
     m = read_manifest(Path(args.index))
     method = M.get(args.method)
     # the query is extracted with the index's own feature settings, not the defaults
-    cfg = C.for_extractor(C.DEFAULT.replace(features=C.FeatureConfig(**m["features"])))
+    cfg = C.for_extractor(C.DEFAULT.replace(features=C.FeatureConfig(**m["features"]),
+                                            build__device=args.device or os.environ.get("L2G_DEVICE") or "auto"))
     eng = open_engine(Path(m["root"]), Path(args.index), cfg, sync=False, with_global=method.needs_global)
     if method.needs_global and eng.gi is None:
         print(f"error: {args.method} needs global descriptors; re-run `index` without --no-global",
@@ -222,6 +224,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--bbox", type=float, nargs=4, metavar=("X0", "Y0", "X1", "Y1"),
                    help="query rectangle in pixels of the loaded (max-side capped) image")
     s.add_argument("--json", action="store_true", help="print JSON: {query, results: [{rank, path, score, matches}]}")
+    options.add_device(s)
     s.set_defaults(fn=cmd_search)
 
     s = sub.add_parser("eval", help="evaluate methods on a dataset (groups.json folder or Revisited Oxford/Paris)")

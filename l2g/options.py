@@ -1,11 +1,15 @@
 """One option -> config mapper for the CLI and the app, with named presets.
 
-    --preset fast|default|accurate   L2G_PRESET           a named set of settings (config.PRESETS)
+    --preset NAME                    L2G_PRESET           fast|default|accurate|draft: named settings (config.PRESETS)
     --num-features N (--features N)  L2G_NUM_FEATURES     keypoints per image
     --max-side PX                    L2G_MAX_SIDE         longest image side for features
     --extractor NAME                 L2G_EXTRACTOR        local feature extractor (features.EXTRACTORS)
     --index-kind KIND                L2G_INDEX_KIND       nearest-neighbour index
     --workers N                      L2G_WORKERS          feature-extraction processes of a build (default all cores)
+    --device auto|cpu|cuda           L2G_DEVICE           where features are extracted (auto: CUDA if torch sees one)
+    --backend NAME                   L2G_BACKEND          SIFT: pyramid (default), patch (fast on a GPU, less accurate),
+                                                          pyramid-nd (no doubled first octave: faster, less accurate)
+    --upright                        L2G_UPRIGHT=1        SIFT without orientation (its own index folder)
     --data-dir DIR                   L2G_DATA_DIR         demo, uploads and indexes (l2g.paths)
 
 Precedence: an explicit option, then the environment, then the preset, then config's default.
@@ -25,7 +29,13 @@ OPTIONS = {
     "extractor": ("features__extractor", str, "L2G_EXTRACTOR"),
     "index_kind": ("index__kind", str, "L2G_INDEX_KIND"),
     "workers": ("build__workers", int, "L2G_WORKERS"),
+    "device": ("build__device", str, "L2G_DEVICE"),
+    "backend": ("features__backend", str, "L2G_BACKEND"),
+    "upright": ("features__upright", bool, "L2G_UPRIGHT"),
 }
+DEVICES = ("auto", "cpu", "cuda")
+BACKENDS = ("pyramid", "patch", "pyramid-nd")
+_BOOL = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
 PRESET_ENV = "L2G_PRESET"
 INDEX_KINDS = ("auto", "flat", "ivf", "ivfsq8")
 
@@ -34,8 +44,8 @@ def add_arguments(p: argparse.ArgumentParser, data_dir: bool = True) -> None:
     """The config options of every command that builds or opens an index (and of the app)."""
     d = C.DEFAULT
     p.add_argument("--preset", choices=list(C.PRESETS),
-                   help="named settings (fast: " + _describe("fast") + "; accurate: " + _describe("accurate") +
-                        f"); ${PRESET_ENV}")
+                   help="named settings (" + "; ".join(f"{k}: {_describe(k)}" for k in C.PRESETS if k != "default")
+                        + f"); ${PRESET_ENV}")
     p.add_argument("--num-features", "--features", dest="num_features", type=int,
                    help=f"keypoints per image (default {d.features.num_features})")
     p.add_argument("--max-side", type=int, help=f"longest image side in px (default {d.features.max_side})")
@@ -45,8 +55,21 @@ def add_arguments(p: argparse.ArgumentParser, data_dir: bool = True) -> None:
                         "IVF above)")
     p.add_argument("--workers", type=int, help="feature-extraction processes of a build, one torch thread each "
                                                "(default all cores; 1 = in the build's own process)")
+    add_device(p)
+    p.add_argument("--backend", choices=list(BACKENDS),
+                   help="Kornia SIFT backend: pyramid (default), patch (~8x faster batched on a GPU, 3.3 points of "
+                        "realbench-dev l2g mAP less), pyramid-nd (no doubled first octave: ~2.5x faster on the CPU, "
+                        "3.5 points less); part of the index folder's name; $L2G_BACKEND")
+    p.add_argument("--upright", action="store_const", const=True,
+                   help="SIFT without orientation estimation (its own index folder)")
     if data_dir:
         p.add_argument("--data-dir", help=f"demo, uploads and indexes (default data/; ${C.DATA_DIR_ENV})")
+
+
+def add_device(p: argparse.ArgumentParser) -> None:
+    """--device, for the commands that extract features (also `search`, which takes no other option here)."""
+    p.add_argument("--device", help="where features are extracted: auto (default: CUDA when torch sees a GPU), "
+                                    "cpu, cuda or cuda:N; $L2G_DEVICE")
 
 
 def _describe(preset: str) -> str:
@@ -68,8 +91,8 @@ def make_config(preset: str | None = None, env: dict | None = None, **options) -
         value = options.get(dest)
         if value is None and env.get(var) not in (None, ""):
             try:
-                value = typ(env[var])
-            except ValueError:
+                value = _BOOL[env[var].strip().lower()] if typ is bool else typ(env[var])
+            except (ValueError, KeyError):
                 raise ConfigError(f"${var}={env[var]!r} is not a valid {typ.__name__}") from None
         if value is None:
             continue
@@ -77,6 +100,10 @@ def make_config(preset: str | None = None, env: dict | None = None, **options) -
             raise ConfigError(f"{dest.replace('_', '-')} must be positive, got {value}")
         if dest == "index_kind" and value not in INDEX_KINDS:
             raise ConfigError(f"index kind must be one of {INDEX_KINDS}, got {value!r}")
+        if dest == "device" and value.split(":")[0] not in DEVICES:
+            raise ConfigError(f"device must be one of {DEVICES} (or cuda:N), got {value!r}")
+        if dest == "backend" and value not in BACKENDS:
+            raise ConfigError(f"backend must be one of {BACKENDS}, got {value!r}")
         cfg = cfg.replace(**{key: value})
     return C.for_extractor(cfg)
 

@@ -11,6 +11,10 @@ by ~1e-8), and this way the features files are the same bytes whatever the numbe
 Each worker writes its features file atomically (unique temporary file, then rename), so a
 killed build keeps every finished image and a resume re-uses it. A worker that dies (killed,
 out of memory) fails the build with an L2GError; the features already written stay on disk.
+
+On a GPU (``BuildConfig.device`` 'cuda', or 'auto' where torch sees one) there are no worker
+processes: the build's own process loads the images and feeds images of equal size to the GPU
+``BuildConfig.batch`` at a time (``Extractor.batch``). A batch size above 1 does the same on the CPU.
 """
 from __future__ import annotations
 
@@ -24,7 +28,7 @@ from pathlib import Path
 
 from . import config as C
 from .errors import ImageError, L2GError
-from .features import Extractor, save_features
+from .features import Extractor, resolve_device, save_features
 from .images import load_image
 
 
@@ -57,15 +61,23 @@ def n_workers(cfg: C.L2GConfig) -> int:
     return max(1, os.cpu_count() or 1) if w <= 0 else w
 
 
+def batch_size(cfg: C.L2GConfig, device) -> int:
+    """Images per extraction call: BuildConfig.batch, 0 meaning 16 on CUDA and 1 on the CPU."""
+    return cfg.build.batch if cfg.build.batch > 0 else (16 if device.type == "cuda" else 1)
+
+
 def extract_one(path: Path, dest: Path, max_side: int, extractor: Extractor) -> Extracted | str:
     """Load, extract and save one image; an unreadable image gives its ImageError message."""
     try:
         img = load_image(path, max_side=max_side)
     except ImageError as e:
         return str(e)
-    f = extractor(img.rgb)
+    return _save(dest, extractor(img.rgb), img.scale)
+
+
+def _save(dest: Path, f, scale: float) -> Extracted:
     rec = save_features(dest, f)
-    return Extracted(len(f), tuple(f.size), float(img.scale), rec)
+    return Extracted(len(f), tuple(f.size), float(scale), rec)
 
 
 _EXTRACTOR: Extractor | None = None   # a worker's own extractor (set by _init)
@@ -76,7 +88,7 @@ def _init(fcfg: C.FeatureConfig) -> None:
     import torch
 
     torch.set_num_threads(1)
-    _EXTRACTOR = Extractor(fcfg)
+    _EXTRACTOR = Extractor(fcfg, device="cpu")
 
 
 def _work(path: Path, dest: Path, max_side: int) -> Extracted | str:
@@ -116,10 +128,16 @@ def extract(jobs: Iterable[Job], out: Path, cfg: C.L2GConfig, extractor: Extract
             followers.append(j)
         else:
             leaders[j.name] = j
+    device = resolve_device(cfg.build.device)
     workers = min(n_workers(cfg), len(leaders))
     results: dict[str, Extracted | str] = {}
-    if workers <= 1 or len(leaders) < cfg.build.parallel_min or not _plain(extractor, cfg):
-        extractor = extractor or Extractor(cfg.features)
+    if device.type != "cpu" or batch_size(cfg, device) > 1:
+        if extractor is None or (_plain(extractor, cfg) and extractor.device != device):
+            extractor = Extractor(cfg.features, device=str(device))   # (the caller's own kind runs as given)
+        with _one_torch_thread():
+            yield from _batched(leaders, out, cfg, extractor, batch_size(cfg, device), results, progress, done, total)
+    elif workers <= 1 or len(leaders) < cfg.build.parallel_min or not _plain(extractor, cfg):
+        extractor = extractor or Extractor(cfg.features, device="cpu")
         with _one_torch_thread():
             for j in leaders.values():
                 if progress:
@@ -131,6 +149,31 @@ def extract(jobs: Iterable[Job], out: Path, cfg: C.L2GConfig, extractor: Extract
         yield from _pool(leaders, out, cfg, workers, results, progress, done, total)
     for j in followers:
         yield j, results[j.name], False
+
+
+def _batched(leaders: dict, out: Path, cfg: C.L2GConfig, extractor: Extractor, size: int, results: dict,
+             progress, done, total):
+    """In the build's own process: load ``4 * size`` images at a time, extract those of equal size
+    ``size`` per call (Extractor.batch), save each; yields like ``extract`` in job order."""
+    jobs = list(leaders.values())
+    for s in range(0, len(jobs), 4 * size):
+        window, imgs = [], []
+        for j in jobs[s:s + 4 * size]:
+            if progress:
+                progress(done, total, j.rel)
+            try:
+                img = load_image(j.path, max_side=cfg.features.max_side)
+            except ImageError as e:
+                results[j.name] = str(e)
+                continue
+            window.append((j, img.scale))
+            imgs.append(img.rgb)
+        feats = extractor.batch(imgs, size)
+        for (j, scale), f in zip(window, feats):
+            results[j.name] = _save(out / j.name, f, scale)
+        for j in jobs[s:s + 4 * size]:
+            done += 1
+            yield j, results[j.name], True
 
 
 def _pool(leaders: dict, out: Path, cfg: C.L2GConfig, workers: int, results: dict, progress, done, total):

@@ -67,7 +67,7 @@ def open_engine(gallery: Path, index_dir: Path | None = None, cfg: C.L2GConfig =
     t0 = time.perf_counter()
     gallery = Path(gallery)
     index_dir = Path(index_dir) if index_dir else index_dir_for(gallery, cfg, data_dir)
-    extractor = extractor or Extractor(cfg.features)
+    extractor = extractor or Extractor(cfg.features, device=cfg.build.device)
     lock = store.folder_lock(index_dir, cfg.store.lock_timeout, cfg.store) if sync else contextlib.nullcontext()
     with lock:
         report = None

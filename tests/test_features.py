@@ -45,3 +45,71 @@ def test_disk_random_weights_shapes():
     rgb = (np.random.default_rng(0).random((96, 128, 3)) * 255).astype(np.uint8)
     f = ex(rgb)
     assert f.kpts.shape[1] == 5 and f.desc.shape[1] == 128 and len(f) <= 64
+
+
+# --------------------------------------------------------------------------- devices, batches, the first octave
+def _same_size(demo_gallery, names, shape=(300, 400)):
+    """Demo photographs cropped to one (H, W) shape (uint8 RGB)."""
+    h, w = shape
+    return [load_image(demo_gallery / n, max_side=480).rgb[:h, :w].copy() for n in names]
+
+
+NAMES = ("groups/astronaut/astronaut_orig.jpg", "groups/coffee/coffee_orig.jpg", "groups/chelsea/chelsea_orig.jpg")
+
+
+@pytest.mark.parametrize("backend", ["pyramid", "pyramid-nd"])
+def test_batched_extraction_equals_one_image_at_a_time(demo_gallery, backend):
+    cfg = C.FeatureConfig(num_features=300, max_side=480, backend=backend)
+    ex = Extractor(cfg, device="cpu")
+    imgs = _same_size(demo_gallery, NAMES) + [load_image(demo_gallery / NAMES[0], max_side=480).rgb[:200, :260].copy()]
+    one, batched = [ex(im) for im in imgs], ex.batch(imgs, size=2)
+    for a, b in zip(one, batched):
+        assert abs(len(a) - len(b)) <= 2 and len(a) > 50 and a.size == b.size
+        assert b.params == {"extractor": cfg.name}
+        # batched convolutions round differently in the last bits (measured: <= 0.01 px, 1e-4 in a
+        # descriptor), so keypoints of nearly equal response may swap places: compared as sets
+        d = np.abs(b.kpts[:, None, :3] - a.kpts[None, :, :3]).max(2)
+        same = (d.min(1) < 0.05) & (np.abs(b.desc - a.desc[d.argmin(1)]).max(1) < 1e-3)
+        assert same.mean() > 0.97
+    np.testing.assert_array_equal(batched[-1].kpts, one[-1].kpts)    # the odd-sized image ran alone
+    assert ex.batch([]) == []
+    with pytest.raises(ValueError, match="uint8"):
+        ex.batch([imgs[0].astype(np.float32)])
+
+
+def test_device_auto_is_the_cpu_here_and_cuda_without_a_gpu_is_refused():
+    import torch
+
+    from l2g.errors import ConfigError
+    from l2g.features import resolve_device
+
+    if torch.cuda.is_available():
+        assert resolve_device("auto").type == "cuda"
+        return
+    assert resolve_device("auto") == resolve_device("cpu") == torch.device("cpu")
+    assert Extractor(C.FeatureConfig(num_features=50)).device.type == "cpu"
+    for dev in ("cuda", "cuda:0"):
+        with pytest.raises(ExtractorUnavailable, match="sees no CUDA GPU.*--device cpu"):
+            Extractor(C.FeatureConfig(num_features=50), device=dev)
+    with pytest.raises(ConfigError, match="unknown device 'tpu'"):
+        resolve_device("tpu")
+
+
+def test_single_first_octave_is_in_the_image_frame_and_named(demo_gallery):
+    """Without the doubled octave the keypoints stay in the image's pixel frame (Kornia reports them in
+    half of it): most of them sit where the doubled pyramid finds one too, at a similar scale."""
+    img = load_image(demo_gallery / NAMES[0], max_side=480).rgb
+    full = Extractor(C.FeatureConfig(num_features=1000, max_side=480))(img)
+    nd_cfg = C.FeatureConfig(num_features=300, max_side=480, backend="pyramid-nd")
+    nd = Extractor(nd_cfg)(img)
+    assert nd_cfg.name.endswith("-pyramid-nd") and C.FeatureConfig().name.endswith("-pyramid")
+    h, w = img.shape[:2]
+    assert 100 < len(nd) <= 300 and (nd.kpts[:, 0] < w).all() and (nd.kpts[:, 1] < h).all()
+    assert nd.kpts[:, 0].max() > 0.75 * w and nd.kpts[:, 1].max() > 0.75 * h   # not squeezed into a half frame
+    d = np.linalg.norm(nd.xy[:, None] - full.xy[None], axis=2)
+    near = d.argmin(1)
+    ok = (d.min(1) < 1.5) & (np.abs(np.log(nd.kpts[:, 2] / full.kpts[near, 2])) < np.log(1.5))
+    assert ok.mean() > 0.8, ok.mean()     # measured: 0.95
+    assert not nd_cfg.double_image and C.FeatureConfig().double_image and C.FeatureConfig(backend="patch").double_image
+    with pytest.raises(ValueError, match="pyramid-nd"):
+        Extractor(C.FeatureConfig(backend="dense"))

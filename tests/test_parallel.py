@@ -19,7 +19,7 @@ import pytest
 
 from l2g import options
 from l2g.cli import parser
-from l2g.errors import ConfigError
+from l2g.errors import ConfigError, ExtractorUnavailable
 from l2g.index import build_index, read_manifest
 from l2g.parallel import n_workers
 from l2g.search import local_search
@@ -138,3 +138,80 @@ def test_a_dead_worker_is_a_clear_error_and_keeps_finished_features(small_galler
     assert done >= 2
     li, rep = build_index(root, folder, _parallel_cfg(small_cfg))
     assert len(rep.reused) == done and sorted(rep.added + rep.reused) == keep
+
+
+def _share_alike(a, b) -> float:
+    """Share of b's keypoints with one of a's within 0.05 px, at the same scale and with the same descriptor
+    (1e-3). Rows are not compared in order: keypoints of nearly equal response may swap places, or
+    trade the last place, when a batch rounds them differently."""
+    d = np.abs(b.kpts[:, None, :3] - a.kpts[None, :, :3]).max(2)
+    j = d.argmin(1)
+    return float(((d.min(1) < 0.05) & (np.abs(b.desc - a.desc[j]).max(1) < 1e-3)).mean())
+
+
+def test_batched_in_process_build_matches_the_serial_build(serial, small_gallery, small_cfg, tmp_path):
+    """The GPU's path (in-process, images of equal size batched) run on the CPU: same images, same
+    failures, features equal up to float rounding, same top results."""
+    root, keep = small_gallery
+    folder, sli, srep = serial
+    seen = []
+    cfg = small_cfg.replace(build__device="cpu", build__batch=4, build__workers=2, build__parallel_min=1)
+    li, rep = build_index(root, tmp_path / "ix", cfg, progress=lambda d, t, m: seen.append(d))
+    assert rep.added == srep.added == keep and rep.failed == srep.failed and rep.empty == srep.empty
+    assert seen == sorted(seen) and seen[-1] == len(keep) + 3
+    assert not list(tmp_path.glob("ix/**/*.tmp*"))
+    for i in range(li.n_images):
+        a, b = sli.features(i), li.features(i)
+        assert a.size == b.size and abs(len(a) - len(b)) <= 2
+        assert _share_alike(a, b) > 0.97
+    ra, rb = _rankings(sli), _rankings(li)
+    assert {p: r[0][:3] for p, r in ra.items()} == {p: r[0][:3] for p, r in rb.items()}
+
+
+def test_device_and_sift_options(tmp_path):
+    import torch
+
+    here = "cuda" if torch.cuda.is_available() else "cpu"
+    assert options.make_config().build.device == "auto"
+    assert options.make_config(None, {"L2G_DEVICE": "cpu"}).build.device == "cpu"
+    args = parser().parse_args(["eval", "demo", "--device", "cpu", "--upright", "--backend", "pyramid-nd"])
+    cfg = options.config_from_args(args, {})
+    assert cfg.build.device == "cpu" and cfg.features.upright and not cfg.features.double_image
+    assert cfg.features.name.endswith("-pyramid-nd-up")
+    assert options.make_config(None, {"L2G_BACKEND": "pyramid-nd"}).features.double_image is False
+    for env in ({}, {"L2G_DEVICE": "cpu"}):    # the preset's backend is kept, whatever the device
+        assert options.make_config("draft", env).features.name == cfg.features.name.replace("-up", "")
+    assert parser().parse_args(["search", "q.jpg", "--index", "ix", "--device", "cpu"]).device == "cpu"
+    # the device never changes what is stored: the backend is pyramid unless asked for (patch pays on a GPU)
+    assert options.make_config().features == options.make_config(device="cpu").features
+    assert options.make_config().features.backend == "pyramid"
+    assert options.make_config(None, {"L2G_BACKEND": "patch"}).features.name.endswith("-patch")
+    for bad, match in [({"device": "tpu"}, "device must be"), ({"backend": "auto"}, "backend must be")]:
+        with pytest.raises(ConfigError, match=match):
+            options.make_config(**bad)
+    with pytest.raises(ConfigError, match="L2G_UPRIGHT"):
+        options.make_config(None, {"L2G_UPRIGHT": "maybe"})
+    if here == "cpu":   # asked for, but absent: refused before anything is written
+        from l2g.cli import main
+
+        (tmp_path / "g").mkdir()
+        assert main(["index", str(tmp_path / "g"), "--out", str(tmp_path / "ix"), "--device", "cuda"]) == 2
+        assert not (tmp_path / "ix").exists()
+        with pytest.raises(ExtractorUnavailable, match="sees no CUDA GPU"):
+            build_index(tmp_path / "g", tmp_path / "ix2", options.make_config(device="cuda"))
+        assert not list((tmp_path / "ix2").rglob("*.npz"))
+
+
+def test_search_on_a_missing_gpu_is_a_clear_error(serial, small_gallery, capsys):
+    import torch
+
+    from l2g.cli import main
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    root, keep = small_gallery
+    folder = str(serial[0])
+    assert main(["search", str(root / keep[0]), "--index", folder, "--device", "cuda"]) == 2
+    assert "sees no CUDA GPU" in capsys.readouterr().err
+    assert main(["search", str(root / keep[0]), "--index", folder, "--device", "cpu", "--top", "1", "--json"]) == 0
+    assert '"rank": 1' in capsys.readouterr().out

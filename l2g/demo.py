@@ -2,7 +2,7 @@
 surrounded by texture distractors.
 
 A group is one photograph seen several ways (l2g.demo_views: warp, scale+rotation, light,
-blur+noise, occlusion and three small partial crops of 10-25 % of the scene). Distractors
+blur+noise, occlusion and four small, nearly disjoint partial crops of 10-25 % of the scene). Distractors
 (l2g.demo_textures) are unrelated photographs, variants of texture photographs (brick, grass,
 gravel) and seeded procedural textures: repetitive surfaces that draw false local votes, and
 enough of them that verifying a global top 10 covers about 5 % of the gallery.

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from l2g import config, demo
+from l2g import config, demo, demo_views
 from l2g import download as dl
 from l2g.datasets import (
     DatasetError,
@@ -495,21 +495,48 @@ def test_demo_is_deterministic(demo_dir, tmp_path):
 def test_demo_groups_consistent(demo_dir):
     gt = load_groups(demo_dir)                       # every listed file exists
     meta = json.loads((demo_dir / "groups.json").read_text())
-    assert 8 <= len(gt.groups) <= 10 and 8 <= len(gt.distractors) <= 12
+    assert 9 <= len(gt.groups) <= 12 and 80 <= len(gt.distractors) <= 130
+    assert len(gt.images) <= 220                     # the test suite indexes the whole demo once
     assert "motorcycle_view1.jpg" in " ".join(gt.groups["motorcycle"])  # the real stereo partner
     for name, paths in gt.groups.items():
-        assert 6 <= len(paths) <= 9
+        assert 8 <= len(paths) <= 11
         crops = [p for p in paths if "_crop" in p]
-        assert crops, f"group {name} has no partial crop"
-        for p in crops:
-            assert 0.2 <= meta["views"][p]["area"] <= 0.45
+        assert len(crops) == len(demo_views.CROP_AREAS), f"group {name}: {crops}"
+        boxes = [meta["views"][p]["box"] for p in crops]
+        for i, p in enumerate(crops):
+            assert 0.1 <= meta["views"][p]["area"] <= 0.25           # small partial views
+            for b in boxes[:i]:                                       # nearly disjoint from the earlier crops
+                assert demo_views._overlap(boxes[i], b) <= demo_views.CROP_MAX_OVERLAP + 1e-9, (p, b)
     for rel in gt.images:
         img = load_image(demo_dir / rel, max_side=None)
         assert max(img.rgb.shape[:2]) <= demo.DEMO_MAX_SIDE and min(img.rgb.shape[:2]) >= 100
+    for rel in gt.distractors:                                        # distractors are smaller (fast to index)
+        assert max(load_image(demo_dir / rel, max_side=None).rgb.shape[:2]) <= demo.DISTRACTOR_SIDE
     crop = load_image(demo_dir / gt.groups["astronaut"][-1]).rgb
     assert max(crop.shape[:2]) >= demo.CROP_MIN_SIDE                  # enlarged, not a tiny cut-out
     ds = load_eval_dataset(demo_dir)
     assert len(ds.queries) == sum(len(p) for p in gt.groups.values())
+
+
+def test_demo_distractors_come_in_families(demo_dir):
+    """Every distractor belongs to a family of variants of one base (its own cluster in the graph),
+    photographs and procedural textures both, and a global top 10 is at most ~5 % of the gallery."""
+    meta = json.loads((demo_dir / "groups.json").read_text())
+    families: dict[str, list[str]] = {}
+    for rel in meta["distractors"]:
+        families.setdefault(meta["views"][rel]["source"], []).append(rel)
+    assert {meta["views"][r]["kind"] for r in meta["distractors"]} == {"photo", "procedural"}
+    assert all(len(m) == len(demo.FAMILY_VARIANTS) for m in families.values()), families
+    assert {"brick.png", "grass.png", "gravel.png"} <= set(families)
+    n = len(meta["distractors"]) + sum(len(p) for p in meta["groups"].values())
+    assert 10 / n <= 0.055
+
+
+def test_demo_uses_other_packages_photos_only_when_installed(monkeypatch):
+    real = demo.package_dir
+    monkeypatch.setattr(demo, "package_dir", lambda name: None if name != "skimage" else real(name))
+    assert set(demo.group_photos()) == set(demo.GROUP_SOURCES)
+    assert demo.package_dir("no_such_package_l2g") is None
 
 
 def test_demo_skips_when_complete_and_force_rebuilds(demo_dir):

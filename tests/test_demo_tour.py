@@ -1,11 +1,121 @@
+"""The guided tour's claims, checked on the generated demo with the shipped defaults, and the
+first start's indexing order."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
 from l2g import demo_tour
-from l2g.demo_tour import TourStop
+from l2g.demo_tour import FIRST_N, TOUR, TourStop, index_order
+from l2g.metrics import average_precision
 
 
 def test_index_order_puts_tour_groups_first_and_lists_every_image_once(monkeypatch):
-    meta = {"groups": {"a": ["g/a1", "g/a2"], "b": ["g/b1", "g/b2"]}, "distractors": ["d/x", "d/y"]}
-    monkeypatch.setattr(demo_tour, "TOUR", (TourStop("k", "g/b2", "t", "c"),))
-    order = demo_tour.index_order(meta)
-    assert order[:2] == ["g/b1", "g/b2"]
-    assert sorted(order) == sorted(["g/a1", "g/a2", "g/b1", "g/b2", "d/x", "d/y"])
-    assert order[-2:] == ["d/x", "d/y"]
+    meta = {"groups": {"a": ["g/a1", "g/a2"], "b": ["g/b1", "g/b2"]},
+            "distractors": ["d/x1", "d/x2", "d/y1", "d/y2", "d/z"],
+            "views": {"d/x1": {"kind": "procedural", "source": "procedural:dots:0"},
+                      "d/x2": {"kind": "procedural", "source": "procedural:dots:0"},
+                      "d/y1": {"kind": "photo", "source": "grass.png"},
+                      "d/y2": {"kind": "photo", "source": "grass.png"},
+                      "d/z": {"kind": "photo", "source": "moon.png"}}}
+    monkeypatch.setattr(demo_tour, "TOUR", (TourStop("k", "g/b2", "t", "c", focus="d/y2"),))
+    order = index_order(meta)
+    assert order[:3] == ["g/b1", "g/b2", "d/y2"]                  # the stop's group, then what it points at
+    assert order[3:6] == ["d/y1", "d/x1", "d/z"]                   # its family, then one of each other family
+    assert order[6:] == ["g/a1", "g/a2", "d/x2"]
+    assert sorted(order) == sorted(meta["groups"]["a"] + meta["groups"]["b"] + meta["distractors"])
+
+
+def test_index_order_without_views_counts_each_distractor_as_its_own_family(monkeypatch):
+    monkeypatch.setattr(demo_tour, "TOUR", ())
+    meta = {"groups": {"a": ["g/a1"], "b": ["g/b1"]}, "distractors": ["d/x", "d/y"]}
+    assert index_order(meta) == ["d/x", "d/y", "g/a1", "g/b1"]
+    assert index_order({}) == []
+
+
+# ----------------------------------------------------------------------------- on the generated demo
+
+
+@pytest.fixture(scope="module")
+def meta(demo_gallery):
+    return json.loads((demo_gallery / "groups.json").read_text())
+
+
+def test_first_part_is_a_small_demo_of_its_own(meta):
+    """index_order(meta)[:FIRST_N] holds every tour query with its whole group, every image a stop
+    points at, and at least one distractor of every family."""
+    first = set(index_order(meta)[:FIRST_N])
+    n = len(meta["distractors"]) + sum(len(p) for p in meta["groups"].values())
+    assert 20 <= FIRST_N <= n // 2
+    group_of = {p: g for g, ps in meta["groups"].items() for p in ps}
+    for stop in TOUR:
+        assert set(meta["groups"][group_of[stop.query]]) <= first, stop.key
+        assert not stop.focus or stop.focus in first, stop.key
+    families = {meta["views"][d]["source"] for d in meta["distractors"]}
+    assert families <= {meta["views"][d]["source"] for d in first if d in meta["distractors"]}
+
+
+def test_tour_stops_are_demo_images(meta):
+    assert [s.key for s in TOUR] == ["partial-crop", "texture", "l2g-hurts"]
+    listed = {p for ps in meta["groups"].values() for p in ps} | set(meta["distractors"])
+    for s in TOUR:
+        assert s.query in listed and s.focus in listed and s.title and len(s.caption) < 400, s
+
+
+@pytest.fixture(scope="module")
+def runs(demo_engine):
+    from l2g.pipeline import make_query, run_query
+
+    out = {}
+    for s in TOUR:
+        q = make_query(demo_engine, gallery_id=demo_engine.li.id_of(s.query))
+        out[s.key] = run_query(demo_engine, q, methods=("global", "local", "l2g", "g2l@10"))
+    return out
+
+
+def _rank(engine, run, method: str, rel: str) -> int:
+    """0-based rank of gallery image ``rel`` in ``method``'s full ranking."""
+    return int(np.flatnonzero(run.full_ranking(method) == engine.li.id_of(rel))[0])
+
+
+def _ap(engine, run, method: str, meta, query: str) -> float:
+    """AP of ``method`` for ``query``: its positives are the other views of its group."""
+    group = next(ps for ps in meta["groups"].values() if query in ps)
+    paths = [engine.li.paths[int(i)] for i in run.full_ranking(method)]
+    return average_precision(paths, [p for p in group if p != query])
+
+
+def _stop(key: str) -> TourStop:
+    return next(s for s in TOUR if s.key == key)
+
+
+def test_partial_crop_stop_g2l_at_10_loses_the_positive_and_l2g_keeps_it(demo_engine, runs, meta):
+    """The stop's positive is not among the 10 images g2l@10 verifies (its global rank is 10 or
+    more, so it keeps that rank or lower), while l2g puts it in its top 10; l2g's AP is higher."""
+    s, run = _stop("partial-crop"), runs["partial-crop"]
+    assert _rank(demo_engine, run, "global", s.focus) >= 10
+    assert _rank(demo_engine, run, "g2l@10", s.focus) >= 10
+    assert _rank(demo_engine, run, "l2g", s.focus) < 10
+    assert _ap(demo_engine, run, "l2g", meta, s.query) > _ap(demo_engine, run, "g2l@10", meta, s.query)
+
+
+def test_texture_stop_local_ranks_the_distractor_high_and_l2g_demotes_it(demo_engine, runs, meta):
+    s, run = _stop("texture"), runs["texture"]
+    assert s.focus in meta["distractors"]
+    local, l2g = _rank(demo_engine, run, "local", s.focus), _rank(demo_engine, run, "l2g", s.focus)
+    assert local < 10 and l2g >= local + 10, (local, l2g)
+    assert _ap(demo_engine, run, "l2g", meta, s.query) > _ap(demo_engine, run, "local", meta, s.query)
+
+
+def test_l2g_hurts_stop_is_a_real_loss(demo_engine, runs, meta):
+    """l2g's AP is lower than local search's, and the stop's focus (a positive) falls below a member
+    of the clock or retina family that local search ranked after it."""
+    s, run = _stop("l2g-hurts"), runs["l2g-hurts"]
+    assert _ap(demo_engine, run, "l2g", meta, s.query) < _ap(demo_engine, run, "local", meta, s.query) - 0.01
+    focus_local, focus_l2g = (_rank(demo_engine, run, m, s.focus) for m in ("local", "l2g"))
+    clusters = [p for p in meta["distractors"] if meta["views"][p]["source"] in ("clock_motion.png", "retina.jpg")]
+    lifted = [p for p in clusters if _rank(demo_engine, run, "l2g", p) < focus_l2g
+              and _rank(demo_engine, run, "local", p) > focus_local]
+    assert focus_l2g > focus_local and lifted, (focus_local, focus_l2g)

@@ -1,0 +1,83 @@
+"""An honest "no match" on the query page: the query judged against the gallery's calibration
+(l2g.confidence), and the message that says so, with its evidence."""
+from __future__ import annotations
+
+import time
+
+import streamlit as st
+
+from .. import confidence as CF
+from .. import pipeline as P
+from ..errors import L2GError
+from . import background
+
+VERDICT_KEY = "l2g_verdict"        # (run key, Verdict) of the current search
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def _calibration(folder: str, order: str, n: int, stored: bool, _eng=None) -> CF.Calibration:
+    """The calibration of the index in ``folder`` with images ``order``: stored beside the index
+    (confidence.json, l2g.store.ensure) unless a background build holds that folder; then computed
+    in memory for the images indexed so far."""
+    eng = _eng
+    cc, vc = eng.cfg.confidence, eng.cfg.verify
+    if stored:
+        return CF.ensure_calibration(eng.li.folder, eng.li, eng.graph, eng.gt, cc, vc).result
+    return CF.calibrate(eng.li, eng.graph, eng.gt, cc, vc)
+
+
+def calibration(eng: P.Engine) -> CF.Calibration | None:
+    """The engine's calibration (None when it cannot be made: the page then judges nothing)."""
+    from ..store import order_hash
+
+    busy = background.index_job(eng.li.folder) is not None
+    try:
+        return _calibration(str(eng.li.folder), order_hash(eng.li.images), eng.li.n_images, not busy, _eng=eng)
+    except (L2GError, OSError):
+        return None
+
+
+def verdict(eng: P.Engine, run: P.QueryRun) -> CF.Verdict | None:
+    """The current search's verdict, computed once per search (sliders that only re-rank re-use it)."""
+    ss = st.session_state
+    key = (ss.get("l2g_run_key"), eng.li.n_images)
+    memo = ss.get(VERDICT_KEY)
+    if memo is not None and memo[0] == key:
+        return memo[1]
+    cal = calibration(eng)
+    if cal is None:
+        return None
+    t0 = time.perf_counter()
+    v = CF.assess(cal, eng.li, run.query.feats, run.local.ids, run.local.scores, eng.cfg.verify,
+                  eng.cfg.confidence.verify_top)
+    run.timings["confidence"] = time.perf_counter() - t0
+    ss[VERDICT_KEY] = (key, v)
+    return v
+
+
+def show(eng: P.Engine, v: CF.Verdict | None) -> bool:
+    """Draw the verdict; True when the ranked lists should be shown collapsed (no confident match)."""
+    if v is None or v.by == "uncalibrated":
+        return False
+    if v.confident:
+        st.success(f"Confident match ({'local score' if v.by == 'score' else 'verified inliers' if v.by == 'inliers' else 'local score and verified inliers'} "
+                   f"above the gallery's calibrated threshold): {v.evidence()}.", icon=":material/check_circle:")
+        return False
+    st.warning(f"**No confident match in this gallery.** The best candidates score no better than images "
+               f"that do not match each other: {v.evidence()}. The thresholds are calibrated on the "
+               f"gallery's non-matching pairs (about {100 * eng.cfg.confidence.fa_target:.0f}% of queries "
+               f"from outside the gallery pass them). The ranked lists are below, collapsed.",
+               icon=":material/help:")
+    return True
+
+
+def pair_text(eng: P.Engine, v: CF.Verdict | None, score: float, n_inliers: int) -> str | None:
+    """A warning for the match view when this pair is not a confident match (None when it is, or
+    when nothing is calibrated)."""
+    if v is None or v.by == "uncalibrated":
+        return None
+    if score >= v.score_threshold or n_inliers >= v.inlier_threshold:
+        return None
+    return (f"Not a confident match: local score {score:.3f} (a match needs {v.score_threshold:.3f}) and "
+            f"{n_inliers} RANSAC inliers (a match needs {v.inlier_threshold}). Lines below are tentative "
+            f"matches; non-matching images of this gallery reach that many.")

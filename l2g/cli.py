@@ -186,8 +186,10 @@ def cmd_calibrate(args) -> int:
         c = r["counts"]
         print(f"{args.folds}-fold by group (fa_target {cfg.confidence.fa_target}):\n"
               f"| queries | n | rate |\n|---|---|---|\n"
-              f"| group image, its group in the gallery: rejected (false reject) | {c['match']} | {r['false_reject']} |\n"
-              f"| group image, its group in the gallery: accepted, top-1 wrong | {c['match']} | {r['accepted_top1_wrong']} |\n"
+              f"| group image, its group in the gallery: rejected (false reject) | {c['match']} | "
+              f"{r['false_reject']} |\n"
+              f"| group image, its group in the gallery: accepted, top-1 wrong | {c['match']} | "
+              f"{r['accepted_top1_wrong']} |\n"
               f"| group image, its group left out: accepted (false accept) | {c['group_out']} | "
               f"{r['false_accept_group_out']} |\n"
               f"| distractor: accepted (false accept) | {c['distractor']} | {r['false_accept_distractor']} |")
@@ -272,7 +274,8 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("calibrate", help="calibrate the 'no confident match' thresholds of a gallery "
                                          "(saved beside its index); with groups.json, false accept / reject rates")
     s.add_argument("dataset", help="gallery folder, or demo | realbench-dev")
-    s.add_argument("--fa-target", type=float, help=f"false-accept rate aimed at (default {C.ConfidenceConfig.fa_target})")
+    s.add_argument("--fa-target", type=float,
+                   help=f"false-accept rate aimed at (default {C.ConfidenceConfig.fa_target})")
     s.add_argument("--folds", type=int, default=2, help="folds (by group) of the error rates (default 2)")
     s.add_argument("--no-rates", action="store_true", help="only calibrate, skip the error rates")
     feat_opts(s)

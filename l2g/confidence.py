@@ -249,7 +249,8 @@ def error_rates(li: LocalIndex, graph: Graph, gt: GroundTruth, cfg: ConfidenceCo
                 v = judge(cal, sc[0] if len(sc) else 0.0, pairs(i, ids[:cfg.verify_top]))
                 n["match"] += 1
                 n["match_rejected"] += not v.confident
-                n["match_top1_wrong"] += bool(v.confident and (len(ids) == 0 or gt.group_of(graph.paths[ids[0]]) != grp))
+                wrong = len(ids) == 0 or gt.group_of(graph.paths[ids[0]]) != grp
+                n["match_top1_wrong"] += bool(v.confident and wrong)
             ids, sc = null_rows[i]
             v = judge(cal, sc[0] if len(sc) else 0.0, pairs(i, ids[:cfg.verify_top]))
             kind = "group_out" if grp is not None else "distractor"
@@ -265,7 +266,8 @@ def error_rates(li: LocalIndex, graph: Graph, gt: GroundTruth, cfg: ConfidenceCo
 
 def _to_json(cal: Calibration) -> dict:
     return {"score_threshold": cal.score_threshold, "inlier_threshold": cal.inlier_threshold,
-            "null_scores": [round(float(s), 6) for s in cal.null_scores], "null_inliers": [int(i) for i in cal.null_inliers],
+            "null_scores": [round(float(s), 6) for s in cal.null_scores],
+            "null_inliers": [int(i) for i in cal.null_inliers],
             "source": cal.source, "params": cal.params, "timings": cal.timings}
 
 

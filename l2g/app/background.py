@@ -164,6 +164,11 @@ def last_index_job(folder) -> IndexJob | None:
     return _INDEX_JOBS.get(str(folder))
 
 
+def running_folders() -> list[str]:
+    """The index folders a background build is working on."""
+    return [k for k, j in list(_INDEX_JOBS.items()) if not j.finished]
+
+
 def generation(folder) -> int:
     """How many background builds of an index folder have finished (the app's engine cache key)."""
     return _FINISHED.get(str(folder), 0)

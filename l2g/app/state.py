@@ -18,8 +18,8 @@ import numpy as np
 import streamlit as st
 from PIL import Image
 
-from .. import config as C
 from .. import confidence
+from .. import config as C
 from .. import pipeline as P
 from ..datasets import build_demo, list_images
 from ..demo import demo_is_complete
@@ -48,6 +48,7 @@ def _engine(gallery: str, index_dir: str, cfg_name: str, generation: int = 0, _c
     return P.open_engine(Path(gallery), Path(index_dir), _cfg, extractor=extractor(_cfg.features), sync=False)
 
 
+FIRST_N = C.AppConfig().first_n     # demo images indexed before the Query page opens (the rest: background)
 _BUILD_LOCKS: dict = {}
 _LOCKS_LOCK = threading.Lock()
 
@@ -129,13 +130,17 @@ def _extend_in_background(path: Path, index_dir: Path, s: Settings, eng: P.Engin
     background.start_indexing(work, index_dir, len(order), eng.li.n_images)
 
 
-def indexing_note(eng: P.Engine | None) -> None:
-    """While a background build runs on the engine's folder: its progress, redrawn every few seconds
-    (a fragment, the page stays usable); once it is done, the whole app re-runs on the new engine."""
-    if eng is None or background.last_index_job(eng.li.folder) is None:
+def indexing_note(eng: P.Engine | None = None) -> None:
+    """While a background build runs (on the engine's index folder; without an engine, on any): its
+    progress, redrawn every few seconds (a fragment: the page stays usable). Once it is done, the
+    whole app re-runs, on the new engine."""
+    folders = [str(eng.li.folder)] if eng is not None else background.running_folders()
+    folders = [f for f in folders if background.last_index_job(f) is not None]
+    if not folders:
         return
-    folder = eng.li.folder
+    folder = folders[0]
     shown = {"running": background.index_job(folder) is not None}
+    have = f"the {eng.li.n_images} images indexed so far" if eng is not None else "the images indexed so far"
 
     def poll():
         job = background.last_index_job(folder)
@@ -146,9 +151,8 @@ def indexing_note(eng: P.Engine | None) -> None:
                 st.error(job.text())
             return
         frac = job.done / job.total if job.total else 0.0
-        st.progress(min(1.0, frac), text=f":material/hourglass_top: {job.text()}. The Query page searches the "
-                                          f"{eng.li.n_images} images indexed so far; it switches to all of them "
-                                          f"when the rest is done.")
+        st.progress(min(1.0, frac), text=f":material/hourglass_top: {job.text()}. The Query page searches "
+                                          f"{have}; it switches to all of them when the rest is done.")
 
     st.fragment(poll, run_every=C.AppConfig().progress_every if shown["running"] else None)()
 
@@ -171,7 +175,7 @@ def open_gallery(g: Gallery, rebuild: bool = False) -> tuple[P.Engine | None, st
                 return None, f"The gallery **{g.label}** is not a readable folder ({path})."
             if not list_images(path):
                 return None, f"The gallery **{g.label}** holds no images ({path})."
-            first = order[:C.AppConfig().first_n] if order and not rebuild else None
+            first = order[:FIRST_N] if order and not rebuild else None
             _build(g, path, index_dir, s, paths=first)
         gen = lambda: background.generation(index_dir)  # noqa: E731
         try:

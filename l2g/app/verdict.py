@@ -60,8 +60,9 @@ def show(eng: P.Engine, v: CF.Verdict | None) -> bool:
     if v is None or v.by == "uncalibrated":
         return False
     if v.confident:
-        st.success(f"Confident match ({'local score' if v.by == 'score' else 'verified inliers' if v.by == 'inliers' else 'local score and verified inliers'} "
-                   f"above the gallery's calibrated threshold): {v.evidence()}.", icon=":material/check_circle:")
+        why = {"score": "local score", "inliers": "verified inliers"}.get(v.by, "local score and verified inliers")
+        st.success(f"Confident match ({why} above the gallery's calibrated threshold): {v.evidence()}.",
+                   icon=":material/check_circle:")
         return False
     st.warning(f"**No confident match in this gallery.** The best candidates score no better than images "
                f"that do not match each other: {v.evidence()}. The thresholds are calibrated on the "
@@ -71,13 +72,26 @@ def show(eng: P.Engine, v: CF.Verdict | None) -> bool:
     return True
 
 
-def pair_text(eng: P.Engine, v: CF.Verdict | None, score: float, n_inliers: int) -> str | None:
-    """A warning for the match view when this pair is not a confident match (None when it is, or
-    when nothing is calibrated)."""
+def pair_text(eng: P.Engine, v: CF.Verdict | None, run: P.QueryRun, j: int, shown_inliers: int) -> str | None:
+    """A warning for the match view when the query and candidate j are not a confident match (None when
+    they are, or when nothing is calibrated). The pair is judged as the query is (l2g.confidence.judge):
+    its local score and its inliers over mutual nearest-neighbour matches, as calibrated."""
     if v is None or v.by == "uncalibrated":
         return None
-    if score >= v.score_threshold or n_inliers >= v.inlier_threshold:
+    ids = [int(i) for i in run.local.ids]
+    score = float(run.local.scores[ids.index(j)]) if j in ids else 0.0
+    if not v.confident:
+        return (f"No confident match for this query in this gallery ({v.evidence()}). The {shown_inliers} "
+                f"inliers among the tentative matches drawn below are what non-matching images of this "
+                f"gallery reach too.")
+    key = (st.session_state.get("l2g_run_key"), j)
+    memo = st.session_state.setdefault("l2g_pair_inliers", {})
+    if key not in memo:
+        memo.clear()
+        memo[key] = CF.max_inliers(run.query.feats, eng.li, [j], eng.cfg.verify)[0]
+    cal = CF.Calibration(v.score_threshold, v.inlier_threshold, [], [], "pair", v.params)
+    pv = CF.judge(cal, score, memo[key], j)
+    if pv.confident:
         return None
-    return (f"Not a confident match: local score {score:.3f} (a match needs {v.score_threshold:.3f}) and "
-            f"{n_inliers} RANSAC inliers (a match needs {v.inlier_threshold}). Lines below are tentative "
-            f"matches; non-matching images of this gallery reach that many.")
+    return (f"Not a confident match: {pv.evidence()} for this pair. The lines below are tentative matches; "
+            f"non-matching images of this gallery reach as many.")

@@ -20,7 +20,7 @@ from l2g.app import core
 from l2g.app.settings import Gallery, check_gallery, list_galleries, parse_settings
 from l2g.app.uploads import safe_member_path, save_uploads
 from l2g.viz import count_points
-from tests.conftest import build_small, small_data_dir
+from tests.conftest import build_small, outside_photo, small_data_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 300
@@ -790,18 +790,9 @@ def test_budget_control_shows_g2l_at_n_without_new_work(small_env, engine, monke
 # ----------------------------------------------------------------------------- no match, tour, first start
 
 
-def _outside_photo() -> tuple[str, bytes]:
-    """A scikit-image picture the demo does not use: a query with no match in the demo gallery."""
-    from l2g import demo
-
-    used = set(demo.DISTRACTOR_SOURCES) | {f for fs in demo.GROUP_SOURCES.values() for f in fs}
-    name = next(f for f in ("horse.png", "logo.png", "phantom.png") if f not in used)
-    return name, (demo.skimage_data_dir() / name).read_bytes()
-
-
 def test_no_confident_match_for_a_photo_from_outside_the_gallery(small_env):
     at = _app()
-    at.session_state["l2g_inject_upload"] = _outside_photo()
+    at.session_state["l2g_inject_upload"] = outside_photo()
     at.run()
     assert not at.exception, at.exception
     warn = [w.value for w in at.warning if "No confident match in this gallery" in w.value]
@@ -858,7 +849,6 @@ def test_tour_stop_opens_the_query_page_with_its_caption(small_env, engine, monk
 def test_first_start_indexes_part_of_the_demo_then_the_rest_in_the_background(tmp_path, monkeypatch):
     from l2g.app import background, state
     from l2g.demo_tour import index_order
-
     from tests.conftest import SMALL_APP_ENV
 
     for k, v in {"L2G_DATA_DIR": str(tmp_path / "data"), **SMALL_APP_ENV}.items():

@@ -92,9 +92,10 @@ def rectangle(spec: dict) -> tuple | None:
         x0, x1 = st.slider("x range (px)", 0, w, (w // 4, 3 * w // 4), key=kx)
         y0, y1 = st.slider("y range (px)", 0, h, (h // 4, 3 * h // 4), key=ky)
         box = (x0, y0, x1, y1)
-    st.plotly_chart(figure(rgb, box), key=chart_key(spec), on_select="rerun", selection_mode="box",
-                    config={"displaylogo": False, "modeBarButtonsToRemove": ["lasso2d", "zoom2d", "pan2d"],
-                            "scrollZoom": False})
+    with st.container(key="l2g_qbox"):
+        st.plotly_chart(figure(rgb, box), key=chart_key(spec), on_select="rerun", selection_mode="box",
+                        config={"displaylogo": False, "modeBarButtonsToRemove": ["lasso2d", "zoom2d", "pan2d"],
+                                "scrollZoom": False})
     st.caption(f"{spec['name']} ({w} x {h} px at feature resolution)" + (f", rectangle {box}" if box else "")
                + ". Drag on the image to draw a query box.")
     return box

@@ -116,7 +116,7 @@ def embedding(eng: P.Engine, run: P.QueryRun, params: dict, positives):
                          positives or set(), 2 if dim == "2-D" else 3, local_scores=run.local.all_scores,
                          query_label=run.query.name, selected=sel, view="pca" if view == "PCA" else "mds")
     name = run.query.name.replace("/", "_").rsplit(".", 1)[0]
-    with plot:
+    with plot, st.container(key="l2g_mds_plot"):
         if dim == "2-D":
             st.plotly_chart(fig, key=chart_key, on_select="rerun", selection_mode="points",
                             config=plot_config(name))

@@ -139,7 +139,8 @@ class IndexJob:
         r = self.rate
         if r > 0:
             left = (self.total - self.done) / r
-            s += f", {r:.1f} img/s, ~{left:.0f} s left" if left < 90 else f", {r:.1f} img/s, ~{left / 60:.0f} min left"
+            rate = f"{r:.2f}" if r < 1 else f"{r:.1f}"
+            s += f", {rate} img/s, ~{left:.0f} s left" if left < 90 else f", {rate} img/s, ~{left / 60:.0f} min left"
         return s
 
     def wait(self, timeout: float | None = None) -> bool:

@@ -14,25 +14,25 @@ from . import background
 VERDICT_KEY = "l2g_verdict"        # (run key, Verdict) of the current search
 
 
-@st.cache_resource(show_spinner=False, max_entries=8)
-def _calibration(folder: str, order: str, n: int, stored: bool, _eng=None) -> CF.Calibration:
-    """The calibration of the index in ``folder`` with images ``order``: stored beside the index
-    (confidence.json, l2g.store.ensure) unless a background build holds that folder; then computed
-    in memory for the images indexed so far."""
+@st.cache_resource(show_spinner="Calibrating the 'no confident match' thresholds on the gallery's non-matching "
+                               "pairs (once per index)…", max_entries=8)
+def _calibration(folder: str, order: str, _eng=None) -> CF.Calibration:
+    """The calibration of the index in ``folder`` with images ``order``, stored beside the index
+    (confidence.json, l2g.store.ensure)."""
     eng = _eng
-    cc, vc = eng.cfg.confidence, eng.cfg.verify
-    if stored:
-        return CF.ensure_calibration(eng.li.folder, eng.li, eng.graph, eng.gt, cc, vc).result
-    return CF.calibrate(eng.li, eng.graph, eng.gt, cc, vc)
+    return CF.ensure_calibration(eng.li.folder, eng.li, eng.graph, eng.gt, eng.cfg.confidence, eng.cfg.verify).result
 
 
 def calibration(eng: P.Engine) -> CF.Calibration | None:
-    """The engine's calibration (None when it cannot be made: the page then judges nothing)."""
+    """The engine's calibration; None while a background build extends the index (its thread
+    calibrates the whole gallery when done: part of a gallery is a poor null) or when it cannot be made:
+    the page then judges nothing."""
     from ..store import order_hash
 
-    busy = background.index_job(eng.li.folder) is not None
+    if background.index_job(eng.li.folder) is not None:
+        return None
     try:
-        return _calibration(str(eng.li.folder), order_hash(eng.li.images), eng.li.n_images, not busy, _eng=eng)
+        return _calibration(str(eng.li.folder), order_hash(eng.li.images), _eng=eng)
     except (L2GError, OSError):
         return None
 

@@ -647,6 +647,7 @@ if __name__ == "__main__":   # README screenshot with the full demo config (data
     ap.add_argument("--height", type=int, default=3000)
     ap.add_argument("--measure", nargs="*", help="gallery queries to time instead of taking the screenshot")
     ap.add_argument("--first-start", action="store_true", help="time a first start from a clean data folder")
+    ap.add_argument("--measure-upload", nargs="*", help="image files to upload as queries, timed")
     a = ap.parse_args()
     if a.first_start:
         import tempfile
@@ -661,7 +662,20 @@ if __name__ == "__main__":   # README screenshot with the full demo config (data
     proc = start_server({}, port, Path(tempfile.gettempdir()) / "l2g_streamlit_screenshot.log")
     try:
         wait_healthy(port, proc, timeout=300)
-        if a.measure:
+        if a.measure_upload:
+            from playwright.sync_api import sync_playwright
+
+            with sync_playwright() as pw:
+                browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROME_ARGS)
+                pg = browser.new_page(viewport={"width": 1500, "height": 1400})
+                for f in a.measure_upload:
+                    _fresh(pg, f"http://127.0.0.1:{port}/")
+                    dt = _upload(pg, Path(f))
+                    wait_idle(pg)
+                    print(f"upload {f}: {dt:.2f} s to the ranked lists; {_timing_text(pg).splitlines()[0]}; "
+                          f"load {os.getloadavg()[0]:.1f}")
+                browser.close()
+        elif a.measure:
             print(measure(f"http://127.0.0.1:{port}/", a.measure))
         else:
             print(drive(f"http://127.0.0.1:{port}/", Path(a.screenshot), a.query, a.width, a.height,

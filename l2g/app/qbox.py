@@ -74,7 +74,7 @@ def figure(rgb: np.ndarray, box) -> go.Figure:
                           fillcolor="rgba(0,0,0,0.45)")
     fig.update_xaxes(visible=False, range=[0, w], constrain="domain")
     fig.update_yaxes(visible=False, range=[h, 0], scaleanchor="x", constrain="domain")
-    fig.update_layout(dragmode="select", margin={"l": 0, "r": 0, "t": 0, "b": 0}, height=int(460 * h / max(w, 1)) + 10,
+    fig.update_layout(dragmode="select", margin={"l": 0, "r": 0, "t": 0, "b": 0}, height=int(380 * h / max(w, 1)) + 10,
                       newselection={"line": {"color": "#ffc800", "width": 2}}, activeselection={"opacity": 0.1})
     return fig
 

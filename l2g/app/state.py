@@ -38,7 +38,11 @@ def settings() -> Settings:
 
 @st.cache_resource(show_spinner=False)
 def extractor(fcfg) -> Extractor:
-    return Extractor(fcfg)
+    """The feature extractor, warmed up on a small image: the first call of the backend is slow
+    (its one-off set-up), and should not fall on the first uploaded query."""
+    ex = Extractor(fcfg)
+    ex(np.random.default_rng(0).integers(0, 255, (96, 128, 3), dtype=np.uint8))
+    return ex
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)

@@ -875,3 +875,47 @@ def test_first_start_indexes_part_of_the_demo_then_the_rest_in_the_background(tm
         assert (eng.folder / "confidence.json").is_file()
     finally:
         state.settings.clear()
+
+
+def test_drawn_box_is_read_from_the_selection_event_and_clamped():
+    from l2g.app.qbox import drawn_box
+
+    ev = {"selection": {"points": [], "box": [{"x": [250.4, 40.2], "y": [-5, 120.6]}]}}
+    assert drawn_box(ev, 200, 100) == (40, 0, 200, 100)            # sorted, clamped to the image
+    assert drawn_box({"selection": {"box": [{"x": [10, 10], "y": [0, 50]}]}}, 200, 100) is None   # empty
+    assert drawn_box({"selection": {"points": []}}, 200, 100) is None
+    assert drawn_box({}, 200, 100) is None
+    assert drawn_box({"selection": {"box": [{"x": ["a"], "y": []}]}}, 200, 100) is None
+
+
+def test_background_indexing_job_reports_rate_and_time_left():
+    import threading
+    import time
+
+    from l2g.app import background
+
+    gate = threading.Event()
+
+    def work(job):
+        job.progress(20, 60, "groups/a/a_orig.jpg")
+        gate.wait(10)
+        job.progress(60, 60, "similarity graph: groups/a/a_orig.jpg")
+
+    folder = f"/nonexistent/l2g-test-{os.getpid()}"
+    job = background.start_indexing(work, folder, 60, 10)
+    assert background.start_indexing(work, folder, 60, 10) is job        # one job per folder at a time
+    deadline = time.time() + 10
+    while job.done < 20 and time.time() < deadline:
+        time.sleep(0.01)
+    text = job.text()
+    assert text.startswith("indexing 20/60 images in the background, ") and "img/s, ~" in text, text
+    assert background.index_job(folder) is job and background.generation(folder) == 0
+    gate.set()
+    assert job.wait(10) and job.error is None and job.done == 60
+    assert background.index_job(folder) is None and background.generation(folder) == 1
+
+    def broken(job):
+        raise OSError("disk full")
+
+    bad = background.start_indexing(broken, folder, 60, 10)
+    assert bad.wait(10) and "disk full" in bad.error and "failed" in bad.text()

@@ -3,6 +3,7 @@ verdict on queries (a demo view is a match; a photo from outside the gallery is 
 from __future__ import annotations
 
 import json
+import re
 from types import SimpleNamespace
 
 import numpy as np
@@ -140,3 +141,23 @@ def test_calibration_is_stored_beside_the_index_and_repaired(small_engine, calib
     other = CF.ensure_calibration(e.li.folder, e.li, e.graph, e.gt, C.ConfidenceConfig(fa_target=0.2), e.cfg.verify)
     assert other.action == "built" and other.result.params["fa_target"] == 0.2
     CF.ensure_calibration(e.li.folder, e.li, e.graph, e.gt, e.cfg.confidence, e.cfg.verify)   # back to the default
+
+
+@pytest.mark.timeout(900)
+def test_calibrate_command_prints_thresholds_and_error_rates(small_engine, capsys, monkeypatch):
+    from l2g.cli import main
+
+    for k, v in {"L2G_NUM_FEATURES": "300", "L2G_MAX_SIDE": "320"}.items():
+        monkeypatch.setenv(k, v)
+    data = small_engine.li.folder.parents[2]              # <data>/index/demo/<preset>
+    demo = data / "demo"
+    assert main(["calibrate", str(demo), "--data-dir", str(data), "--fa-target", "1.5"]) == 2
+    assert "--fa-target must lie in (0, 1)" in capsys.readouterr().err
+    assert main(["calibrate", str(demo), "--data-dir", str(data)]) == 0
+    out = capsys.readouterr().out
+    assert "null from groups" in out and "confidence.json" in out
+    rows = re.findall(r"\| (group image[^|]*|distractor[^|]*)\| (\d+) \| ([\d.]+|None) \|", out)
+    assert len(rows) == 4, out
+    fr = next(float(r[2]) for r in rows if "false reject" in r[0])
+    fa = [float(r[2]) for r in rows if "false accept" in r[0]]
+    assert fr <= 0.1 and all(0 <= a <= 0.5 for a in fa), out      # the demo's views are easy matches

@@ -19,8 +19,14 @@ def _ms(t: float | None) -> str:
     return "—" if t is None else f"{1000 * t:.0f} ms" if t < 10 else f"{t:.1f} s"
 
 
-def _select(j: int) -> None:
-    st.session_state[SEL] = int(j)
+def _select(j) -> None:
+    """Open candidate j in the match view. A value that is not an id is ignored: when a new search
+    changes the candidates while the browser still shows the old list, the candidate box can send
+    back an old option's label."""
+    try:
+        st.session_state[SEL] = int(j)
+    except (TypeError, ValueError):
+        pass
 
 
 def shown_method(m: str, run: P.QueryRun, params: dict) -> str:

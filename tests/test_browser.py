@@ -354,6 +354,7 @@ def test_first_start_to_a_usable_query_page(tmp_path):
     assert re.search(r"indexing \d+/\d+ images in the background, [\d.]+ img/s, ~\d+ (s|min) left", res["progress"])
     assert res["how_it_works_progress"] and res["how_it_works_s"] < _bound(10), res
     assert res["query_page_s"] <= _bound(FIRST_START_MAX_S), res
+    assert res["cpu_s"] <= 2 * FIRST_START_MAX_S, res        # CPU work that fits 60 s on 2 idle cores
 
 
 @pytest.mark.timeout(900)
@@ -518,14 +519,15 @@ def _upload(page, path: Path) -> float:
     return time.perf_counter() - t0
 
 
-UPLOAD_MAX_S = 1.5           # unloaded, 2 cores (issue 10); a loaded CI machine gets LOADED_FACTOR times more
-LOADED_FACTOR = 10
+UPLOAD_MAX_S = 1.5           # unloaded, 2 cores (issue 10)
+LOADED_MARGIN = 2.0          # a loaded machine: the bound times its oversubscription times this
 
 
 def _bound(seconds: float) -> float:
-    """The bound, stretched when the machine is loaded (more runnable tasks than cores)."""
-    load = os.getloadavg()[0] / (os.cpu_count() or 1)
-    return seconds if load <= 1.0 else seconds * LOADED_FACTOR
+    """The bound, stretched when the machine is loaded (more runnable tasks than cores: each test then
+    gets that much less of a core); the measured time is printed either way."""
+    over = os.getloadavg()[0] / (os.cpu_count() or 1)
+    return seconds if over <= 1.0 else seconds * over * LOADED_MARGIN
 
 
 @pytest.mark.timeout(900)

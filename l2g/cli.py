@@ -1,4 +1,4 @@
-"""Command line: ``python -m l2g {demo,index,check,search,eval,download,bench} ...``."""
+"""Command line: ``python -m l2g {demo,index,check,search,eval,calibrate,download,bench} ...``."""
 from __future__ import annotations
 
 import argparse
@@ -161,6 +161,44 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def cmd_calibrate(args) -> int:
+    from . import confidence as CF
+    from .pipeline import open_engine
+
+    ds = paths.resolve_dataset(args.dataset, _data(args))
+    if not ds.is_dir():
+        print(f"error: {ds} is not a folder", file=sys.stderr)
+        return 2
+    cfg = _cfg(args)
+    if args.fa_target is not None:
+        if not 0 < args.fa_target < 1:
+            print(f"error: --fa-target must lie in (0, 1), got {args.fa_target}", file=sys.stderr)
+            return 2
+        cfg = cfg.replace(confidence__fa_target=args.fa_target)
+    eng = open_engine(ds, cfg=cfg, progress=Bar("indexing"), data_dir=_data(args))
+    st = CF.ensure_calibration(eng.li.folder, eng.li, eng.graph, eng.gt, cfg.confidence, cfg.verify,
+                               progress=Bar("calibrating"))
+    cal = st.result
+    print(f"calibration ({st.action}, null from {cal.source}, {len(cal.null_scores)} samples): "
+          f"match when top local score >= {cal.score_threshold:.4f} (with >= {cfg.verify.min_inliers} inliers) "
+          f"or verified inliers >= {cal.inlier_threshold}"
+          f"\n  saved: {eng.li.folder / CF.FILE}")
+    if eng.gt is not None and not args.no_rates:
+        r = CF.error_rates(eng.li, eng.graph, eng.gt, cfg.confidence, cfg.verify, args.folds, Bar("rates"))
+        c = r["counts"]
+        print(f"{args.folds}-fold by group (fa_target {cfg.confidence.fa_target}):\n"
+              f"| queries | n | rate |\n|---|---|---|\n"
+              f"| group image, its group in the gallery: rejected (false reject) | {c['match']} | "
+              f"{r['false_reject']} |\n"
+              f"| group image, its group in the gallery: accepted, top-1 wrong | {c['match']} | "
+              f"{r['accepted_top1_wrong']} |\n"
+              f"| group image, its group left out: accepted (false accept) | {c['group_out']} | "
+              f"{r['false_accept_group_out']} |\n"
+              f"| distractor: accepted (false accept) | {c['distractor']} | {r['false_accept_distractor']} |")
+        print("thresholds per fold: " + json.dumps(r["thresholds"]))
+    return 0
+
+
 def cmd_download(args) -> int:
     from .datasets import download
 
@@ -235,6 +273,16 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--max-queries", type=int, help="evaluate only the first N queries")
     feat_opts(s)
     s.set_defaults(fn=cmd_eval)
+
+    s = sub.add_parser("calibrate", help="calibrate the 'no confident match' thresholds of a gallery "
+                                         "(saved beside its index); with groups.json, false accept / reject rates")
+    s.add_argument("dataset", help="gallery folder, or demo | realbench-dev")
+    s.add_argument("--fa-target", type=float,
+                   help=f"false-accept rate aimed at (default {C.ConfidenceConfig.fa_target})")
+    s.add_argument("--folds", type=int, default=2, help="folds (by group) of the error rates (default 2)")
+    s.add_argument("--no-rates", action="store_true", help="only calibrate, skip the error rates")
+    feat_opts(s)
+    s.set_defaults(fn=cmd_calibrate)
 
     s = sub.add_parser("download", help="download Revisited Oxford / Paris (needs a network)")
     s.add_argument("name", choices=["roxford5k", "rparis6k"])

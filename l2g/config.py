@@ -159,6 +159,25 @@ class BuildConfig:
 
 
 @dataclass(frozen=True)
+class ConfidenceConfig:
+    """l2g.confidence: when to say "no confident match in this gallery"."""
+    fa_target: float = 0.05         # false-accept rate aimed at on non-matching queries (split between the
+    #                                 score test and the inlier test: each gets fa_target / 2)
+    verify_top: int = 3             # the query's top local candidates verified by RANSAC (mutual NN matches)
+    null_skip: int = 5              # without groups.json: a graph row's top entries, assumed true matches,
+    #                                 are left out of the null distribution
+    min_null: int = 8               # fewer null samples than this: no calibration (every query accepted)
+
+
+@dataclass(frozen=True)
+class AppConfig:
+    """The web app's first start (l2g/app): the demo is indexed in two steps."""
+    first_n: int = 24               # demo images indexed before the Query page opens (l2g.demo_tour.index_order);
+    #                                 the rest are added in a background thread
+    progress_every: float = 2.0     # seconds between redraws of the background indexing progress
+
+
+@dataclass(frozen=True)
 class L2GConfig:
     features: FeatureConfig = field(default_factory=FeatureConfig)
     index: IndexConfig = field(default_factory=IndexConfig)
@@ -169,6 +188,7 @@ class L2GConfig:
     verify: VerifyConfig = field(default_factory=VerifyConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
     build: BuildConfig = field(default_factory=BuildConfig)
+    confidence: ConfidenceConfig = field(default_factory=ConfidenceConfig)
 
     def replace(self, **sections) -> "L2GConfig":
         """Return a copy with whole sections or ``section__field=value`` keys replaced."""

@@ -86,6 +86,16 @@ def build_small(data: Path) -> dict:
     return env
 
 
+def outside_photo() -> tuple[str, bytes]:
+    """A scikit-image picture the demo does not use: (file name, bytes) of a query with no match in the
+    demo gallery."""
+    from l2g import demo
+
+    used = set(demo.DISTRACTOR_SOURCES) | {f for fs in demo.GROUP_SOURCES.values() for f in fs}
+    name = next(f for f in ("horse.png", "logo.png", "phantom.png", "microaneurysms.png") if f not in used)
+    return name, (demo.skimage_data_dir() / name).read_bytes()
+
+
 def small_data_dir(tmp_path_factory) -> Path:
     """Where the small demo index lives: $L2G_TEST_DATA (kept between runs) or this session's tmp."""
     keep = os.environ.get("L2G_TEST_DATA")

@@ -20,7 +20,7 @@ from l2g.app import core
 from l2g.app.settings import Gallery, check_gallery, list_galleries, parse_settings
 from l2g.app.uploads import safe_member_path, save_uploads
 from l2g.viz import count_points
-from tests.conftest import build_small, small_data_dir
+from tests.conftest import build_small, outside_photo, small_data_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 300
@@ -58,10 +58,17 @@ def _errors(at):
     return [e.value for e in at.error]
 
 
+def _embedding_specs(at) -> list:
+    """The plotly charts other than the query image (the drawn box's figure)."""
+    specs = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    return [s for s in specs if not any(t.get("type") == "image" for t in s["data"])]
+
+
 def _plotly_points(at) -> int:
-    charts = at.get("plotly_chart")
-    assert charts, "no plotly chart on the page"
-    return count_points(json.loads(charts[0].proto.spec))
+    """Points of the embedding plot."""
+    specs = _embedding_specs(at)
+    assert specs, "no embedding plot on the page"
+    return count_points(specs[0])
 
 
 def _png(rgb, mode="RGB", **kw) -> bytes:
@@ -163,7 +170,7 @@ def test_bad_upload_shows_error_and_keeps_index(small_env, name, data, expect):
     assert not at.exception, at.exception
     errs = _errors(at)
     assert errs and any(expect.lower() in e.lower() for e in errs), errs
-    assert not at.get("plotly_chart")
+    assert not _embedding_specs(at)
     # the index is still loaded: the gallery query works in the same session
     del at.session_state["l2g_inject_upload"]
     at.radio(key="l2g_qkind").set_value("Gallery image").run()
@@ -347,7 +354,7 @@ def test_query_rectangle_crops_the_query(small_env):
     assert q.bbox is not None and q.image is not None
     x0, y0, x1, y1 = q.bbox
     assert q.image.rgb.shape[:2] == (y1 - y0, x1 - x0)            # the features come from the crop
-    assert any("rectangle" in c for im in at.image for c in im.captions)
+    assert any("rectangle" in c.value for c in at.caption)
     assert at.get("plotly_chart")
 
 
@@ -783,3 +790,132 @@ def test_budget_control_shows_g2l_at_n_without_new_work(small_env, engine, monke
     # back to the default N: the background job's own list again
     ctl.set_value(engine.cfg.verify.top).run()
     assert at.get_by_key("l2g_rank_g2l").dataframe[0] is not None and calls["verify"] == 0
+
+
+# ----------------------------------------------------------------------------- no match, tour, first start
+
+
+def test_no_confident_match_for_a_photo_from_outside_the_gallery(small_env):
+    at = _app()
+    at.session_state["l2g_inject_upload"] = outside_photo()
+    at.run()
+    assert not at.exception, at.exception
+    warn = [w.value for w in at.warning if "No confident match in this gallery" in w.value]
+    assert warn and "threshold" in warn[0] and "inliers" in warn[0], [w.value for w in at.warning]
+    exp = [e for e in at.expander if "no confident match" in e.label]
+    assert len(exp) == 1 and exp[0].dataframe                 # the ranked lists, collapsed below the message
+    assert any("No confident match for this query" in w.value for w in at.warning)   # the match view too
+    assert not any("Confident match" in s.value for s in at.success)
+    # a demo query from its own group: a confident match, the lists shown as usual
+    del at.session_state["l2g_inject_upload"]
+    at.radio(key="l2g_qkind").set_value("Gallery image").run()
+    assert not at.exception and any("Confident match" in s.value for s in at.success)
+    assert not [e for e in at.expander if "no confident match" in e.label]
+
+
+def test_query_features_slider_above_the_keypoints_does_not_search_again(small_env, monkeypatch):
+    at = _app().run()
+    n = len(at.session_state["l2g_query"].feats)
+    calls = {"search": 0}
+    real = P.local_search
+
+    def counting(*a, **kw):
+        calls["search"] += 1
+        return real(*a, **kw)
+
+    monkeypatch.setattr(P, "local_search", counting)
+    nf = at.sidebar.slider(key="l2g_p_nfeat")
+    above = [v for v in range(int(nf.min), int(nf.max) + 1, 50) if v >= n and v != nf.value]
+    if above:
+        nf.set_value(above[0]).run()
+        assert not at.exception and calls["search"] == 0          # the same features: the same search
+    below = max(int(nf.min), (n // 2) // 50 * 50)
+    at.sidebar.slider(key="l2g_p_nfeat").set_value(below).run()
+    assert calls["search"] == 1 and len(at.session_state["l2g_run"].query.feats) == below
+
+
+def test_tour_stop_opens_the_query_page_with_its_caption(small_env, engine, monkeypatch):
+    from l2g import demo_tour
+
+    rel = [m for m in engine.gt.groups.values() if len(m) > 2][1][2]
+    stop = demo_tour.TourStop("crop-test", rel, "A partial crop", "Look at the shortlist: CAPTION-MARK.")
+    monkeypatch.setattr(demo_tour, "TOUR", (stop,))
+    at = _app()
+    at.query_params["tour"] = "crop-test"
+    at.run()
+    assert not at.exception, at.exception
+    assert at.session_state["l2g_run"].query.name == rel
+    assert any("CAPTION-MARK" in i.value and "Tour 1/1" in i.value for i in at.info)
+    at.selectbox(key="l2g_qpick").set_value(engine.li.paths[0]).run()     # moving on ends the stop
+    assert not any("CAPTION-MARK" in i.value for i in at.info)
+
+
+@pytest.mark.timeout(900)
+def test_first_start_indexes_part_of_the_demo_then_the_rest_in_the_background(tmp_path, monkeypatch):
+    from l2g.app import background, state
+    from l2g.demo_tour import index_order
+    from tests.conftest import SMALL_APP_ENV
+
+    for k, v in {"L2G_DATA_DIR": str(tmp_path / "data"), **SMALL_APP_ENV}.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setattr(state, "FIRST_N", 10)
+    state.settings.clear()
+    try:
+        at = _app().run()
+        assert not at.exception, at.exception
+        eng = at.session_state["l2g_run"].ctx.li
+        order = index_order(json.loads((tmp_path / "data" / "demo" / "groups.json").read_text()))
+        assert eng.paths == sorted(order[:10])                      # the first images, searched at once
+        job = background.last_index_job(eng.folder)
+        assert job is not None and job.total == len(order)
+        assert job.wait(800) and job.error is None, job.error
+        at.run()
+        assert not at.exception, at.exception
+        assert at.session_state["l2g_run"].ctx.li.n_images == len(order)      # the engine was swapped
+        assert (eng.folder / "confidence.json").is_file()
+    finally:
+        state.settings.clear()
+
+
+def test_drawn_box_is_read_from_the_selection_event_and_clamped():
+    from l2g.app.qbox import drawn_box
+
+    ev = {"selection": {"points": [], "box": [{"x": [250.4, 40.2], "y": [-5, 120.6]}]}}
+    assert drawn_box(ev, 200, 100) == (40, 0, 200, 100)            # sorted, clamped to the image
+    assert drawn_box({"selection": {"box": [{"x": [10, 10], "y": [0, 50]}]}}, 200, 100) is None   # empty
+    assert drawn_box({"selection": {"points": []}}, 200, 100) is None
+    assert drawn_box({}, 200, 100) is None
+    assert drawn_box({"selection": {"box": [{"x": ["a"], "y": []}]}}, 200, 100) is None
+
+
+def test_background_indexing_job_reports_rate_and_time_left():
+    import threading
+    import time
+
+    from l2g.app import background
+
+    gate = threading.Event()
+
+    def work(job):
+        job.progress(20, 60, "groups/a/a_orig.jpg")
+        gate.wait(10)
+        job.progress(60, 60, "similarity graph: groups/a/a_orig.jpg")
+
+    folder = f"/nonexistent/l2g-test-{os.getpid()}"
+    job = background.start_indexing(work, folder, 60, 10)
+    assert background.start_indexing(work, folder, 60, 10) is job        # one job per folder at a time
+    deadline = time.time() + 10
+    while job.done < 20 and time.time() < deadline:
+        time.sleep(0.01)
+    text = job.text()
+    assert text.startswith("indexing 20/60 images in the background, ") and "img/s, ~" in text, text
+    assert background.index_job(folder) is job and background.generation(folder) == 0
+    gate.set()
+    assert job.wait(10) and job.error is None and job.done == 60
+    assert background.index_job(folder) is None and background.generation(folder) == 1
+
+    def broken(job):
+        raise OSError("disk full")
+
+    bad = background.start_indexing(broken, folder, 60, 10)
+    assert bad.wait(10) and "disk full" in bad.error and "failed" in bad.text()

@@ -88,3 +88,114 @@ def apply(job: G2LJob, runs) -> bool:
             r.timings["total"] = sum(v for k, v in r.timings.items() if k != "total")
             hit = True
     return hit
+
+
+# ----------------------------------------------------------------------------- indexing in the background
+
+
+@dataclass
+class IndexJob:
+    """A gallery's index extended in a background thread (a first start indexes part of the demo,
+    opens the Query page on it, and adds the rest here). ``finished`` once the thread ends."""
+
+    folder: str                       # the index folder (the job's key)
+    total: int                        # images to have indexed when done
+    first: int                        # images indexed before the job started
+    done: int = 0                     # images indexed so far (features phase)
+    phase: str = "local features"
+    error: str | None = None
+    finished: bool = False
+    started: float = field(default_factory=time.perf_counter)
+    thread: threading.Thread | None = None
+
+    def progress(self, done: int, total: int, message: str) -> None:
+        """The build's progress callback (index.py, graph.py, globaldesc.py messages)."""
+        msg = str(message)
+        if msg.startswith("similarity graph"):
+            self.phase, self.done = "similarity graph", self.total
+        elif msg.startswith(("global descriptor", "sampling descriptors", "computing VLAD")):
+            self.phase, self.done = "global descriptors", self.total
+        elif msg.startswith("building the nearest-neighbour index"):
+            self.phase, self.done = "nearest-neighbour index", self.total
+        elif total:
+            self.phase, self.done = "local features", max(self.done, min(int(done), self.total))
+
+    @property
+    def rate(self) -> float:
+        """Images indexed per second since the job started."""
+        dt = time.perf_counter() - self.started
+        return (self.done - self.first) / dt if dt > 0 and self.done > self.first else 0.0
+
+    def text(self) -> str:
+        """'indexing 60/180 images in the background, 2.1 img/s, ~1 min left'."""
+        if self.error:
+            return f"indexing the rest of the gallery failed: {self.error}"
+        if self.finished:
+            return f"all {self.total} images indexed"
+        if self.phase != "local features":
+            return (f"indexing {self.total}/{self.total} images in the background: {self.phase} "
+                    f"({time.perf_counter() - self.started:.0f} s so far)")
+        s = f"indexing {self.done}/{self.total} images in the background"
+        r = self.rate
+        if r > 0:
+            left = (self.total - self.done) / r
+            rate = f"{r:.2f}" if r < 1 else f"{r:.1f}"
+            s += f", {rate} img/s, ~{left:.0f} s left" if left < 90 else f", {rate} img/s, ~{left / 60:.0f} min left"
+        return s
+
+    def wait(self, timeout: float | None = None) -> bool:
+        if self.thread is not None:
+            self.thread.join(timeout)
+        return self.finished
+
+
+_INDEX_JOBS: dict[str, IndexJob] = {}
+_INDEX_LOCK = threading.Lock()
+_FINISHED: dict[str, int] = {}
+
+
+def index_job(folder) -> IndexJob | None:
+    """The background indexing job of an index folder while it runs (None when none runs)."""
+    job = _INDEX_JOBS.get(str(folder))
+    return job if job is not None and not job.finished else None
+
+
+def last_index_job(folder) -> IndexJob | None:
+    """The latest job of an index folder, running or finished."""
+    return _INDEX_JOBS.get(str(folder))
+
+
+def running_folders() -> list[str]:
+    """The index folders a background build is working on."""
+    return [k for k, j in list(_INDEX_JOBS.items()) if not j.finished]
+
+
+def generation(folder) -> int:
+    """How many background builds of an index folder have finished (the app's engine cache key)."""
+    return _FINISHED.get(str(folder), 0)
+
+
+def start_indexing(work, folder, total: int, first: int) -> IndexJob:
+    """Run ``work(job)`` (which indexes, reporting through ``job.progress``) in a daemon thread,
+    one job per index folder at a time: a running job is returned as it is."""
+    key = str(folder)
+    with _INDEX_LOCK:
+        job = _INDEX_JOBS.get(key)
+        if job is not None and not job.finished:
+            return job
+        job = IndexJob(key, total, first, done=first)
+
+        def run():
+            try:
+                work(job)
+            except Exception as e:        # noqa: BLE001 -- shown on the page; the first part stays usable
+                job.error = f"{type(e).__name__}: {e}"
+            finally:
+                with _INDEX_LOCK:
+                    _FINISHED[key] = _FINISHED.get(key, 0) + 1
+                    job.finished = True
+
+        job.thread = threading.Thread(target=run, name="l2g-index", daemon=True)
+        _INDEX_JOBS[key] = job
+        job.thread.start()
+    return job

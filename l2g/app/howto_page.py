@@ -6,12 +6,15 @@ from pathlib import Path
 import streamlit as st
 
 from .. import viz_howto
+from . import state, tour
 
 FIGURE = Path(__file__).resolve().parents[2] / "assets" / "how_it_works.png"
 
 
 def render() -> None:
     st.title("How it works")
+    state.indexing_note()
+    tour.links()
     if not FIGURE.is_file():
         try:
             viz_howto.write_how_it_works(FIGURE)

@@ -10,6 +10,7 @@ from .. import pipeline as P
 from .. import viz
 from ..verify import verify_pair
 from . import core, state
+from .verdict import pair_text
 
 SEL = "l2g_selected"
 
@@ -18,8 +19,14 @@ def _ms(t: float | None) -> str:
     return "—" if t is None else f"{1000 * t:.0f} ms" if t < 10 else f"{t:.1f} s"
 
 
-def _select(j: int) -> None:
-    st.session_state[SEL] = int(j)
+def _select(j) -> None:
+    """Open candidate j in the match view. A value that is not an id is ignored: when a new search
+    changes the candidates while the browser still shows the old list, the candidate box can send
+    back an old option's label."""
+    try:
+        st.session_state[SEL] = int(j)
+    except (TypeError, ValueError):
+        pass
 
 
 def shown_method(m: str, run: P.QueryRun, params: dict) -> str:
@@ -57,7 +64,9 @@ def _verified(eng: P.Engine, run: P.QueryRun, j: int):
     return out
 
 
-def match_view(eng: P.Engine, run: P.QueryRun, params: dict, positives):
+def match_view(eng: P.Engine, run: P.QueryRun, params: dict, positives, verdict=None):
+    """The matches of the query and one candidate; ``verdict`` (l2g.confidence.Verdict): a pair below
+    both calibrated thresholds is said not to be a confident match, its lines called tentative."""
     st.subheader("Stage 4 · Match view")
     rr = _l2g(run, params)
     new_rank = {int(j): r + 1 for r, j in enumerate(rr.ids)}
@@ -78,8 +87,12 @@ def match_view(eng: P.Engine, run: P.QueryRun, params: dict, positives):
         m, inl = m[inl], inl[inl]
     cap = eng.cfg.search.max_matches
     n_all, n_in = len(vr.matches), int(vr.n_inliers)
-    title = (f"{'at least ' if cap and n_all >= cap else ''}{n_all} matches: {n_in} inliers (green), "
+    doubt = pair_text(eng, verdict, run, j, n_in)
+    title = (f"{'not a confident match: ' if doubt else ''}{'at least ' if cap and n_all >= cap else ''}{n_all} "
+             f"{'tentative ' if doubt else ''}matches: {n_in} inliers (green), "
              + ("outliers hidden" if only else f"{n_all - n_in} outliers (red)"))
+    if doubt:
+        st.warning(doubt, icon=":material/help:")
     png = viz.match_figure(img_q, img_g, run.query.feats.kpts, gf.kpts, m, inl, title=title)
     st.image(png, width="stretch",
              caption=f"Left: query. Right: {eng.li.paths[j]}. Lines join keypoints matched by the local search; "

@@ -6,16 +6,14 @@ import random
 import time
 from contextlib import nullcontext
 
-import numpy as np
 import streamlit as st
-from PIL import Image, ImageDraw
 
 from .. import config as C
 from .. import methods as M
 from .. import pipeline as P
 from ..errors import L2GError
 from ..images import ImageError
-from . import budget, core, stages, state
+from . import budget, core, qbox, stages, state, tour
 from .uploads import MAX_FILE_BYTES
 
 OPEN_KEY = "l2g_open_query"      # set by the Evaluation page: a gallery path to open
@@ -125,26 +123,7 @@ def query_spec(eng: P.Engine, label: str) -> dict | None:
     return spec
 
 
-def rectangle(spec: dict) -> tuple | None:
-    """Optional query rectangle on the preview (Revisited Oxford style crop)."""
-    rgb = spec["rgb"]
-    h, w = rgb.shape[:2]
-    on = st.checkbox("Query rectangle (search with a crop)", key="l2g_crop_on")
-    box = None
-    if on:
-        kx, ky = f"l2g_bx_{spec['key']}", f"l2g_by_{spec['key']}"
-        x0, x1 = st.slider("x range (px)", 0, w, (w // 4, 3 * w // 4), key=kx)
-        y0, y1 = st.slider("y range (px)", 0, h, (h // 4, 3 * h // 4), key=ky)
-        box = (x0, y0, x1, y1)
-    im = Image.fromarray(rgb).convert("RGB")
-    if box:
-        shade = Image.new("RGBA", im.size, (0, 0, 0, 110))
-        ImageDraw.Draw(shade).rectangle(box, fill=(0, 0, 0, 0))
-        im = Image.alpha_composite(im.convert("RGBA"), shade).convert("RGB")
-        ImageDraw.Draw(im).rectangle(box, outline=(255, 200, 0), width=3)
-    st.image(np.asarray(im), caption=f"{spec['name']} ({w} x {h} px at feature resolution)"
-             + (f", rectangle {box}" if box else ""), width="stretch")
-    return box
+rectangle = qbox.rectangle
 
 
 QCACHE_SIZE = 8        # query features kept per session (one per image / crop)
@@ -177,7 +156,8 @@ def compute(eng: P.Engine, spec: dict, box, params: dict) -> P.QueryRun | None:
         _remember(qcache, qkey, out.query, QCACHE_SIZE)
     ss["l2g_query"], ss["l2g_query_key"] = qcache[qkey], qkey
     rcfg = C.RerankConfig(**{**C.asdict(eng.cfg.rerank), "k": params["k"], "dim": params["dim"], "w": params["w"]})
-    run_key = (qkey, params["n_features"], params["shortlist"])
+    # the features a search uses: a slider value above the query's keypoint count changes nothing
+    run_key = (qkey, min(params["n_features"], len(ss["l2g_query"].feats)), params["shortlist"])
     what = "feature extraction + " if extracted and (spec.get("data") is not None or box is not None) else ""
     if ss.get("l2g_run_key") != run_key:
         runs = ss.setdefault("l2g_runcache", {})
@@ -208,12 +188,15 @@ def compute(eng: P.Engine, spec: dict, box, params: dict) -> P.QueryRun | None:
 
 def render() -> None:
     st.title("Local-to-global image retrieval")
-    opened = st.session_state.pop(OPEN_KEY, None)      # from the Evaluation page
+    tour.from_url()
+    opened = st.session_state.pop(OPEN_KEY, None)      # from the Evaluation page or the tour
     if opened:
         st.session_state.update(l2g_qkind="Gallery image", l2g_qpick=opened)
     g, eng = state.pick_gallery()
+    state.indexing_note(eng)
     if eng is None:
         st.stop()
+    tour.caption(g.label)
     t_start = time.perf_counter()      # after the gallery is open: indexing time is not query latency
     params = sidebar_params(eng)
     timing_slot = st.empty()

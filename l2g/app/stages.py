@@ -3,6 +3,7 @@ match view (4), export. Global-to-local verification runs in the background (bac
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 
 import pandas as pd
 import streamlit as st
@@ -10,7 +11,7 @@ import streamlit as st
 from .. import methods as M
 from .. import pipeline as P
 from .. import viz
-from . import background, budget, core, fmt, matchview, state
+from . import background, budget, core, fmt, matchview, state, verdict
 
 SEL = matchview.SEL
 DEFERRED = M.names(deferred=True, shown=True)   # slow methods (g2l): verified in the background
@@ -19,7 +20,7 @@ DEFERRED = M.names(deferred=True, shown=True)   # slow methods (g2l): verified i
 _ms, _l2g, _select = matchview._ms, matchview._l2g, matchview._select
 
 
-STAGES = [("extract", "extract"), ("local search", "search"), ("re-rank (MDS)", "l2g"),
+STAGES = [("extract", "extract"), ("local search", "search"), ("confidence", "confidence"), ("re-rank (MDS)", "l2g"),
           ("global descriptor", "global"), ("spatial verification", "g2l")]
 
 
@@ -115,7 +116,7 @@ def embedding(eng: P.Engine, run: P.QueryRun, params: dict, positives):
                          positives or set(), 2 if dim == "2-D" else 3, local_scores=run.local.all_scores,
                          query_label=run.query.name, selected=sel, view="pca" if view == "PCA" else "mds")
     name = run.query.name.replace("/", "_").rsplit(".", 1)[0]
-    with plot:
+    with plot, st.container(key="l2g_mds_plot"):
         if dim == "2-D":
             st.plotly_chart(fig, key=chart_key, on_select="rerun", selection_mode="points",
                             config=plot_config(name))
@@ -162,7 +163,8 @@ def _head(eng: P.Engine, m: str, run: P.QueryRun, params: dict, ap: dict, tk: st
     return head + (f" · AP **{ap[m]:.3f}**" if m in ap else "")
 
 
-def rankings(eng: P.Engine, run: P.QueryRun, params: dict, positives, t_start: float):
+def rankings(eng: P.Engine, run: P.QueryRun, params: dict, positives, t_start: float, ready=None,
+             nested: bool = False):
     """Stage 3: local, local-to-global and global-to-local side by side (the last one from the background
     job, polled by a fragment until it is ready); returns AP per method."""
     st.subheader("Stage 3 · Rankings")
@@ -190,12 +192,15 @@ def rankings(eng: P.Engine, run: P.QueryRun, params: dict, positives, t_start: f
                 st.caption(note)
     latency = time.perf_counter() - t_start
     st.session_state["l2g_latency"] = latency
-    st.caption(f"Rankings for {run.query.name} ready {_ms(latency)} after the interaction." +
+    (ready or st).caption(f"Rankings for {run.query.name} ready {_ms(latency)} after the interaction." +
                ("" if positives is not None else " AP is shown when the query is a gallery image of a "
                                                  "gallery with ground truth (groups.json)."))
     more = [m for m in run.rankings() if m not in {s for s, _ in shown} and m not in DEFERRED and M.get(m).shown]
     if more:
-        with st.expander("More methods: " + ", ".join(core.METHOD_LABELS[m] for m in more)):
+        title = "More methods: " + ", ".join(core.METHOD_LABELS[m] for m in more)
+        if nested:           # inside the collapsed lists (no confident match): expanders do not nest
+            st.markdown(f"**{title}**")
+        with nullcontext() if nested else st.expander(title):
             cols = st.columns(len(more))
             for c, m in zip(cols, more):
                 with c:
@@ -255,14 +260,24 @@ def render_all(eng: P.Engine, run: P.QueryRun, params: dict, t_start: float, rig
     sync_g2l(eng, run)
     run = st.session_state.get("l2g_run", run)
     positives = core.positives_for(eng, run.query)
-    timing_line(timing_slot, run)
     if len(run.local.ids) == 0:
+        timing_line(timing_slot, run)
         st.info(f"Nothing to rank: the gallery holds no image other than the query **{run.query.name}**. "
                 "Add images on the Galleries page, or upload a query instead.")
         return
+    v = verdict.verdict(eng, run)
+    if v is not None:
+        run.timings.setdefault("confidence", v.timings.get("confidence", 0.0))
+    timing_line(timing_slot, run)
     with right:
-        shortlist(eng, run, positives)
-    fig = embedding(eng, run, params, positives)
-    rankings(eng, run, params, positives, t_start)
-    png, j = matchview.match_view(eng, run, params, positives)
-    matchview.export(eng, run, params, positives, fig, png, j)
+        collapsed = verdict.show(eng, v)
+        ready = st.empty() if collapsed else None
+        if not collapsed:
+            shortlist(eng, run, positives)
+    with st.expander("The ranked lists anyway (no confident match)", expanded=False) if collapsed else nullcontext():
+        if collapsed:
+            shortlist(eng, run, positives)
+        fig = embedding(eng, run, params, positives)
+        rankings(eng, run, params, positives, t_start, ready, nested=collapsed)
+        png, j = matchview.match_view(eng, run, params, positives, v)
+        matchview.export(eng, run, params, positives, fig, png, j)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import sys
 import threading
 import time
@@ -17,13 +18,16 @@ import numpy as np
 import streamlit as st
 from PIL import Image
 
+from .. import confidence
+from .. import config as C
 from .. import pipeline as P
 from ..datasets import build_demo, list_images
 from ..demo import demo_is_complete
+from ..demo_tour import index_order
 from ..errors import IndexFormatError, L2GError
 from ..features import Extractor
 from ..images import ImageError, load_image, thumbnail
-from . import fmt
+from . import background, fmt
 from .settings import DEMO, Gallery, Settings, check_gallery, list_galleries, parse_settings
 
 
@@ -34,15 +38,21 @@ def settings() -> Settings:
 
 @st.cache_resource(show_spinner=False)
 def extractor(fcfg) -> Extractor:
-    return Extractor(fcfg)
+    """The feature extractor, warmed up on a small image: the first call of the backend is slow
+    (its one-off set-up), and should not fall on the first uploaded query."""
+    ex = Extractor(fcfg)
+    ex(np.random.default_rng(0).integers(0, 255, (96, 128, 3), dtype=np.uint8))
+    return ex
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)
-def _engine(gallery: str, index_dir: str, cfg_name: str, _cfg=None) -> P.Engine:
-    """An index already on disk, opened as it is (fast). Keyed by gallery, index folder and preset."""
+def _engine(gallery: str, index_dir: str, cfg_name: str, generation: int = 0, _cfg=None) -> P.Engine:
+    """An index already on disk, opened as it is (fast). Keyed by gallery, index folder, preset and
+    the number of background builds finished on that folder (so a finished one swaps the engine)."""
     return P.open_engine(Path(gallery), Path(index_dir), _cfg, extractor=extractor(_cfg.features), sync=False)
 
 
+FIRST_N = C.AppConfig().first_n     # demo images indexed before the Query page opens (the rest: background)
 _BUILD_LOCKS: dict = {}
 _LOCKS_LOCK = threading.Lock()
 
@@ -65,7 +75,7 @@ def _progress_bar(label: str, phased: bool = True):
     return bar, cb
 
 
-def _build(g: Gallery, path: Path, index_dir: Path, s: Settings) -> None:
+def _build(g: Gallery, path: Path, index_dir: Path, s: Settings, paths: list | None = None) -> None:
     """Build or update the index, graph and global descriptors on disk, with a progress bar.
 
     Outside the cached function (a cached function cannot draw into the page), one build per
@@ -74,8 +84,10 @@ def _build(g: Gallery, path: Path, index_dir: Path, s: Settings) -> None:
         lock = _BUILD_LOCKS.setdefault(str(index_dir), threading.Lock())
     with lock:
         t_build = time.perf_counter()
-        bar, cb = _progress_bar(f"Indexing {g.label}")
-        eng = P.open_engine(path, index_dir, s.cfg, progress=cb, extractor=extractor(s.cfg.features), sync=True)
+        bar, cb = _progress_bar(f"Indexing {g.label}" + (f" (its first {len(paths)} images; the rest follow in the "
+                                                          f"background)" if paths else ""))
+        eng = P.open_engine(path, index_dir, s.cfg, progress=cb, extractor=extractor(s.cfg.features), sync=True,
+                            paths=paths)
         bar.empty()
         rep = eng.report
         if rep is not None and rep.repaired:
@@ -97,6 +109,58 @@ def _index_ready(index_dir: Path) -> bool:
     return (index_dir / "manifest.json").is_file() and (index_dir / "graph.npz").is_file()
 
 
+def _demo_order(path: Path) -> list[str]:
+    """The demo's images in first-start order (l2g.demo_tour.index_order); [] when unreadable."""
+    try:
+        return index_order(json.loads((path / "groups.json").read_text(encoding="utf-8")))
+    except (OSError, ValueError, AttributeError, TypeError, KeyError):
+        return []
+
+
+def _extend_in_background(path: Path, index_dir: Path, s: Settings, eng: P.Engine, order: list) -> None:
+    """Start indexing the demo images the engine lacks in a background thread (once per folder; a
+    failed job is not restarted until the server restarts or *Re-scan* runs)."""
+    have = set(eng.li.paths) | {p for p, _ in eng.li.failed}
+    missing = [p for p in order if p not in have]
+    last = background.last_index_job(index_dir)
+    if not missing or (last is not None and (not last.finished or last.error)):
+        return
+
+    def work(job):
+        e = P.open_engine(path, index_dir, s.cfg, progress=job.progress, extractor=extractor(s.cfg.features),
+                          sync=True)
+        confidence.ensure_calibration(index_dir, e.li, e.graph, e.gt, e.cfg.confidence, e.cfg.verify)
+
+    background.start_indexing(work, index_dir, len(order), eng.li.n_images)
+
+
+def indexing_note(eng: P.Engine | None = None) -> None:
+    """While a background build runs (on the engine's index folder; without an engine, on any): its
+    progress, redrawn every few seconds (a fragment: the page stays usable). Once it is done, the
+    whole app re-runs, on the new engine."""
+    folders = [str(eng.li.folder)] if eng is not None else background.running_folders()
+    folders = [f for f in folders if background.last_index_job(f) is not None]
+    if not folders:
+        return
+    folder = folders[0]
+    shown = {"running": background.index_job(folder) is not None}
+    have = f"the {eng.li.n_images} images indexed so far" if eng is not None else "the images indexed so far"
+
+    def poll():
+        job = background.last_index_job(folder)
+        if job.finished and shown["running"]:
+            st.rerun(scope="app")
+        if job.finished:
+            if job.error:
+                st.error(job.text())
+            return
+        frac = job.done / job.total if job.total else 0.0
+        st.progress(min(1.0, frac), text=f":material/hourglass_top: {job.text()}. The Query page searches "
+                                          f"{have}; it switches to all of them when the rest is done.")
+
+    st.fragment(poll, run_every=C.AppConfig().progress_every if shown["running"] else None)()
+
+
 def open_gallery(g: Gallery, rebuild: bool = False) -> tuple[P.Engine | None, str | None]:
     """(engine, None) for gallery g, built with a progress bar the first time; (None, why) on failure."""
     s = settings()
@@ -107,17 +171,24 @@ def open_gallery(g: Gallery, rebuild: bool = False) -> tuple[P.Engine | None, st
             build_demo(path, progress=cb)
             bar.empty()
         index_dir = s.index_dir(g)
+        order = _demo_order(path) if g.kind == "demo" else []
+        if background.index_job(index_dir) is not None:
+            rebuild = False          # a background build holds the folder: it is the re-scan
         if rebuild or not _index_ready(index_dir):
             if not path.is_dir():
                 return None, f"The gallery **{g.label}** is not a readable folder ({path})."
             if not list_images(path):
                 return None, f"The gallery **{g.label}** holds no images ({path})."
-            _build(g, path, index_dir, s)
+            first = order[:FIRST_N] if order and not rebuild else None
+            _build(g, path, index_dir, s, paths=first)
+        gen = lambda: background.generation(index_dir)  # noqa: E731
         try:
-            eng = _engine(str(path), str(index_dir), s.cfg.features.name, _cfg=s.cfg)
+            eng = _engine(str(path), str(index_dir), s.cfg.features.name, gen(), _cfg=s.cfg)
         except IndexFormatError:     # damaged, or written by an older l2g: the build repairs it
             _build(g, path, index_dir, s)
-            eng = _engine(str(path), str(index_dir), s.cfg.features.name, _cfg=s.cfg)
+            eng = _engine(str(path), str(index_dir), s.cfg.features.name, gen(), _cfg=s.cfg)
+        if order:
+            _extend_in_background(path, index_dir, s, eng, order)
         if eng.li.n_images == 0:
             return None, (f"No image of **{g.label}** could be indexed: "
                           + "; ".join(f"`{p}`: {r}" for p, r in eng.li.failed[:5]))
@@ -170,8 +241,9 @@ def pick_gallery(sidebar=True) -> tuple[Gallery, P.Engine | None]:
             st.rerun()
         st.error(err)
         return g, None
-    if ss.get("l2g_gallery") != label:
-        _forget_query()
+    if ss.get("l2g_gallery") != label or ss.get("l2g_engine_n") != eng.li.n_images:
+        _forget_query()        # another gallery, or the same one after a background build
+    ss["l2g_engine_n"] = eng.li.n_images
     ss["l2g_gallery"] = label
     box.caption(f"{eng.li.n_images} images, {eng.li.ntotal:,} descriptors, "
                 f"preset `{eng.cfg.features.name}`" + (", ground truth: groups.json" if eng.gt else ""))

@@ -1,0 +1,66 @@
+"""The guided tour: How it works lists the demo's preset queries (l2g.demo_tour.TOUR); each opens the
+Query page on that query with its caption above it. A stop is also reachable as ``/query?tour=KEY``."""
+from __future__ import annotations
+
+import streamlit as st
+
+from .. import demo_tour
+from .settings import DEMO
+
+TOUR_KEY = "l2g_tour"               # the key of the open stop
+OPEN_KEY = "l2g_open_query"         # the query page opens this gallery path on its next run
+
+
+def stop_of(key: str | None) -> demo_tour.TourStop | None:
+    return next((s for s in demo_tour.TOUR if s.key == key), None)
+
+
+def open_stop(stop: demo_tour.TourStop) -> None:
+    """Select the stop's query on the demo and remember the stop (the Query page reads both)."""
+    ss = st.session_state
+    ss[TOUR_KEY] = stop.key
+    ss[OPEN_KEY] = stop.query
+    ss["l2g_crop_on"] = False
+    if ss.get("l2g_gallery") != DEMO:
+        ss["l2g_gallery_pending"] = DEMO
+
+
+def links() -> None:
+    """The tour on the How it works page: one button per stop."""
+    if not demo_tour.TOUR:
+        return
+    st.markdown("### A guided tour of the demo\nEach stop opens the Query page on a demo query, "
+                "with what to look at.")
+    cols = st.columns(len(demo_tour.TOUR))
+    for c, stop in zip(cols, demo_tour.TOUR):
+        with c:
+            if st.button(stop.title, key=f"l2g_tour_{stop.key}", icon=":material/tour:", width="stretch"):
+                open_stop(stop)
+                st.switch_page(st.session_state["l2g_pages"]["query"])
+            st.caption(f"Query: `{stop.query}`")
+
+
+def from_url() -> None:
+    """``?tour=KEY`` in the address opens that stop (once; the parameter is then removed)."""
+    key = st.query_params.get("tour")
+    if key is None:
+        return
+    del st.query_params["tour"]
+    stop = stop_of(key)
+    if stop is not None:
+        open_stop(stop)
+
+
+def caption(gallery_label: str) -> None:
+    """The open stop's caption, while its query is the one shown; the stop ends when the user moves on."""
+    ss = st.session_state
+    stop = stop_of(ss.get(TOUR_KEY))
+    if stop is None:
+        return
+    kind = ss.get("l2g_qkind", "Gallery image")
+    if gallery_label != DEMO or kind != "Gallery image" or ss.get("l2g_qpick") != stop.query:
+        ss.pop(TOUR_KEY, None)
+        return
+    n = [s.key for s in demo_tour.TOUR].index(stop.key) + 1
+    with st.container(key="l2g_tour_caption"):
+        st.info(f"**Tour {n}/{len(demo_tour.TOUR)} · {stop.title}**  \n{stop.caption}", icon=":material/tour:")

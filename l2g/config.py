@@ -172,8 +172,9 @@ class ConfidenceConfig:
 @dataclass(frozen=True)
 class AppConfig:
     """The web app's first start (l2g/app): the demo is indexed in two steps."""
-    first_n: int = 24               # demo images indexed before the Query page opens (l2g.demo_tour.index_order);
-    #                                 the rest are added in a background thread
+    first_n: int = 57               # demo images indexed before the Query page opens (l2g.demo_tour.index_order:
+    #                                 the tour's groups and one distractor of every family); the rest are
+    #                                 added in a background thread
     progress_every: float = 2.0     # seconds between redraws of the background indexing progress
 
 

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-# Images a first start indexes before the Query page opens: the tour's three groups (31 images), the
-# clock family the tour points at (6), one distractor of each of the 20 other families, then the
-# astronaut and coffee groups (20). Default extractor, one process, one torch thread, measured on
-# the shared machine at load average ~15: 0.655 s per group view (640 px), 0.331 s per distractor
-# (384 px): 51 x 0.655 + 26 x 0.331 = 42 CPU-seconds, about 21 s on 2 cores (less when unloaded).
-FIRST_N = 77
+from .config import AppConfig
+
+# Images a first start indexes before the Query page opens (config.AppConfig.first_n): the tour's three
+# groups (31 images), the clock family the tour points at (6) and one distractor of each of the 20 other
+# families. Default extractor, one process, one torch thread, measured on the shared machine at load
+# average ~15: 0.655 s per group view (640 px), 0.331 s per distractor (384 px): 31 x 0.655 + 26 x 0.331
+# = 29 CPU-seconds, about 15 s on 2 cores.
+FIRST_N = AppConfig.first_n
 FIRST_PER_FAMILY = 1               # distractors of each family (l2g.demo_textures) in the first part
 
 

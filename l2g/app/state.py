@@ -52,7 +52,7 @@ def _engine(gallery: str, index_dir: str, cfg_name: str, generation: int = 0, _c
     return P.open_engine(Path(gallery), Path(index_dir), _cfg, extractor=extractor(_cfg.features), sync=False)
 
 
-FIRST_N = C.AppConfig().first_n     # demo images indexed before the Query page opens (the rest: background)
+FIRST_N = C.AppConfig().first_n     # demo images indexed before the Query page opens (l2g.demo_tour.FIRST_N)
 _BUILD_LOCKS: dict = {}
 _LOCKS_LOCK = threading.Lock()
 

@@ -87,6 +87,8 @@ class GraphConfig:
     top_n: int = 200                # neighbours kept per gallery image in the similarity graph
     verify_top: int = 20            # l2g.vgraph: each image is RANSAC-verified against its top graph neighbours
     verify_sat: float = 50.0        # l2g.vgraph: inlier count at which an edge counts as fully verified
+    batch_rows: int = 50_000        # query descriptors per FAISS call when building graph rows (bounds memory)
+    query_max: int = 0              # graph rows search with each image's strongest query_max descriptors (0: all)
 
 
 @dataclass(frozen=True)

@@ -114,7 +114,7 @@ def batch_votes(li: LocalIndex, img: np.ndarray, desc: np.ndarray, counts: np.nd
     return img[a[top]], b[top], score[top]
 
 
-def _rows(li: LocalIndex, ids, scfg: SearchConfig, cfg: GraphConfig, progress: Progress):
+def graph_rows(li: LocalIndex, ids, scfg: SearchConfig, cfg: GraphConfig, progress: Progress = None):
     """Graph rows of the gallery images ``ids``, batched (batch_votes per chunk of cfg.batch_rows
     query descriptors); returns COO triplets."""
     _check(cfg)
@@ -158,7 +158,7 @@ def build_graph(li: LocalIndex, cfg: GraphConfig = GraphConfig(), scfg: SearchCo
     """Search every gallery image against the index (itself excluded) and keep its top-N."""
     t0 = time.perf_counter()
     n = li.n_images
-    r, c, v = _rows(li, range(n), scfg, cfg, progress)
+    r, c, v = graph_rows(li, range(n), scfg, cfg, progress)
     G = sp.csr_matrix((v, (r, c)), shape=(n, n), dtype=np.float32)
     return Graph(G, list(li.paths), graph_params(cfg, scfg),
                  {"graph": time.perf_counter() - t0})
@@ -177,7 +177,7 @@ def update_graph(li: LocalIndex, g: Graph, cfg: GraphConfig = GraphConfig(), scf
     n_old, n = len(g.paths), li.n_images
     if li.paths[:n_old] != g.paths:
         return build_graph(li, cfg, scfg, progress)
-    r, c, v = _rows(li, range(n_old, n), scfg, cfg, progress)
+    r, c, v = graph_rows(li, range(n_old, n), scfg, cfg, progress)
     old = g.G.tocoo()
     back = c < n_old
     rows = np.concatenate([old.row, r, c[back]])

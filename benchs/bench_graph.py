@@ -37,9 +37,9 @@ def gplan(size: int, quick: bool) -> dict:
     big, p = size >= 10_000, plan(size, quick)
     per_img = 100 if quick else 1000 if big else 2000
     return dict(per_img=per_img, kind="ivfsq8" if big else index_kind(size * per_img, C.IndexConfig()),
-                nlist=p["nlist"], train_sample=p["train_sample"], single=10 if quick else 16 if big else 20,
-                batched=min(size, 200 if quick else 48 if big else 100), caps=[50] if quick else [500, 250],
-                two_threads=not quick)
+                nlist=p["nlist"], train_sample=p["train_sample"], single=10 if quick else 4 if big else 20,
+                batched=min(size, 200 if quick else 8 if big else 100), caps=[50] if quick else [500, 250],
+                two_threads=not quick and not big)
 
 
 class SynthIndex(LocalIndex):

@@ -155,7 +155,8 @@ def rows_one_at_a_time(li: LocalIndex, ids, scfg: SearchConfig, cfg: GraphConfig
 
 def build_graph(li: LocalIndex, cfg: GraphConfig = GraphConfig(), scfg: SearchConfig = SearchConfig(),
                 progress: Progress = None) -> Graph:
-    """Search every gallery image against the index (itself excluded) and keep its top-N."""
+    """Search every gallery image against the index (itself excluded) and keep its top-N (graph_rows: in
+    batches of about cfg.batch_rows query descriptors, each image's first cfg.query_max when set)."""
     t0 = time.perf_counter()
     n = li.n_images
     r, c, v = graph_rows(li, range(n), scfg, cfg, progress)
@@ -168,7 +169,7 @@ def update_graph(li: LocalIndex, g: Graph, cfg: GraphConfig = GraphConfig(), scf
                  progress: Progress = None) -> Graph:
     """Extend a graph after images were appended to the index.
 
-    New images are searched in full (their rows). Old rows gain the new images
+    New images are searched (their rows, batched like build_graph). Old rows gain the new images
     as columns with the mirrored score (new -> old), which is what the
     symmetrised block uses anyway; old rows are not re-searched. Rebuild with
     ``build_graph`` to get exactly the graph of a fresh build.

@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchs import bench_extract, bench_rerank, bench_search
+from benchs import bench_extract, bench_graph, bench_rerank, bench_search
 from benchs.common import machine, n_threads, parser, photos, threads, write_json
 from benchs.galleries import plan
 from l2g import config as C
@@ -22,7 +22,8 @@ from l2g.demo import DEMO_MAX_SIDE
 from l2g.features import DESC_DIM
 
 TARGETS = {"search_s_per_query@1000": 0.3, "recall@100_vs_exact@1000": 0.95, "index_bytes_per_descriptor": 600,
-           **{f"rerank_{m}_k{k}_s": t for m in ("classical", "smacof") for k, t in ((100, 0.05), (700, 1.0))}}
+           **{f"rerank_{m}_k{k}_s": t for m in ("classical", "smacof") for k, t in ((100, 0.05), (700, 1.0))},
+           "graph_s_per_image@10000": bench_graph.TARGET_S_PER_IMAGE}
 SIZES = [100, 1000, 10_000]
 
 
@@ -40,7 +41,8 @@ def targets(out: dict) -> dict:
     got = {"search_s_per_query@1000": lat, "recall@100_vs_exact@1000": rec,
            "index_bytes_per_descriptor": max(per) if per else None,
            **{f"rerank_{m}_k{k}_s": out["rerank"].get(m, {}).get(str(k), {}).get("p50_s")
-              for m in ("classical", "smacof") for k in (100, 700)}}
+              for m in ("classical", "smacof") for k in (100, 700)},
+           "graph_s_per_image@10000": bench_graph.measured(out.get("graph", {}), 10_000)}
     return {k: {"target": t, "measured": got[k],
                 "met": None if got[k] is None else bool(got[k] >= t if k.startswith("recall") else got[k] <= t)}
             for k, t in TARGETS.items()}
@@ -107,6 +109,7 @@ def summary(out: dict) -> str:
     lines += summary_sizes(out["sizes"])
     for m in ("classical", "smacof"):
         lines += [f"rerank {m} k={k}: p50 {v['p50_s'] * 1e3:.0f} ms" for k, v in out["rerank"].get(m, {}).items()]
+    lines += bench_graph.summary(out.get("graph", {"sizes": {}}))
     for name, t in out["targets"].items():
         lines.append(f"target {name}: {t['measured']} vs {t['target']} -> {t['met']}")
     return "\n".join(lines + [f"note: {n}" for n in out["notes"]])
@@ -142,6 +145,8 @@ def main(args) -> int:
             out["rerank"] = bench_rerank.run(quick)
             if not quick:   # real-image indexing (extraction + index + graph) at 1 worker and at every core
                 out["indexing"] = bench_extract.indexing(24, sorted({1, os.cpu_count() or 1}))
+            out["graph"] = bench_graph.run(quick, words, [s for s in sizes if s >= 1000] if not quick else None,
+                                           threads_n)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     out["targets"] = targets(out)

@@ -4,6 +4,11 @@ G is a sparse (n, n) float32 matrix: row i holds the local-search scores of
 gallery image i's top-N neighbours (itself excluded). It is built once with the
 index and saved beside it (graph.npz), so the pairwise similarities of any
 shortlist cost a sparse lookup at query time.
+
+Rows are built in batches: the descriptors of many gallery images (about
+GraphConfig.batch_rows) go to FAISS in one call, which threads over them, and
+the votes are split per image (batch_votes); each row equals the one-at-a-time
+``local_search`` of that image (rows_one_at_a_time, tests/test_graph.py).
 """
 from __future__ import annotations
 
@@ -19,8 +24,9 @@ import scipy.sparse as sp
 from . import store
 from .config import GraphConfig, SearchConfig
 from .errors import IndexFormatError
+from .features import Features
 from .index import LocalIndex, Progress
-from .search import local_search
+from .search import first_hits, kernel, knn, local_search
 
 
 @dataclass
@@ -45,33 +51,115 @@ class Graph:
         return S
 
 
-def _rows(li: LocalIndex, ids, scfg: SearchConfig, top_n: int, progress: Progress):
-    """Search each gallery image in ``ids``; return COO triplets of its top_n neighbours."""
-    r, c, v = [], [], []
-    scfg = dataclasses.replace(scfg, shortlist=top_n + 1)
-    for t, i in enumerate(ids):
+def path_rank(li: LocalIndex) -> np.ndarray:
+    """(n,) rank of each gallery path in sorted order: the tie-break of l2g.search.rank_images."""
+    if not hasattr(li, "_path_rank"):
+        li._path_rank = np.argsort(np.argsort(np.array(li.paths, dtype=object)))
+    return li._path_rank
+
+
+def _check(cfg: GraphConfig) -> None:
+    if cfg.top_n < 1 or cfg.batch_rows < 1 or cfg.query_max < 0:
+        raise ValueError(f"GraphConfig needs top_n >= 1, batch_rows >= 1 and query_max >= 0 (0: every descriptor); "
+                         f"got top_n={cfg.top_n}, batch_rows={cfg.batch_rows}, query_max={cfg.query_max}")
+
+
+def _queries(li: LocalIndex, ids, cfg: GraphConfig):
+    """Chunks of gallery images to search in one FAISS call: yields (img (m,), desc (R, d), counts (m,)) with
+    R >= cfg.batch_rows except for the last chunk (images with no keypoints are left out). Each image
+    searches with its first cfg.query_max descriptors (features are stored strongest first)."""
+    img, desc, rows = [], [], 0
+    for i in ids:
+        d = li.features(int(i)).desc
+        d = d[:cfg.query_max] if cfg.query_max else d
+        if len(d):
+            img.append(int(i))
+            desc.append(d)
+            rows += len(d)
+        if rows >= cfg.batch_rows:
+            yield np.array(img, np.int64), np.concatenate(desc), np.array([len(x) for x in desc], np.int64)
+            img, desc, rows = [], [], 0
+    if img:
+        yield np.array(img, np.int64), np.concatenate(desc), np.array([len(x) for x in desc], np.int64)
+
+
+def batch_votes(li: LocalIndex, img: np.ndarray, desc: np.ndarray, counts: np.ndarray, scfg: SearchConfig,
+                top_n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Graph rows of m gallery images from one kNN call over their stacked descriptors.
+
+    img (m,) gallery ids, desc (R, d) their descriptors stacked in that order, counts (m,) rows of each
+    (R = counts.sum()). Every image gets what ``local_search(li, its features, exclude=itself)`` gives:
+    first hit per (query descriptor, image), kernel votes summed in the same order, divided by its number
+    of descriptors, ranked by score then path; its top_n with score > 0 are kept.
+    Returns COO triplets r, c (int64), v (float32).
+    """
+    n, m = li.n_images, len(img)
+    if desc.ndim != 2 or len(desc) != int(counts.sum()) or len(counts) != m:
+        raise ValueError(f"desc must be (counts.sum(), d) = ({int(counts.sum())}, d), got {desc.shape}")
+    D, I = knn(li, desc, scfg.knn)
+    owner = np.repeat(np.arange(m, dtype=np.int64), counts)       # (R,) local image of each query row
+    v = first_hits(D, I, li.img_of, n)                            # sorted by (query row, image)
+    a = owner[v.q]
+    keep = v.img != img[a]                                        # an image does not vote for itself
+    a, b, w = a[keep], v.img[keep].astype(np.int64), kernel(v.dist[keep], scfg)
+    key, inv = np.unique(a * n + b, return_inverse=True)
+    a, b = key // n, key % n
+    score = (np.bincount(inv, weights=w, minlength=len(key)) / counts[a]).astype(np.float32)
+    pos = score > 0
+    a, b, score = a[pos], b[pos], score[pos]
+    order = np.lexsort((path_rank(li)[b], -score.astype(np.float64), a))
+    a, b, score = a[order], b[order], score[order]
+    start = np.searchsorted(a, a, "left")                         # a is sorted: first position of each row
+    top = np.arange(len(a)) - start < top_n
+    return img[a[top]], b[top], score[top]
+
+
+def graph_rows(li: LocalIndex, ids, scfg: SearchConfig, cfg: GraphConfig, progress: Progress = None):
+    """Graph rows of the gallery images ``ids``, batched (batch_votes per chunk of cfg.batch_rows
+    query descriptors); returns COO triplets."""
+    _check(cfg)
+    ids = list(ids)
+    r, c, v, done = [], [], [], 0
+    if progress:
+        progress(0, len(ids), "similarity graph: searching the gallery images in batches")
+    for img, desc, counts in _queries(li, ids, cfg):
+        for x, out in zip((r, c, v), batch_votes(li, img, desc, counts, scfg, cfg.top_n)):
+            x.append(out)
+        done = ids.index(int(img[-1]), done) + 1
         if progress:
-            progress(t, len(ids), f"similarity graph: {li.paths[i]}")
-        f = li.features(int(i))
-        if len(f) == 0:
-            continue
-        res = local_search(li, f, scfg, exclude=int(i), with_matches=False)
-        keep = res.scores > 0
-        r.append(np.full(int(keep.sum()), i, np.int64))
-        c.append(res.ids[keep].astype(np.int64))
-        v.append(res.scores[keep].astype(np.float32))
+            progress(done, len(ids), f"similarity graph: {li.paths[int(img[-1])]}")
     if progress:
         progress(len(ids), len(ids), "similarity graph done")
     cat = lambda xs, dt: np.concatenate(xs) if xs else np.zeros(0, dt)  # noqa: E731
     return cat(r, np.int64), cat(c, np.int64), cat(v, np.float32)
 
 
+def rows_one_at_a_time(li: LocalIndex, ids, scfg: SearchConfig, cfg: GraphConfig):
+    """The reference: one ``local_search`` (one FAISS call) per gallery image, top_n kept; COO triplets.
+    What the graph was built with before batching (benchs/bench_graph.py times both)."""
+    r, c, v = [], [], []
+    scfg = dataclasses.replace(scfg, shortlist=cfg.top_n + 1)
+    for i in ids:
+        f = li.features(int(i))
+        f = Features(f.kpts[:cfg.query_max], f.desc[:cfg.query_max], f.size) if cfg.query_max else f
+        if len(f) == 0:
+            continue
+        res = local_search(li, f, scfg, exclude=int(i), with_matches=False)
+        keep = res.scores > 0
+        r.append(np.full(int(keep.sum()), i, np.int64)[:cfg.top_n])
+        c.append(res.ids[keep].astype(np.int64)[:cfg.top_n])
+        v.append(res.scores[keep].astype(np.float32)[:cfg.top_n])
+    cat = lambda xs, dt: np.concatenate(xs) if xs else np.zeros(0, dt)  # noqa: E731
+    return cat(r, np.int64), cat(c, np.int64), cat(v, np.float32)
+
+
 def build_graph(li: LocalIndex, cfg: GraphConfig = GraphConfig(), scfg: SearchConfig = SearchConfig(),
                 progress: Progress = None) -> Graph:
-    """Search every gallery image against the index (itself excluded) and keep its top-N."""
+    """Search every gallery image against the index (itself excluded) and keep its top-N (graph_rows: in
+    batches of about cfg.batch_rows query descriptors, each image's first cfg.query_max when set)."""
     t0 = time.perf_counter()
     n = li.n_images
-    r, c, v = _rows(li, range(n), scfg, cfg.top_n, progress)
+    r, c, v = graph_rows(li, range(n), scfg, cfg, progress)
     G = sp.csr_matrix((v, (r, c)), shape=(n, n), dtype=np.float32)
     return Graph(G, list(li.paths), graph_params(cfg, scfg),
                  {"graph": time.perf_counter() - t0})
@@ -81,7 +169,7 @@ def update_graph(li: LocalIndex, g: Graph, cfg: GraphConfig = GraphConfig(), scf
                  progress: Progress = None) -> Graph:
     """Extend a graph after images were appended to the index.
 
-    New images are searched in full (their rows). Old rows gain the new images
+    New images are searched (their rows, batched like build_graph). Old rows gain the new images
     as columns with the mirrored score (new -> old), which is what the
     symmetrised block uses anyway; old rows are not re-searched. Rebuild with
     ``build_graph`` to get exactly the graph of a fresh build.
@@ -90,7 +178,7 @@ def update_graph(li: LocalIndex, g: Graph, cfg: GraphConfig = GraphConfig(), scf
     n_old, n = len(g.paths), li.n_images
     if li.paths[:n_old] != g.paths:
         return build_graph(li, cfg, scfg, progress)
-    r, c, v = _rows(li, range(n_old, n), scfg, cfg.top_n, progress)
+    r, c, v = graph_rows(li, range(n_old, n), scfg, cfg, progress)
     old = g.G.tocoo()
     back = c < n_old
     rows = np.concatenate([old.row, r, c[back]])
@@ -138,7 +226,8 @@ def load_graph(folder: Path, li: LocalIndex | None = None, want: dict | None = N
 
 def graph_params(cfg: GraphConfig, scfg: SearchConfig) -> dict:
     """The settings a graph depends on: a saved graph with other settings is rebuilt."""
-    return {"top_n": cfg.top_n, "knn": scfg.knn, "kernel": scfg.kernel, "p0": scfg.p0, "alpha": scfg.alpha}
+    cap = {"query_max": cfg.query_max} if cfg.query_max else {}   # absent when 0: older graphs stay valid
+    return {"top_n": cfg.top_n, "knn": scfg.knn, "kernel": scfg.kernel, "p0": scfg.p0, "alpha": scfg.alpha, **cap}
 
 
 def ensure_graph(folder: Path, li: LocalIndex, cfg: GraphConfig = GraphConfig(),

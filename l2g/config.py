@@ -62,13 +62,20 @@ class FeatureConfig:
 
 @dataclass(frozen=True)
 class IndexConfig:
-    kind: str = "auto"              # 'auto' | 'flat' | 'ivf' | 'ivfsq8'
-    exact_max: int = 50_000         # 'auto': exact (Flat) search up to this many descriptors, IVF above
-    nlist: int = 0                  # IVF lists; 0 = about 4*sqrt(N), clamped to [64, 16384]
+    kind: str = "auto"              # 'auto' or a key of l2g.ann.KINDS ('flat', 'ivf', 'ivfsq8', 'ivfhnsw', ...)
+    exact_max: int = 50_000         # 'auto': exact (Flat) search up to this many descriptors, then:
+    auto_kind: str = "ivf"          # 'auto' above exact_max ...
+    compact_min: int = 10**18       # ... and compact_kind from this many descriptors on
+    compact_kind: str = "ivfsq8"
+    nlist: int = 0                  # IVF lists; 0 = 4*sqrt(N) (HNSW coarse quantizer: hnsw_lists_per_sqrt*sqrt(N))
+    max_nlist: int = 16384          # ... clamped to [64, max_nlist]
+    hnsw_lists_per_sqrt: float = 8.0
     nprobe: int = 16                # IVF lists visited per query descriptor
+    hnsw_ef: int = 32               # efSearch of an HNSW coarse quantizer (at least nprobe)
     train_sample: int = 200_000     # descriptors sampled (fixed seed) to train the IVF quantiser
     add_chunk: int = 200_000        # descriptors added per call (keeps peak memory flat)
     seed: int = 0
+    mmap_min_mb: int = 256          # faiss.index of at least this many MiB is memory-mapped (0 always, <0 never)
 
 
 @dataclass(frozen=True)

@@ -87,6 +87,7 @@ class SearchConfig:
     alpha: float = 0.85             # kernel shape (CANN release: 0.85)
     shortlist: int = 200            # M: images kept from local search
     max_matches: int = 500          # matched pairs kept per shortlisted image (for drawing)
+    max_query: int = 0              # search with at most this many query descriptors, strongest first (0: all)
 
 
 @dataclass(frozen=True)

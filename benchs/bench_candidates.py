@@ -1,0 +1,145 @@
+"""Nearest-neighbour index candidates side by side on one gallery (issue 8: search <= 0.3 s per query at 2M
+descriptors, shortlist recall@100 >= 0.95, <= 150 B per descriptor).
+
+Run by benchs/bench_search.py for synthetic sizes (``python -m benchs.bench_search --sizes 1000``). Each
+candidate is an ``index_factory`` string; the IVF ones share one trained coarse quantizer per family (flat:
+l2g's 4 sqrt(N) lists; HNSW: l2g.ann's rule for HNSW kinds), so their build times are the code training
+and the adds (``coarse_train_s`` is reported once per family). Every search setting (a FAISS ParameterSpace
+string, optionally a cap on the query descriptors, SearchConfig.max_query) runs the whole local search
+(kNN + voting); settings alternate query by query, so a burst of load hits them alike. Reported per
+setting: p50/p95 seconds per query, query descriptors per second, shortlist recall@100 against the exact
+kNN's shortlist (the same voting) and the kNN's own recall (share of the exact 20 neighbours found);
+per candidate: build seconds and bytes per descriptor (FAISS file + 24 B keypoints and row map). Also:
+the shipped kind opened memory-mapped (same setting), and all queries batched into one FAISS call.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from benchs.bench_index import index_bytes
+from benchs.common import pct
+from benchs.galleries import RawStore
+from l2g import ann
+from l2g import config as C
+from l2g.features import DESC_DIM
+from l2g.search import local_search
+
+
+def plan(n_total: int, quick: bool) -> list:
+    """[(name, factory, family, [(setting label, ParameterSpace string, query cap)])] at n_total vectors."""
+    icfg, q = C.IndexConfig(), ("quantizer_efSearch", C.IndexConfig().hnsw_ef)
+    lf, lh = ann.nlist_for(n_total, "ivf", icfg), ann.nlist_for(n_total, "ivfhnsw", icfg)
+
+    def ivf(ps, hnsw=False, caps=(0,)):
+        return [(f"nprobe={p}" + (f",cap={c}" if c else ""), f"nprobe={p}" + (f",{q[0]}={max(q[1], p)}" if hnsw
+                 else ""), c) for p in ps for c in caps]
+    auto = ann.index_kind(n_total, icfg)
+    if quick:
+        out = [("ivf", f"IVF{lf},Flat", "flat", ivf([16]))]
+        if auto != "ivf":
+            out.append((auto, ann.factory_key(auto, n_total, icfg), "hnsw" if auto in ann.HNSW_QUANTIZER else "flat",
+                        ivf([16], auto in ann.HNSW_QUANTIZER, (0, 100))))
+        return out
+    out = [("ivf", f"IVF{lf},Flat", "flat", ivf([8, 16])),
+           ("ivfsq8", f"IVF{lf},SQ8", "flat", ivf([16])),
+           ("ivf_pq32fs_rflat", f"IVF{lf},PQ32x4fs,RFlat", "flat",
+            [(f"nprobe=16,k_factor={k}", f"nprobe=16,k_factor_rf={k}", 0) for k in (2, 4)]),
+           ("ivfhnsw", f"IVF{lh}_HNSW32,Flat", "hnsw", ivf([8, 16], True)),
+           ("ivfhnsw_sq8", f"IVF{lh}_HNSW32,SQ8", "hnsw", ivf([8, 16], True)),
+           ("ivfhnsw_sq6", f"IVF{lh}_HNSW32,SQ6", "hnsw", ivf([8, 16], True)),
+           ("hnsw32", "HNSW32", "", [(f"efSearch={e}", f"efSearch={e}", 0) for e in (16, 32, 64)])]
+    for name, _, _, settings in out:   # the shipped kind: also with the query capped at 500 / 1000 descriptors
+        if name == auto:
+            settings += [(f"{lab},cap={c}", ps, c) for lab, ps, _ in settings[-1:] for c in (500, 1000)]
+    return out
+
+
+def _build(factory: str, raw: RawStore, icfg: C.IndexConfig, coarse: dict, family: str) -> tuple[faiss.Index, dict]:
+    """index_factory + train (the family's coarse centroids reused once trained) + chunked adds."""
+    ix = faiss.index_factory(DESC_DIM, factory, faiss.METRIC_L2)
+    ivf = faiss.try_extract_index_ivf(ix)
+    info, t0 = {"factory": factory}, time.perf_counter()
+    if ivf is not None and family in coarse:
+        ivf.quantizer.add(coarse[family])
+    if not ix.is_trained:
+        take = np.random.default_rng(icfg.seed).choice(len(raw), min(icfg.train_sample, len(raw)), replace=False)
+        ix.train(raw.take(np.sort(take)))
+    info["train_s"] = time.perf_counter() - t0
+    if ivf is not None and family not in coarse:
+        q = faiss.downcast_index(ivf.quantizer)
+        coarse[family] = (q.storage if isinstance(q, faiss.IndexHNSW) else q).reconstruct_n(0, ivf.nlist)
+        info["coarse_train_s"] = info["train_s"]
+    t1 = time.perf_counter()
+    ann.train_and_add(ix, raw.chunks(icfg.add_chunk), len(raw), icfg)
+    info["add_s"] = time.perf_counter() - t1
+    info["nlist"] = int(ivf.nlist) if ivf is not None else 0
+    return ix, info
+
+
+def _time(runs: list, queries: list, truth: list, exact: list, scfg: C.SearchConfig) -> list:
+    """runs: [(li, ParameterSpace string, cap)] -> one summary per run; runs alternate query by query."""
+    ps, ts, knn, rec, drec = faiss.ParameterSpace(), [[] for _ in runs], [[] for _ in runs], \
+        [[] for _ in runs], [[] for _ in runs]
+    for qi, q in enumerate(queries):
+        for i, (li, params, cap) in enumerate(runs):
+            ps.set_index_parameters(li.ix, params)
+            cfg = dataclasses.replace(scfg, max_query=cap)
+            t = time.perf_counter()
+            r = local_search(li, q, cfg, with_matches=False)
+            ts[i].append(time.perf_counter() - t)
+            knn[i].append(r.timings["knn"])
+            if qi < len(truth):
+                top = {int(j) for j in truth[qi].ids[:100] if truth[qi].all_scores[j] > 0}
+                rec[i].append(len(top & set(r.ids[:100].tolist())) / max(len(top), 1))
+                if not cap:
+                    _, I = li.ix.search(np.ascontiguousarray(q.desc, np.float32), scfg.knn)
+                    drec[i].append(np.mean([len(set(a) & set(b)) / scfg.knn for a, b in
+                                            zip(exact[qi][1].tolist(), I.tolist())]))
+    nq = [min(cap or len(q), len(q)) for q in queries]
+    return [{**pct(t), "knn_p50_s": float(np.median(k)), "query_descriptors_mean": float(np.mean(nq)),
+             "query_descriptors_per_s": float(np.mean(nq) / np.median(t)), "recall@100": float(np.mean(r)),
+             **({"knn_recall@20": float(np.mean(d))} if d else {})} for t, k, r, d in zip(ts, knn, rec, drec)]
+
+
+def _batched(li, params: str, queries: list, k: int) -> dict:
+    """Every query's descriptors in one FAISS call: kNN seconds per query (voting excluded)."""
+    faiss.ParameterSpace().set_index_parameters(li.ix, params)
+    xq = np.ascontiguousarray(np.concatenate([q.desc for q in queries]), np.float32)
+    t = time.perf_counter()
+    li.ix.search(xq, k)
+    return {"queries": len(queries), "setting": params, "knn_s_per_query": (time.perf_counter() - t) / len(queries)}
+
+
+def run(raw: RawStore, base, queries: list, truth: list, exact: list, p: dict, tmp: Path) -> dict:
+    """The report's "candidates" entry: {name: {build, bytes, search: {setting: summary}}, ...}."""
+    from benchs.bench_search import _with
+
+    scfg, icfg, N = C.SearchConfig(), dataclasses.replace(C.IndexConfig(), train_sample=p["train_sample"]), len(raw)
+    auto, out, coarse = ann.index_kind(N, C.IndexConfig()), {"auto_kind": ann.index_kind(N, C.IndexConfig())}, {}
+    for name, factory, family, settings in plan(N, p.get("quick", False)):
+        ix, info = _build(factory, raw, icfg, coarse, family)
+        li = _with(base, ix, name)
+        runs = [(li, ps, cap) for _, ps, cap in settings]
+        if name == auto:          # the same index memory-mapped from its file, at the last uncapped setting
+            ann.write_faiss(ix, tmp / "mmap.index")
+            runs.append((_with(base, ann.read_faiss(tmp / "mmap.index", mmap=True), name), settings[0][1], 0))
+        stats = _time(runs, queries, truth, exact, scfg)
+        e = out[name] = {"build": info, "bytes": index_bytes(ix, N, tmp),
+                         "search": {lab: st for (lab, _, _), st in zip(settings, stats)}}
+        if name == auto:
+            e["mmap"] = {settings[0][0]: stats[-1]}
+            e["batched"] = _batched(li, settings[0][1], queries, scfg.knn)
+            (tmp / "mmap.index").unlink()
+        print(f"  {name:18s} {factory:28s} build {info['train_s'] + info['add_s']:.0f} s, "
+              f"{e['bytes']['per_descriptor']:.0f} B/desc", flush=True)
+        for lab, st in e["search"].items():
+            print(f"    {lab:34s} p50 {st['p50_s']:.3f} s p95 {st['p95_s']:.3f} s "
+                  f"{st['query_descriptors_per_s']:.0f} qdesc/s recall@100 {st['recall@100']:.3f} "
+                  f"knn recall@20 {st.get('knn_recall@20', float('nan')):.3f}", flush=True)
+        del ix, li, runs
+    return out

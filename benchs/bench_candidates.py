@@ -143,3 +143,60 @@ def run(raw: RawStore, base, queries: list, truth: list, exact: list, p: dict, t
                   f"knn recall@20 {st.get('knn_recall@20', float('nan')):.3f}", flush=True)
         del ix, li, runs
     return out
+
+
+def scaling(sizes: list, rows: int, kinds: list, words: np.ndarray, tmp: Path, queries: int = 4,
+            n_exact: int = 2) -> dict:
+    """Query time, recall@100 and bytes per descriptor of ``kinds`` (l2g.ann, its nlist rule) on synthetic
+    galleries of ``sizes`` images x ``rows`` rows, and the log-log slope of query time against size."""
+    from benchs.bench_search import _gallery, _truth, _with
+    from benchs.galleries import synth_gallery
+
+    scfg, icfg, out = C.SearchConfig(), C.IndexConfig(), {"rows_per_image": rows, "sizes": {}}
+    for size in sizes:
+        d = tmp / str(size)
+        d.mkdir()
+        p = {"per_img": rows, "queries": queries, "q_desc": 2000}
+        raw, counts, qs, _, info = synth_gallery(size, p, words, d)
+        base, exact = _gallery(counts), []
+        t = time.perf_counter()
+        truth = _truth(raw, base, qs[:n_exact], scfg, exact)
+        s = out["sizes"][str(size)] = {"descriptors": len(raw), "exact_s": time.perf_counter() - t,
+                                       "generate_s": info["generate"]["wall_s"], "kinds": {}}
+        for kind in kinds:
+            ix, b = _build(ann.factory_key(kind, len(raw), icfg), raw, icfg, {}, kind)
+            ann.set_search_params(ix, icfg)
+            st = _time([(_with(base, ix, kind), f"nprobe={icfg.nprobe}", 0)], qs, truth, exact, scfg)[0]
+            s["kinds"][kind] = {"build": b, "bytes": index_bytes(ix, len(raw), d), "search": st}
+            print(f"{size} images x {rows}: {kind} {b['factory']} p50 {st['p50_s']:.3f} s p95 {st['p95_s']:.3f} s "
+                  f"recall@100 {st['recall@100']:.3f} {s['kinds'][kind]['bytes']['per_descriptor']:.0f} B/desc "
+                  f"(build {b['train_s'] + b['add_s']:.0f} s)", flush=True)
+            del ix
+        raw.path.unlink()
+    for kind in kinds:
+        x = [np.log(int(k)) for k in out["sizes"]]
+        y = [np.log(v["kinds"][kind]["search"]["p50_s"]) for v in out["sizes"].values()]
+        out.setdefault("loglog_slope", {})[kind] = float(np.polyfit(x, y, 1)[0]) if len(x) > 1 else None
+    return out
+
+
+def main(argv=None) -> int:
+    """``python -m benchs.bench_candidates --sizes 1000 2000 5000 10000 --rows 200 [--kinds ...]``: scaling."""
+    from benchs.common import n_threads, parser, write_json
+    from benchs.galleries import sized_runs
+
+    ap = parser("How query time, recall and bytes grow with the gallery (synthetic)", "scaling.json",
+                sizes=[1000, 2000, 5000, 10000])
+    ap.add_argument("--rows", type=int, default=200, help="rows per image (2000 in real use)")
+    ap.add_argument("--kinds", nargs="+", default=[C.IndexConfig().auto_kind])
+    args = ap.parse_args(argv)
+    with sized_runs("scaling", args.quick) as (tmp, out, _, words):
+        out["scaling"] = scaling(args.sizes, args.rows, args.kinds, words, tmp)
+    out["machine"]["threads"] = n_threads()
+    print("log-log slope of query time:", out["scaling"]["loglog_slope"])
+    print(f"wrote {write_json(args.out, out)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

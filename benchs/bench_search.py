@@ -129,7 +129,7 @@ def eval_size(raw: RawStore, counts: np.ndarray, queries: list, positives: list,
            "queries": len(queries), "exact_queries": n_exact, "auto_kind": index_kind(N, C.IndexConfig()),
            "default_nlist": int(getattr(make_faiss(N, C.IndexConfig(kind="ivf"))[0], "nlist", 0)), "kinds": {}}
     truth, exact = None, []
-    for kind in p["kinds"]:
+    for kind in dict.fromkeys(p["kinds"] + [out["auto_kind"]]):   # what l2g would build is always measured
         ix, r = build_entry(kind, raw, n_img, icfg, tmp)
         out["kinds"][kind] = r
         if kind == "flat":

@@ -29,15 +29,14 @@ HNSW_QUANTIZER = ("ivfhnsw", "ivfhnsw_sq8", "ivfhnsw_sq6")
 
 
 def index_kind(n_total: int, cfg: C.IndexConfig) -> str:
-    """The index kind used for n_total vectors: cfg.kind, or for 'auto' Flat up to exact_max, then
-    cfg.auto_kind up to compact_min vectors and cfg.compact_kind above."""
+    """The index kind used for n_total vectors: cfg.kind, or for 'auto' Flat up to exact_max, cfg.auto_kind above."""
     if cfg.kind != "auto":
         if cfg.kind not in KINDS:
             raise ValueError(f"unknown index kind {cfg.kind!r}; expected 'auto' or one of {sorted(KINDS)}")
         return cfg.kind
     if n_total <= cfg.exact_max:
         return "flat"
-    return cfg.auto_kind if n_total < cfg.compact_min else cfg.compact_kind
+    return cfg.auto_kind
 
 
 def nlist_for(n_total: int, kind: str, cfg: C.IndexConfig) -> int:

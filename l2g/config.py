@@ -63,13 +63,11 @@ class FeatureConfig:
 @dataclass(frozen=True)
 class IndexConfig:
     kind: str = "auto"              # 'auto' or a key of l2g.ann.KINDS ('flat', 'ivf', 'ivfsq8', 'ivfhnsw', ...)
-    exact_max: int = 50_000         # 'auto': exact (Flat) search up to this many descriptors, then:
-    auto_kind: str = "ivf"          # 'auto' above exact_max ...
-    compact_min: int = 10**18       # ... and compact_kind from this many descriptors on
-    compact_kind: str = "ivfsq8"
+    exact_max: int = 50_000         # 'auto': exact (Flat) search up to this many descriptors, auto_kind above
+    auto_kind: str = "ivfhnsw"      # IVF-Flat with an HNSW coarse quantizer (benchs/bench_candidates.py, README)
     nlist: int = 0                  # IVF lists; 0 = 4*sqrt(N) (HNSW coarse quantizer: hnsw_lists_per_sqrt*sqrt(N))
     max_nlist: int = 16384          # ... clamped to [64, max_nlist]
-    hnsw_lists_per_sqrt: float = 8.0
+    hnsw_lists_per_sqrt: float = 4.0
     nprobe: int = 16                # IVF lists visited per query descriptor
     hnsw_ef: int = 32               # efSearch of an HNSW coarse quantizer (at least nprobe)
     train_sample: int = 200_000     # descriptors sampled (fixed seed) to train the IVF quantiser

@@ -13,7 +13,7 @@ from l2g.ann import KINDS, factory_key, index_kind, make_faiss, read_faiss, trai
 from l2g.errors import IndexFormatError
 from l2g.features import DESC_DIM
 
-SHIPPED = sorted({C.IndexConfig().auto_kind, C.IndexConfig().compact_kind})
+SHIPPED = [C.IndexConfig().auto_kind]
 
 
 def _rows(n: int, seed: int = 0) -> np.ndarray:
@@ -105,8 +105,7 @@ def test_auto_rule_by_size():
     assert index_kind(cfg.exact_max, cfg) == "flat"
     assert index_kind(cfg.exact_max + 1, cfg) == cfg.auto_kind
     assert index_kind(300_000, cfg) == cfg.auto_kind            # realbench-dev's size
-    assert index_kind(2_000_000, cfg) == (cfg.auto_kind if cfg.compact_min > 2_000_000 else cfg.compact_kind)
-    assert index_kind(max(cfg.compact_min, cfg.exact_max + 1), cfg) == cfg.compact_kind or cfg.compact_min > 10**15
+    assert index_kind(2_000_000, cfg) == cfg.auto_kind == "ivfhnsw"
     assert index_kind(10, dataclasses.replace(cfg, kind="ivfsq8")) == "ivfsq8"
     with pytest.raises(ValueError, match="unknown index kind"):
         index_kind(10, dataclasses.replace(cfg, kind="hnsw"))

@@ -1,16 +1,18 @@
-"""Nearest-neighbour index candidates side by side on one gallery (issue 8: search <= 0.3 s per query at 2M
-descriptors, shortlist recall@100 >= 0.95, <= 150 B per descriptor).
+"""Nearest-neighbour index candidates side by side on one gallery (issue 8: search <= 0.3 s per query at
+2M descriptors, shortlist recall@100 >= 0.95, <= 150 B per descriptor).
 
 Run by benchs/bench_search.py for synthetic sizes (``python -m benchs.bench_search --sizes 1000``). Each
-candidate is an ``index_factory`` string; the IVF ones share one trained coarse quantizer per family (flat:
-l2g's 4 sqrt(N) lists; HNSW: l2g.ann's rule for HNSW kinds), so their build times are the code training
-and the adds (``coarse_train_s`` is reported once per family). Every search setting (a FAISS ParameterSpace
-string, optionally a cap on the query descriptors, SearchConfig.max_query) runs the whole local search
-(kNN + voting); settings alternate query by query, so a burst of load hits them alike. Reported per
-setting: p50/p95 seconds per query, query descriptors per second, shortlist recall@100 against the exact
-kNN's shortlist (the same voting) and the kNN's own recall (share of the exact 20 neighbours found);
-per candidate: build seconds and bytes per descriptor (FAISS file + 24 B keypoints and row map). Also:
-the shipped kind opened memory-mapped (same setting), and all queries batched into one FAISS call.
+candidate is an ``index_factory`` string; IVF ones with the same number of lists share one k-means (its
+centroids go into a flat or an HNSW quantizer), so later ones' build times are the code training and the
+adds (``coarse_train_s`` where the k-means ran). Every search setting (a FAISS ParameterSpace string,
+optionally a cap on the query descriptors, SearchConfig.max_query) runs the whole local search (kNN +
+voting); settings alternate query by query, so a burst of load hits them alike.
+
+Per setting: p50/p95 seconds per query, query descriptors per second, shortlist recall@100 against the
+exact kNN's shortlist (the same voting) and the kNN's own recall (share of the exact 20 neighbours found).
+Per candidate: build seconds, bytes per descriptor (FAISS file + 24 B keypoints and row map). Also: the
+shipped kind opened memory-mapped (same setting), and all queries batched into one FAISS call.
+``python -m benchs.bench_candidates --sizes ...``: how query time grows with the gallery (log-log slope).
 """
 from __future__ import annotations
 
@@ -31,7 +33,7 @@ from l2g.search import local_search
 
 
 def plan(n_total: int, quick: bool) -> list:
-    """[(name, factory, family, [(setting label, ParameterSpace string, query cap)])] at n_total vectors."""
+    """[(name, factory, [(setting label, ParameterSpace string, query cap)])] at n_total vectors."""
     icfg, q = C.IndexConfig(), ("quantizer_efSearch", C.IndexConfig().hnsw_ef)
     lf, lh = ann.nlist_for(n_total, "ivf", icfg), ann.nlist_for(n_total, "ivfhnsw", icfg)
 
@@ -40,39 +42,39 @@ def plan(n_total: int, quick: bool) -> list:
                  else ""), c) for p in ps for c in caps]
     auto = ann.index_kind(n_total, icfg)
     if quick:
-        out = [("ivf", f"IVF{lf},Flat", "flat", ivf([16]))]
+        out = [("ivf", f"IVF{lf},Flat", ivf([16]))]
         if auto != "ivf":
-            out.append((auto, ann.factory_key(auto, n_total, icfg), "hnsw" if auto in ann.HNSW_QUANTIZER else "flat",
-                        ivf([16], auto in ann.HNSW_QUANTIZER, (0, 100))))
+            out.append((auto, ann.factory_key(auto, n_total, icfg), ivf([16], auto in ann.HNSW_QUANTIZER, (0, 100))))
         return out
-    out = [("ivf", f"IVF{lf},Flat", "flat", ivf([8, 16])),
-           ("ivfsq8", f"IVF{lf},SQ8", "flat", ivf([16])),
-           ("ivf_pq32fs_rflat", f"IVF{lf},PQ32x4fs,RFlat", "flat",
+    more = min(icfg.max_nlist, 4 * lh)
+    out = [("ivf", f"IVF{lf},Flat", ivf([8, 16])),
+           ("ivfhnsw", f"IVF{lh}_HNSW32,Flat", ivf([16, 24], True)),
+           (f"ivfhnsw{more}", f"IVF{more}_HNSW32,Flat", ivf([16, 32, 48], True)),
+           ("ivfsq8", f"IVF{lf},SQ8", ivf([16, 32])),
+           ("ivfhnsw_sq6", f"IVF{lh}_HNSW32,SQ6", ivf([16], True)),
+           ("ivf_pq32fs_rflat", f"IVF{lf},PQ32x4fs,RFlat",
             [(f"nprobe=16,k_factor={k}", f"nprobe=16,k_factor_rf={k}", 0) for k in (2, 4)]),
-           ("ivfhnsw", f"IVF{lh}_HNSW32,Flat", "hnsw", ivf([8, 16], True)),
-           ("ivfhnsw_sq8", f"IVF{lh}_HNSW32,SQ8", "hnsw", ivf([8, 16], True)),
-           ("ivfhnsw_sq6", f"IVF{lh}_HNSW32,SQ6", "hnsw", ivf([8, 16], True)),
-           ("hnsw32", "HNSW32", "", [(f"efSearch={e}", f"efSearch={e}", 0) for e in (16, 32, 64)])]
-    for name, _, _, settings in out:   # the shipped kind: also with the query capped at 500 / 1000 descriptors
+           ("hnsw32", "HNSW32", [(f"efSearch={e}", f"efSearch={e}", 0) for e in (16, 32, 64)])]
+    for name, _, settings in out:   # the shipped kind: also with the query capped at 500 / 1000 descriptors
         if name == auto:
-            settings += [(f"{lab},cap={c}", ps, c) for lab, ps, _ in settings[-1:] for c in (500, 1000)]
+            settings += [(f"{lab},cap={c}", ps, c) for lab, ps, _ in settings[:1] for c in (500, 1000)]
     return out
 
 
-def _build(factory: str, raw: RawStore, icfg: C.IndexConfig, coarse: dict, family: str) -> tuple[faiss.Index, dict]:
-    """index_factory + train (the family's coarse centroids reused once trained) + chunked adds."""
+def _build(factory: str, raw: RawStore, icfg: C.IndexConfig, coarse: dict) -> tuple[faiss.Index, dict]:
+    """index_factory + train (coarse centroids reused from ``coarse``, {nlist: (nlist, d)}) + chunked adds."""
     ix = faiss.index_factory(DESC_DIM, factory, faiss.METRIC_L2)
     ivf = faiss.try_extract_index_ivf(ix)
     info, t0 = {"factory": factory}, time.perf_counter()
-    if ivf is not None and family in coarse:
-        ivf.quantizer.add(coarse[family])
+    if ivf is not None and ivf.nlist in coarse:
+        ivf.quantizer.add(coarse[ivf.nlist])
     if not ix.is_trained:
         take = np.random.default_rng(icfg.seed).choice(len(raw), min(icfg.train_sample, len(raw)), replace=False)
         ix.train(raw.take(np.sort(take)))
     info["train_s"] = time.perf_counter() - t0
-    if ivf is not None and family not in coarse:
+    if ivf is not None and ivf.nlist not in coarse:
         q = faiss.downcast_index(ivf.quantizer)
-        coarse[family] = (q.storage if isinstance(q, faiss.IndexHNSW) else q).reconstruct_n(0, ivf.nlist)
+        coarse[ivf.nlist] = (q.storage if isinstance(q, faiss.IndexHNSW) else q).reconstruct_n(0, ivf.nlist)
         info["coarse_train_s"] = info["train_s"]
     t1 = time.perf_counter()
     ann.train_and_add(ix, raw.chunks(icfg.add_chunk), len(raw), icfg)
@@ -121,8 +123,8 @@ def run(raw: RawStore, base, queries: list, truth: list, exact: list, p: dict, t
 
     scfg, icfg, N = C.SearchConfig(), dataclasses.replace(C.IndexConfig(), train_sample=p["train_sample"]), len(raw)
     auto, out, coarse = ann.index_kind(N, C.IndexConfig()), {"auto_kind": ann.index_kind(N, C.IndexConfig())}, {}
-    for name, factory, family, settings in plan(N, p.get("quick", False)):
-        ix, info = _build(factory, raw, icfg, coarse, family)
+    for name, factory, settings in plan(N, p.get("quick", False)):
+        ix, info = _build(factory, raw, icfg, coarse)
         li = _with(base, ix, name)
         runs = [(li, ps, cap) for _, ps, cap in settings]
         if name == auto:          # the same index memory-mapped from its file, at the last uncapped setting
@@ -164,7 +166,7 @@ def scaling(sizes: list, rows: int, kinds: list, words: np.ndarray, tmp: Path, q
         s = out["sizes"][str(size)] = {"descriptors": len(raw), "exact_s": time.perf_counter() - t,
                                        "generate_s": info["generate"]["wall_s"], "kinds": {}}
         for kind in kinds:
-            ix, b = _build(ann.factory_key(kind, len(raw), icfg), raw, icfg, {}, kind)
+            ix, b = _build(ann.factory_key(kind, len(raw), icfg), raw, icfg, {})
             ann.set_search_params(ix, icfg)
             st = _time([(_with(base, ix, kind), f"nprobe={icfg.nprobe}", 0)], qs, truth, exact, scfg)[0]
             s["kinds"][kind] = {"build": b, "bytes": index_bytes(ix, len(raw), d), "search": st}

@@ -165,8 +165,9 @@ def scaling(sizes: list, rows: int, kinds: list, words: np.ndarray, tmp: Path, q
         truth = _truth(raw, base, qs[:n_exact], scfg, exact)
         s = out["sizes"][str(size)] = {"descriptors": len(raw), "exact_s": time.perf_counter() - t,
                                        "generate_s": info["generate"]["wall_s"], "kinds": {}}
+        coarse = {}                       # kinds with the same lists share the k-means
         for kind in kinds:
-            ix, b = _build(ann.factory_key(kind, len(raw), icfg), raw, icfg, {})
+            ix, b = _build(ann.factory_key(kind, len(raw), icfg), raw, icfg, coarse)
             ann.set_search_params(ix, icfg)
             st = _time([(_with(base, ix, kind), f"nprobe={icfg.nprobe}", 0)], qs, truth, exact, scfg)[0]
             s["kinds"][kind] = {"build": b, "bytes": index_bytes(ix, len(raw), d), "search": st}

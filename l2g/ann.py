@@ -29,14 +29,15 @@ HNSW_QUANTIZER = ("ivfhnsw", "ivfhnsw_sq8", "ivfhnsw_sq6")
 
 
 def index_kind(n_total: int, cfg: C.IndexConfig) -> str:
-    """The index kind used for n_total vectors: cfg.kind, or for 'auto' Flat up to exact_max, cfg.auto_kind above."""
+    """The index kind used for n_total vectors: cfg.kind, or for 'auto' Flat up to exact_max, 'ivf' below
+    hnsw_min, cfg.auto_kind from there on (an HNSW coarse quantizer pays where the lists are many)."""
     if cfg.kind != "auto":
         if cfg.kind not in KINDS:
             raise ValueError(f"unknown index kind {cfg.kind!r}; expected 'auto' or one of {sorted(KINDS)}")
         return cfg.kind
     if n_total <= cfg.exact_max:
         return "flat"
-    return cfg.auto_kind
+    return "ivf" if n_total < cfg.hnsw_min else cfg.auto_kind
 
 
 def nlist_for(n_total: int, kind: str, cfg: C.IndexConfig) -> int:
@@ -70,9 +71,6 @@ def make_faiss(n_total: int, cfg: C.IndexConfig, d: int = DESC_DIM) -> tuple[fai
     """An empty index for ``n_total`` vectors of dimension d (index_kind picks the kind) -> (index, kind)."""
     kind = index_kind(n_total, cfg)
     ix = faiss.index_factory(d, factory_key(kind, n_total, cfg), faiss.METRIC_L2)
-    ivf = faiss.try_extract_index_ivf(ix)
-    if ivf is not None:
-        ivf.cp.seed = cfg.seed
     return set_search_params(ix, cfg), kind
 
 

@@ -13,7 +13,7 @@ from l2g.ann import KINDS, factory_key, index_kind, make_faiss, read_faiss, trai
 from l2g.errors import IndexFormatError
 from l2g.features import DESC_DIM
 
-SHIPPED = [C.IndexConfig().auto_kind]
+SHIPPED = ["ivf", C.IndexConfig().auto_kind]
 
 
 def _rows(n: int, seed: int = 0) -> np.ndarray:
@@ -35,7 +35,7 @@ def data():
     return _rows(12_000), _rows(40, seed=1)
 
 
-@pytest.mark.parametrize("kind", sorted({"flat", "ivf", *SHIPPED}))
+@pytest.mark.parametrize("kind", sorted({"flat", *SHIPPED}))
 def test_mmapped_index_searches_identically(kind, data, tmp_path):
     xb, xq = data
     ix = _built(kind, xb)
@@ -74,7 +74,7 @@ def test_mmapped_index_is_not_read_into_memory(kind, tmp_path):
 
 
 @pytest.mark.parametrize("mmap", [False, True])
-@pytest.mark.parametrize("kind", ["flat", "ivf", *SHIPPED])
+@pytest.mark.parametrize("kind", sorted({"flat", *SHIPPED}))
 def test_damaged_index_file_is_an_index_format_error(kind, mmap, data, tmp_path):
     xb, _ = data
     path = tmp_path / "faiss.index"
@@ -103,9 +103,10 @@ def test_use_mmap_rule(tmp_path):
 def test_auto_rule_by_size():
     cfg = C.IndexConfig()
     assert index_kind(cfg.exact_max, cfg) == "flat"
-    assert index_kind(cfg.exact_max + 1, cfg) == cfg.auto_kind
-    assert index_kind(300_000, cfg) == cfg.auto_kind            # realbench-dev's size
-    assert index_kind(2_000_000, cfg) == cfg.auto_kind == "ivfhnsw"
+    assert index_kind(cfg.exact_max + 1, cfg) == "ivf"
+    assert index_kind(320_000, cfg) == "ivf"                    # realbench-dev's size: as measured there
+    assert index_kind(cfg.hnsw_min - 1, cfg) == "ivf"
+    assert index_kind(cfg.hnsw_min, cfg) == index_kind(2_000_000, cfg) == cfg.auto_kind == "ivfhnsw"
     assert index_kind(10, dataclasses.replace(cfg, kind="ivfsq8")) == "ivfsq8"
     with pytest.raises(ValueError, match="unknown index kind"):
         index_kind(10, dataclasses.replace(cfg, kind="hnsw"))

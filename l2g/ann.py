@@ -29,15 +29,14 @@ HNSW_QUANTIZER = ("ivfhnsw", "ivfhnsw_sq8", "ivfhnsw_sq6")
 
 
 def index_kind(n_total: int, cfg: C.IndexConfig) -> str:
-    """The index kind used for n_total vectors: cfg.kind, or for 'auto' Flat up to exact_max, 'ivf' below
-    hnsw_min, cfg.auto_kind from there on (an HNSW coarse quantizer pays where the lists are many)."""
+    """The index kind used for n_total vectors: cfg.kind, or for 'auto' Flat up to exact_max, cfg.auto_kind above."""
     if cfg.kind != "auto":
         if cfg.kind not in KINDS:
             raise ValueError(f"unknown index kind {cfg.kind!r}; expected 'auto' or one of {sorted(KINDS)}")
         return cfg.kind
     if n_total <= cfg.exact_max:
         return "flat"
-    return "ivf" if n_total < cfg.hnsw_min else cfg.auto_kind
+    return cfg.auto_kind
 
 
 def nlist_for(n_total: int, kind: str, cfg: C.IndexConfig) -> int:

@@ -1,7 +1,7 @@
 """How fast is an index built, and how many bytes does it take per descriptor?
 
 ``python -m benchs.bench_index [--quick] [--sizes 100 1000] [--out index.json]``: per gallery size and index
-kind (Flat, IVF-Flat, IVF-SQ8, each from an ``index_factory`` string with l2g's nlist rule), the train and
+kind (Flat, IVF-Flat, IVF-SQ8, ..., each l2g.ann's ``index_factory`` string with its nlist rule), the train and
 add time, images per second and the serialised bytes per descriptor (keypoints and row map included).
 """
 from __future__ import annotations
@@ -16,33 +16,23 @@ import numpy as np
 
 from benchs.common import Stage, parser, write_json
 from benchs.galleries import RawStore, gallery, plan, sized_runs
+from l2g import ann
 from l2g import config as C
 from l2g.features import DESC_DIM
-from l2g.index import make_faiss, train_and_add
-
-CODECS = {"flat": "Flat", "ivf": "Flat", "ivfsq8": "SQ8"}
+from l2g.index import train_and_add
 
 
 def factory_key(kind: str, n_total: int, icfg: C.IndexConfig) -> str:
-    """The index_factory string of an index kind over n_total rows: 'Flat', 'IVF{nlist},Flat', 'IVF{nlist},SQ8'.
-
-    nlist follows l2g's rule (icfg.nlist, else 4 sqrt(N) clipped, >= 39 training rows per list), read from
-    the (empty) index make_faiss gives, so the benchmark measures what l2g builds.
-    """
-    if kind not in CODECS:
-        raise ValueError(f"unknown index kind {kind!r}; expected one of {sorted(CODECS)}")
-    if kind == "flat":
-        return "Flat"
-    nlist = make_faiss(n_total, dataclasses.replace(icfg, kind="ivf"))[0].nlist
-    return f"IVF{nlist},{CODECS[kind]}"
+    """The index_factory string of an index kind over n_total rows ('Flat', 'IVF{nlist},Flat', 'IVF{nlist},SQ8',
+    'IVF{nlist}_HNSW32,SQ6', ...): l2g.ann's, with its nlist rule, so the benchmark measures what l2g builds."""
+    return ann.factory_key(kind, n_total, icfg)
 
 
 def build(kind: str, raw: RawStore, icfg: C.IndexConfig) -> tuple[faiss.Index, dict]:
     """index_factory + train (IVF: fixed-seed sample of raw) + add chunk by chunk; timings in the dict."""
     key = factory_key(kind, len(raw), icfg)
     ix = faiss.index_factory(DESC_DIM, key, faiss.METRIC_L2)
-    if kind != "flat":
-        faiss.extract_index_ivf(ix).nprobe = icfg.nprobe
+    ann.set_search_params(ix, icfg)
     t0 = time.perf_counter()
     if not ix.is_trained:
         take = np.random.default_rng(icfg.seed).choice(len(raw), min(icfg.train_sample, len(raw)), replace=False)

@@ -17,6 +17,7 @@ import faiss
 import numpy as np
 from faiss.contrib.exhaustive_search import knn_ground_truth
 
+from benchs import bench_candidates
 from benchs.bench_index import build_entry, index_config
 from benchs.common import Stage, parser, pct, write_json
 from benchs.galleries import RawStore, gallery, plan, sized_runs
@@ -104,12 +105,16 @@ def _searches(settings: list, queries: list, positives: list, truth, ks: list, s
     return out, res
 
 
-def _truth(raw: RawStore, base: LocalIndex, queries: list, scfg: C.SearchConfig) -> list:
-    """Exact local-search results of the queries: brute-force kNN (one pass over raw), the same voting."""
+def _truth(raw: RawStore, base: LocalIndex, queries: list, scfg: C.SearchConfig, knn: list | None = None) -> list:
+    """Exact local-search results of the queries: brute-force kNN (one pass over raw), the same voting.
+
+    knn: a list that receives the exact (D, I) (nq_i, knn) of each query."""
     D, I = exact_knn(raw, np.concatenate([q.desc for q in queries]), scfg.knn)
     out, s = [], 0
     for q in queries:
         out.append(local_search(_with(base, _Known(D[s:s + len(q)], I[s:s + len(q)], len(raw)), "exact"), q, scfg))
+        if knn is not None:
+            knn.append((D[s:s + len(q)], I[s:s + len(q)]))
         s += len(q)
     return out
 
@@ -123,8 +128,8 @@ def eval_size(raw: RawStore, counts: np.ndarray, queries: list, positives: list,
     out = {"images": n_img, "descriptors": N, "query_descriptors_mean": float(np.mean([len(q) for q in queries])),
            "queries": len(queries), "exact_queries": n_exact, "auto_kind": index_kind(N, C.IndexConfig()),
            "default_nlist": int(getattr(make_faiss(N, C.IndexConfig(kind="ivf"))[0], "nlist", 0)), "kinds": {}}
-    truth = None
-    for kind in p["kinds"]:
+    truth, exact = None, []
+    for kind in dict.fromkeys(p["kinds"] + [out["auto_kind"]]):   # what l2g would build is always measured
         ix, r = build_entry(kind, raw, n_img, icfg, tmp)
         out["kinds"][kind] = r
         if kind == "flat":
@@ -139,7 +144,7 @@ def eval_size(raw: RawStore, counts: np.ndarray, queries: list, positives: list,
             continue
         if truth is None:
             with Stage(out.setdefault("exact_truth", {})) as t:
-                truth = _truth(raw, base, queries[:n_exact], scfg)
+                truth = _truth(raw, base, queries[:n_exact], scfg, exact)
             t["s_per_query"] = t.get("wall_s", 0) / n_exact
         plain, rescored = _with(base, ix, kind), _with(base, Rescored(ix, raw), kind)
         settings = [("plain", plain, n) for n in (p["plain_nprobes"] if kind == "ivfsq8" else p["nprobes"])]
@@ -152,6 +157,13 @@ def eval_size(raw: RawStore, counts: np.ndarray, queries: list, positives: list,
         if kind == "ivfsq8":
             r["rescore"] = {"candidates_per_row": "2 * knn", "raw_on_disk_bytes_per_descriptor": 4 * DESC_DIM}
         del ix, plain, rescored
+    if p.get("candidates"):
+        if truth is None or not exact:
+            with Stage(out.setdefault("exact_truth", {})) as t:
+                exact.clear()
+                truth = _truth(raw, base, queries[:n_exact], scfg, exact)
+            t["s_per_query"] = t.get("wall_s", 0) / n_exact
+        out["candidates"] = bench_candidates.run(raw, base, queries, truth, exact, p, tmp)
     return out
 
 

@@ -41,7 +41,8 @@ def plan(size: int, quick: bool) -> dict:
                 side=160 if quick else DEMO_MAX_SIDE, feats=300 if quick else 2000, nprobes=nprobes,
                 plain_nprobes=[C.IndexConfig().nprobe] if big and not quick else nprobes,
                 kinds=["ivfsq8"] if big else ["flat", "ivf"] + (["ivfsq8"] if quick and not real else []),
-                nlist=2 ** int(np.log2(train / 39)) if big else 0, train_sample=train)
+                nlist=2 ** int(np.log2(train / 39)) if big else 0, train_sample=train,
+                quick=quick, candidates=not real and not big)   # benchs/bench_candidates.py side by side
 
 
 class RawStore:

@@ -86,6 +86,12 @@ def summary_sizes(sizes: dict) -> list:
                 rec = " ".join(f"{k}={x[k]:.3f}" for k in x if k.startswith("recall"))
                 lines.append(f"    {name:18s} search p50 {x['p50_s']:.3f} s p95 {x['p95_s']:.3f} s "
                              f"hit@1 {x['hit@1']:.2f} {rec}")
+        for name, c in {k: v for k, v in s.get("candidates", {}).items() if isinstance(v, dict)}.items():
+            lines.append(f"  candidate {name} ({c['build']['factory']}): {c['bytes']['per_descriptor']:.0f} B/desc, "
+                         f"build {c['build']['train_s'] + c['build']['add_s']:.0f} s")
+            for lab, x in {**c["search"], **{f"{k} (mmap)": v for k, v in c.get("mmap", {}).items()}}.items():
+                lines.append(f"    {lab:30s} p50 {x['p50_s']:.3f} s p95 {x['p95_s']:.3f} s "
+                             f"{x['query_descriptors_per_s']:.0f} qdesc/s recall@100 {x['recall@100']:.3f}")
     return lines
 
 

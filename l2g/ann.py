@@ -1,39 +1,76 @@
 """The FAISS structure over a gallery's descriptors: which kind for how many vectors, how it is
-made empty, trained on a fixed-seed sample and filled chunk by chunk. Rows are vectors (N, 128)."""
+made empty, trained on a fixed-seed sample, filled chunk by chunk, written and read back (memory-mapped
+when large). Rows are vectors (N, 128).
+
+Every kind is an ``index_factory`` string (KINDS); IVF kinds take l2g's nlist rule (nlist_for).
+"""
 from __future__ import annotations
+
+import os
+from pathlib import Path
 
 import faiss
 import numpy as np
 
 from . import config as C
+from .errors import IndexFormatError
 from .features import DESC_DIM
+
+# kind -> index_factory template ({nlist} is filled in by nlist_for); bytes/descriptor are the codes + 8 B ids
+KINDS = {
+    "flat": "Flat",                         # exact, 512 B
+    "ivf": "IVF{nlist},Flat",               # 520 B, flat coarse quantizer
+    "ivfsq8": "IVF{nlist},SQ8",             # 136 B
+    "ivfhnsw": "IVF{nlist}_HNSW32,Flat",    # 520 B, HNSW coarse quantizer (many lists, cheap assignment)
+    "ivfhnsw_sq8": "IVF{nlist}_HNSW32,SQ8",  # 136 B
+    "ivfhnsw_sq6": "IVF{nlist}_HNSW32,SQ6",  # 104 B
+}
+HNSW_QUANTIZER = ("ivfhnsw", "ivfhnsw_sq8", "ivfhnsw_sq6")
 
 
 def index_kind(n_total: int, cfg: C.IndexConfig) -> str:
-    """The index kind used for n_total vectors: cfg.kind, or for 'auto' Flat up to exact_max, IVF above."""
+    """The index kind used for n_total vectors: cfg.kind, or for 'auto' Flat up to exact_max, cfg.auto_kind above."""
     if cfg.kind != "auto":
+        if cfg.kind not in KINDS:
+            raise ValueError(f"unknown index kind {cfg.kind!r}; expected 'auto' or one of {sorted(KINDS)}")
         return cfg.kind
-    return "flat" if n_total <= cfg.exact_max else "ivf"
+    if n_total <= cfg.exact_max:
+        return "flat"
+    return cfg.auto_kind
+
+
+def nlist_for(n_total: int, kind: str, cfg: C.IndexConfig) -> int:
+    """IVF lists for n_total vectors: cfg.nlist, else about 4 sqrt(N) (flat coarse quantizer) or
+    cfg.hnsw_lists_per_sqrt sqrt(N) (HNSW coarse quantizer), clamped to [64, cfg.max_nlist] and to at
+    least 39 vectors per list (FAISS's k-means minimum)."""
+    per = cfg.hnsw_lists_per_sqrt if kind in HNSW_QUANTIZER else 4
+    nlist = cfg.nlist or int(np.clip(per * np.sqrt(max(n_total, 1)), 64, cfg.max_nlist))
+    return max(1, min(nlist, n_total // 39 if n_total >= 39 else 1))
+
+
+def factory_key(kind: str, n_total: int, cfg: C.IndexConfig) -> str:
+    """The index_factory string l2g builds for ``kind`` over n_total vectors, e.g. 'IVF5656,Flat'."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown index kind {kind!r}; expected one of {sorted(KINDS)}")
+    return KINDS[kind].format(nlist=nlist_for(n_total, kind, cfg))
+
+
+def set_search_params(ix: faiss.Index, cfg: C.IndexConfig) -> faiss.Index:
+    """Set nprobe (IVF) and the HNSW coarse quantizer's efSearch from cfg; returns ix."""
+    ivf = faiss.try_extract_index_ivf(ix)
+    if ivf is not None:
+        ivf.nprobe = cfg.nprobe
+        q = faiss.downcast_index(ivf.quantizer)
+        if isinstance(q, faiss.IndexHNSW):
+            q.hnsw.efSearch = max(cfg.hnsw_ef, cfg.nprobe)
+    return ix
 
 
 def make_faiss(n_total: int, cfg: C.IndexConfig, d: int = DESC_DIM) -> tuple[faiss.Index, str]:
-    """An empty index for ``n_total`` vectors of dimension d: Flat, IVF-Flat or IVF-SQ8."""
+    """An empty index for ``n_total`` vectors of dimension d (index_kind picks the kind) -> (index, kind)."""
     kind = index_kind(n_total, cfg)
-    if kind == "flat":
-        return faiss.IndexFlatL2(d), kind
-    nlist = cfg.nlist or int(np.clip(4 * np.sqrt(max(n_total, 1)), 64, 16384))
-    nlist = max(1, min(nlist, n_total // 39 if n_total >= 39 else 1))
-    quant = faiss.IndexFlatL2(d)
-    if kind == "ivf":
-        ix = faiss.IndexIVFFlat(quant, d, nlist)
-    elif kind == "ivfsq8":
-        ix = faiss.IndexIVFScalarQuantizer(quant, d, nlist, faiss.ScalarQuantizer.QT_8bit)
-    else:
-        raise ValueError(f"unknown index kind {cfg.kind!r}")
-    ix.own_fields = True
-    quant.this.disown()
-    ix.nprobe = cfg.nprobe
-    return ix, kind
+    ix = faiss.index_factory(d, factory_key(kind, n_total, cfg), faiss.METRIC_L2)
+    return set_search_params(ix, cfg), kind
 
 
 def train_and_add(ix: faiss.Index, xb_chunks, n_total: int, cfg: C.IndexConfig, sample: np.ndarray | None = None):
@@ -48,3 +85,44 @@ def train_and_add(ix: faiss.Index, xb_chunks, n_total: int, cfg: C.IndexConfig, 
     for xb in xb_chunks:
         for s in range(0, len(xb), cfg.add_chunk):
             ix.add(np.ascontiguousarray(xb[s:s + cfg.add_chunk], dtype=np.float32))
+
+
+def write_faiss(ix: faiss.Index, path) -> None:
+    """Serialise ix to ``path`` (callers write to a temporary path and rename: l2g.store.atomic_path)."""
+    faiss.write_index(ix, str(path))
+
+
+def use_mmap(path, cfg: C.IndexConfig) -> bool:
+    """Whether faiss.index at ``path`` is memory-mapped rather than read: cfg.mmap_min_mb < 0 never,
+    else when the file has at least cfg.mmap_min_mb MiB (0: always)."""
+    if cfg.mmap_min_mb < 0:
+        return False
+    try:
+        return os.path.getsize(path) >= cfg.mmap_min_mb * 2**20
+    except OSError:
+        return False
+
+
+def _mmap_flags(path: Path) -> int:
+    """FAISS read flags that memory-map the file at ``path``: IVF inverted lists as read-only on-disk lists
+    (``IO_FLAG_MMAP``: it checks every list against the file's end, where ``IO_FLAG_MMAP_IFC`` let a file
+    1-7 bytes short open), every other kind's codes with ``IO_FLAG_MMAP_IFC``."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head[:2] in (b"Iw", b"Iv"):       # the fourcc of every IndexIVF* (IwFl, IwSq, IvPQ, ...)
+        return faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY
+    return faiss.IO_FLAG_MMAP_IFC
+
+
+def read_faiss(path, mmap: bool = False) -> faiss.Index:
+    """Read a FAISS index from ``path``. mmap=True maps its vectors / inverted lists from the file
+    (they stay in the page cache, so an index larger than RAM opens; the index is then read-only).
+    A missing, truncated or damaged file raises IndexFormatError."""
+    path = Path(path)
+    if not path.is_file():
+        raise IndexFormatError(f"{path}: missing")
+    try:
+        return faiss.read_index(str(path), _mmap_flags(path) if mmap else 0)
+    except RuntimeError as e:
+        lines = [s for s in str(e).splitlines() if s.strip()]
+        raise IndexFormatError(f"{path}: unreadable ({lines[-1] if lines else type(e).__name__})") from None

@@ -27,7 +27,7 @@ import numpy as np
 
 from . import config as C
 from . import parallel, store
-from .ann import index_kind, make_faiss, train_and_add  # noqa: F401 (re-exported)
+from .ann import index_kind, make_faiss, read_faiss, train_and_add, use_mmap, write_faiss  # noqa: F401 (re-exported)
 from .errors import ImageError, IndexFormatError
 from .features import Extractor, Features, load_features
 from .images import file_sha1, load_image
@@ -110,7 +110,7 @@ class LocalIndex:
         manifest, last, recording every file; ``carry``: records of graph.npz / global.npz kept."""
         if faiss_rec is None:
             with store.atomic_path(self.folder / "faiss.index") as tmp:
-                faiss.write_index(self.ix, tmp)
+                write_faiss(self.ix, tmp)
             faiss_rec = store.record(self.folder / "faiss.index", self.cfg.store)
         files = {**(carry or {}), **self.files,
                  "faiss.index": {**faiss_rec, "fingerprint": index_fingerprint(self.cfg),
@@ -159,9 +159,9 @@ def _load_index(folder: Path, root, cfg: C.L2GConfig) -> LocalIndex:
         raise IndexFormatError(f"{folder / 'manifest.json'}: its image list does not match faiss.index "
                                f"(re-ordered or edited). {fix}")
     try:
-        ix = faiss.read_index(str(folder / "faiss.index"))
-    except RuntimeError as e:
-        raise IndexFormatError(f"{folder / 'faiss.index'}: unreadable ({str(e).splitlines()[0]}). {fix}") from None
+        ix = read_faiss(folder / "faiss.index", mmap=use_mmap(folder / "faiss.index", cfg.index))
+    except IndexFormatError as e:
+        raise IndexFormatError(f"{e}. {fix}") from None
     if ix.ntotal != m["ntotal"] or ix.ntotal != sum(e.n for e in images):
         raise IndexFormatError(f"index at {folder} is inconsistent ({ix.ntotal} vectors, manifest says "
                                f"{m['ntotal']}). {fix}")
@@ -312,7 +312,7 @@ def _assemble(gallery, out, cfg, images, failed, reuse_prefix: bool) -> LocalInd
     ix = None
     if reuse_prefix:
         m = read_manifest(out)
-        ix, kind, start = faiss.read_index(str(out / "faiss.index")), m["kind"], len(m["images"])
+        ix, kind, start = read_faiss(out / "faiss.index"), m["kind"], len(m["images"])  # in RAM: rows are added
         if ix.ntotal != m["ntotal"] or kind != index_kind(n_total, cfg.index):
             ix = None
     if ix is None:

@@ -106,24 +106,36 @@ def rank_images(scores: np.ndarray, li: LocalIndex, top: int | None = None) -> n
     return order if top is None else order[:top]
 
 
+def strongest(q: Features, m: int) -> np.ndarray | None:
+    """Rows of q's m strongest keypoints (response, kpts[:, 4]) in their original order; None: all of them."""
+    if not m or len(q) <= m:
+        return None
+    return np.sort(np.argsort(-q.kpts[:, 4], kind="stable")[:m])
+
+
 def local_search(li: LocalIndex, q: Features, cfg: SearchConfig = SearchConfig(),
                  exclude: int | None = None, with_matches: bool = True) -> SearchResult:
     """Search the gallery with the local features of one query.
 
-    q.desc: (nq, 128). ``exclude`` drops one gallery image (a gallery image
-    querying its own gallery). Raises NoKeypointsError for a query with no
-    keypoints, since nothing can vote.
+    q.desc: (nq, 128); only the cfg.max_query strongest rows vote when it is set (scores are then divided
+    by that number; matches keep q's own keypoint indices). ``exclude`` drops one gallery image (a gallery
+    image querying its own gallery). Raises NoKeypointsError for a query with no keypoints, since
+    nothing can vote.
     """
     if len(q) == 0:
         raise NoKeypointsError("the query has no keypoints (a blank, flat or tiny image): nothing to search with")
     if li.n_images == 0:
         raise IndexFormatError("the gallery index is empty: index some images first")
     t0 = time.perf_counter()
-    D, I = knn(li, q.desc, cfg.knn)
+    rows = strongest(q, cfg.max_query)
+    n_query = len(q) if rows is None else len(rows)
+    D, I = knn(li, q.desc if rows is None else q.desc[rows], cfg.knn)
     t1 = time.perf_counter()
     v = first_hits(D, I, li.img_of, li.n_images, exclude)
+    if rows is not None:
+        v.q = rows[v.q]
     w = kernel(v.dist, cfg)
-    all_scores = (np.bincount(v.img, weights=w, minlength=li.n_images) / len(q)).astype(np.float32)
+    all_scores = (np.bincount(v.img, weights=w, minlength=li.n_images) / n_query).astype(np.float32)
     if exclude is not None:
         all_scores[exclude] = -1.0
     ids = rank_images(all_scores, li, cfg.shortlist)
@@ -141,7 +153,7 @@ def local_search(li: LocalIndex, q: Features, cfg: SearchConfig = SearchConfig()
             matches[int(j)] = np.stack([qk[a:b], rw[a:b] - li.offsets[j]], 1).astype(np.int32)
             mdist[int(j)] = dk[a:b].astype(np.float32)
     t3 = time.perf_counter()
-    return SearchResult(ids, all_scores[ids], [li.paths[j] for j in ids], all_scores, len(q), matches, mdist,
+    return SearchResult(ids, all_scores[ids], [li.paths[j] for j in ids], all_scores, n_query, matches, mdist,
                         params={"knn": cfg.knn, "kernel": cfg.kernel, "p0": cfg.p0, "alpha": cfg.alpha,
-                                "shortlist": cfg.shortlist, "index": li.kind},
+                                "shortlist": cfg.shortlist, "max_query": cfg.max_query, "index": li.kind},
                         timings={"knn": t1 - t0, "vote": t2 - t1, "matches": t3 - t2, "search": t3 - t0})

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 
@@ -57,3 +58,57 @@ def test_realbench_local_search_map_floor(realbench, tmp_path_factory):
         res = local_search(li, li.features(i), eng.cfg.search, exclude=i, with_matches=False)
         aps.append(average_precision(res.paths, q.easy))
     assert 100 * np.mean(aps) >= 60.0, 100 * np.mean(aps)
+
+
+def _toy_index(n_img: int = 30, per: int = 50):
+    """A LocalIndex over n_img synthetic images of per unit rows each, exact (Flat) search."""
+    import faiss
+
+    from l2g.index import ImageEntry, LocalIndex
+
+    rng = np.random.default_rng(0)
+    xb = np.abs(rng.standard_normal((n_img * per, 128))).astype(np.float32) ** 2
+    xb /= np.linalg.norm(xb, axis=1, keepdims=True)
+    ix = faiss.IndexFlatL2(128)
+    ix.add(xb)
+    images = [ImageEntry(f"{j:03d}.jpg", "", per, (64, 64)) for j in range(n_img)]
+    return LocalIndex(Path("."), Path("."), C.DEFAULT, images, ix, "flat", np.zeros((len(xb), 5), np.float32)), xb
+
+
+def _toy_query(xb: np.ndarray, src: int, per: int = 50, n: int = 80):
+    """n rows: noisy copies of image src's rows, then random ones; random responses."""
+    from l2g.features import Features
+
+    rng = np.random.default_rng(1)
+    x = np.concatenate([xb[src * per:src * per + n // 2] + 0.01 * rng.random((n // 2, 128), dtype=np.float32),
+                        np.abs(rng.standard_normal((n - n // 2, 128), dtype=np.float32))])
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    kpts = np.zeros((n, 5), np.float32)
+    kpts[:, 4] = rng.random(n)
+    return Features(kpts, x, (64, 64))
+
+
+def test_query_cap_searches_with_the_strongest_descriptors():
+    """max_query m: the m strongest query rows vote exactly as a query made of them alone would, the
+    scores are divided by m, and the matches name the query's own keypoints."""
+    import dataclasses
+
+    from l2g.features import Features
+
+    li, xb = _toy_index()
+    q, cfg = _toy_query(xb, src=3), C.SearchConfig(p0=1.0)
+    full = local_search(li, q, cfg)
+    assert full.ids[0] == 3 and full.n_query == len(q)
+    same = local_search(li, q, dataclasses.replace(cfg, max_query=len(q)))
+    np.testing.assert_array_equal(same.all_scores, full.all_scores)
+    capped = local_search(li, q, dataclasses.replace(cfg, max_query=30))
+    rows = np.sort(np.argsort(-q.kpts[:, 4])[:30])
+    alone = local_search(li, Features(q.kpts[rows], q.desc[rows], q.size), cfg)
+    assert capped.n_query == 30 and capped.params["max_query"] == 30
+    np.testing.assert_array_equal(capped.all_scores, alone.all_scores)
+    np.testing.assert_array_equal(capped.ids, alone.ids)
+    assert not np.array_equal(capped.all_scores, full.all_scores)
+    for j in capped.ids[:5]:
+        np.testing.assert_array_equal(capped.matches[j][:, 0], rows[alone.matches[j][:, 0]])
+        np.testing.assert_array_equal(capped.matches[j][:, 1], alone.matches[j][:, 1])
+        assert set(capped.matches[j][:, 0]) <= set(rows)

@@ -20,6 +20,7 @@ import argparse
 import os
 
 from . import config as C
+from .ann import KINDS
 from .errors import ConfigError
 
 # option dest -> (L2GConfig.replace key, type, environment variable)
@@ -37,7 +38,7 @@ DEVICES = ("auto", "cpu", "cuda")
 BACKENDS = ("pyramid", "patch", "pyramid-nd")
 _BOOL = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
 PRESET_ENV = "L2G_PRESET"
-INDEX_KINDS = ("auto", "flat", "ivf", "ivfsq8")
+INDEX_KINDS = ("auto", *KINDS)     # l2g.ann.KINDS: each an index_factory string
 
 
 def add_arguments(p: argparse.ArgumentParser, data_dir: bool = True) -> None:

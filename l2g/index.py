@@ -2,20 +2,18 @@
 
 On disk, one folder::
 
-    manifest.json      format version, extractor + index settings, images (path, sha1, n, size),
-                       and ``files``: size + checksum of every file below (written last)
-    features/shard-<k>-<hash>.npy  keypoints and descriptors of StoreConfig.shard_images images each,
-                       memory-mapped (l2g.featstore); features/<sha1>.npz: extraction scratch, packed
-                       into the shards by the build and deleted once they and the manifest are durable
+    manifest.json      format version, settings, images (path, sha1, n, size) and ``files``: size +
+                       checksum of every file below (written last)
+    features/shard-*.npy  keypoints and descriptors, memory-mapped shards (l2g.featstore);
+                       features/<sha1>.npz: extraction scratch, deleted once packed into the shards
     faiss.index        the nearest-neighbour index over all descriptors, rows in manifest order
     graph.npz          the gallery similarity graph (l2g.graph), when built
     global.npz         the global descriptors (l2g.globaldesc), when built
 
-Every write goes through ``l2g.store`` (unique temporary file, then rename) and a
-build holds the folder's lock. A build is resumable: features already on disk
-(in a shard, or as scratch, by content hash) are not extracted again; a format-2 folder
-(one features file per image) is migrated by a build, nothing re-extracted. Opening checks every file against
-the manifest (IndexFormatError naming the file and the fix); a build repairs
+Every write goes through ``l2g.store`` (unique temporary file, then rename) and a build holds the
+folder's lock. A build is resumable: features on disk (in a shard, or as scratch, by content
+hash) are not extracted again; it migrates a format-2 folder (nothing re-extracted). Opening checks
+every file against the manifest (IndexFormatError naming the file and the fix); a build repairs
 what is damaged and lists it in ``BuildReport.repaired``. Vectors are rows (N x D).
 """
 from __future__ import annotations
@@ -111,11 +109,6 @@ class LocalIndex:
     def descriptors(self, rows) -> np.ndarray:
         """(len(rows), D) float32 descriptors of global rows (a slice or an int array)."""
         return self.fstore.descriptors(rows)
-
-    @property
-    def kpts(self) -> np.ndarray:
-        """(Ntot, 5) float32: every keypoint (read from the store: prefer ``keypoints(rows)``)."""
-        return self.keypoints(slice(0, self.ntotal))
 
     def image_path(self, i: int) -> Path:
         return self.root / self.images[i].path
@@ -232,17 +225,16 @@ def _build(gallery: Path, out: Path, cfg: C.L2GConfig, paths, extractor, progres
             continue
         name = feature_name(sha)    # the extraction scratch
         kept = rel in old and old[rel].sha1 == sha
-        if kept and sha in src:
-            chosen[rel] = old[rel]
-            report.skipped.append(rel)
-            continue
-        redone += kept
-        f = featstore.scratch(out, name, old_files.get(name) if kept else None, old[rel].n if kept else None,
-                              cfg.features.name, report.repaired)
-        if f is None:
-            todo.append(parallel.Job(rel, p, name, sha, kept))
-            continue
-        src[sha] = featstore.loader(out / name)
+        if sha in src:              # in an intact shard (this image's, or a copy's) or in scratch already read
+            f = None if kept else src[sha]()
+        else:
+            redone += kept
+            f = featstore.scratch(out, name, old_files.get(name) if kept else None, old[rel].n if kept else None,
+                                  cfg.features.name, report.repaired)
+            if f is None:
+                todo.append(parallel.Job(rel, p, name, sha, kept))
+                continue
+            src[sha] = featstore.loader(out / name)
         if kept:
             chosen[rel] = old[rel]
             report.skipped.append(rel)

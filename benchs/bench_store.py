@@ -160,10 +160,12 @@ def main(argv=None) -> int:
     p.add_argument("--old", action="store_true", help="also write and open format 2 (one float32 npz per image)")
     p.add_argument("--tmp", default=None, help="folder for the synthetic index folders (default: a temp folder)")
     args = p.parse_args(argv)
+    mach = machine(n_threads())
     with threads(n_threads()):
         res = run(args.quick, args.sizes, args.per_image, args.old, args.tmp)
-    path = write_json(args.out, {"machine": {**machine(n_threads()), "loadavg_end": list(os.getloadavg())},
-                                 "sizes": res})
+    path = write_json(args.out, {"machine": {**mach, "loadavg_end": list(os.getloadavg())}, "sizes": res,
+                                 "note": "peak RSS: the cold open is the first in the process; the warm one "
+                                         "reuses memory the process already holds"})
     print(summary(res))
     print(f"wrote {path}")
     return 0

@@ -3,8 +3,9 @@
 
 Per gallery size: index build rate, local-search latency (p50/p95 per query), recall of approximate indexes
 against exact search, index bytes per descriptor and peak RSS; also Kornia SIFT extraction speed (pyramid
-vs patch backend) and MDS re-ranking time, and the project's targets met or not. The JSON's top-level
-keys: machine, config, extraction, sizes, rerank, notes, targets, wall_s.
+vs patch backend) and MDS re-ranking time, index open time and feature-store bytes (bench_store), and the
+project's targets met or not. The JSON's top-level keys: machine, config, extraction, sizes, rerank, store,
+notes, targets, wall_s.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchs import bench_extract, bench_graph, bench_rerank, bench_search
+from benchs import bench_extract, bench_graph, bench_rerank, bench_search, bench_store
 from benchs.common import machine, n_threads, parser, photos, threads, write_json
 from benchs.galleries import plan
 from l2g import config as C
@@ -116,6 +117,8 @@ def summary(out: dict) -> str:
     for m in ("classical", "smacof"):
         lines += [f"rerank {m} k={k}: p50 {v['p50_s'] * 1e3:.0f} ms" for k, v in out["rerank"].get(m, {}).items()]
     lines += bench_graph.summary(out.get("graph", {"sizes": {}}))
+    if out.get("store"):
+        lines.append("store: " + bench_store.summary(out["store"]))
     for name, t in out["targets"].items():
         lines.append(f"target {name}: {t['measured']} vs {t['target']} -> {t['met']}")
     return "\n".join(lines + [f"note: {n}" for n in out["notes"]])
@@ -153,6 +156,7 @@ def main(args) -> int:
                 out["indexing"] = bench_extract.indexing(24, sorted({1, os.cpu_count() or 1}))
             out["graph"] = bench_graph.run(quick, words, [s for s in sizes if s >= 1000] if not quick else None,
                                            threads_n)
+            out["store"] = bench_store.run(quick, [1000], old=True, tmp=tmp)   # 10,000: bench_store --sizes 10000
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     out["targets"] = targets(out)

@@ -1,8 +1,8 @@
 """``python -m l2g check DIR [--repair]``: every problem of an index folder, and its repair.
 
 ``check_index`` verifies what opening an index verifies, and more: every file the
-manifest records is hashed in full (faiss.index included), records are matched to
-the image list, and leftovers of interrupted builds are listed. ``repair_index``
+manifest records is hashed in full (faiss.index and the feature-store shards included),
+records are matched to the image list, and leftovers of interrupted builds are listed. ``repair_index``
 runs the build (``open_engine(sync=True)``), which rebuilds whatever is damaged or
 missing and keeps the rest.
 """
@@ -13,8 +13,9 @@ from pathlib import Path
 from . import config as C
 from . import store
 from .errors import IndexFormatError
+from .featstore import shard_records
 from .index import BuildReport, Progress, load_index
-from .manifest import entries, feature_name, read_manifest
+from .manifest import entries, read_manifest
 
 STAGE_FILES = ("graph.npz", "global.npz")
 
@@ -29,8 +30,9 @@ def check_index(folder: Path, cfg: C.StoreConfig = C.StoreConfig()) -> list[str]
     files, images = m["files"], entries(m)
     problems = [f"{name}: {why}" for name, rec in sorted(files.items())
                 if (why := store.verify(folder / name, rec, True, cfg))]
-    problems += [f"{feature_name(e.sha1)} ({e.path}): not recorded in the manifest"
-                 for e in images if feature_name(e.sha1) not in files]
+    covered = sum(b - a for _, r in shard_records(files) for a, b in [(list(r.get("span") or [0, 0]) + [0, 0])[:2]])
+    if covered != len(images):
+        problems.append(f"manifest.json: its feature-store shards cover {covered} of {len(images)} images")
     order = store.order_hash(images)
     if files["faiss.index"].get("images") != order:
         problems.append("manifest.json: its image list does not match faiss.index (re-ordered or edited)")
@@ -62,7 +64,7 @@ def repair_index(folder: Path, gallery: Path | None = None, cfg: C.L2GConfig = C
     folder = Path(folder)
     paths = None
     try:
-        m = read_manifest(folder)
+        m = read_manifest(folder, migrating=True)      # a format-2 folder is migrated by the build
         gallery = Path(gallery or m["root"])
         cfg = cfg.replace(features=C.FeatureConfig(**m["features"]), index=C.IndexConfig(**m["index"]))
         paths = [e["path"] for e in m["images"]] + [f[0] for f in m.get("failed", [])]

@@ -10,7 +10,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
-FORMAT_VERSION = 2  # bump when the on-disk index layout changes; 2: manifest records checksums of its files
+FORMAT_VERSION = 3  # bump when the on-disk index layout changes; 2: manifest records checksums of its files;
+#                     3: features in memory-mapped shards (l2g.featstore), a build migrates a format-2 folder
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = REPO_ROOT / "data"              # default data folder; L2G_DATA_DIR / --data-dir override it (l2g.paths)
@@ -155,6 +156,10 @@ class StoreConfig:
     hash_samples: int = 64          # larger files (faiss.index): size + hash of this many blocks on open,
     hash_block: int = 1 << 16       # ... of this many bytes each; `python -m l2g check` hashes them in full
     lock_timeout: float = -1        # seconds a build waits for another build of the same folder; <0 forever, 0 fail
+    shard_images: int = 256         # images per feature-store shard (l2g.featstore); adding images rewrites
+    #                                 the last partial shard only (~76 MB at 2,000 uint8 descriptors per image)
+    desc_dtype: str = "uint8"       # stored descriptors: 'uint8' = round(255 x) when a shard's values lie in
+    #                                 [0, 1] (RootSIFT), float16 otherwise; 'float16' always
 
 
 @dataclass(frozen=True)

@@ -2,17 +2,18 @@
 
 On disk, one folder::
 
-    manifest.json      format version, extractor + index settings, images (path, sha1, n, size),
-                       and ``files``: size + checksum of every file below (written last)
-    features/<sha1>.npz  per-image keypoints (N, 5) and descriptors (N, 128); written as extracted
+    manifest.json      format version, settings, images (path, sha1, n, size) and ``files``: size +
+                       checksum of every file below (written last)
+    features/shard-*.npy  keypoints and descriptors, memory-mapped shards (l2g.featstore);
+                       features/<sha1>.npz: extraction scratch, deleted once packed into the shards
     faiss.index        the nearest-neighbour index over all descriptors, rows in manifest order
     graph.npz          the gallery similarity graph (l2g.graph), when built
     global.npz         the global descriptors (l2g.globaldesc), when built
 
-Every write goes through ``l2g.store`` (unique temporary file, then rename) and a
-build holds the folder's lock. A build is resumable: features already on disk
-(by content hash) are not extracted again. Opening checks every file against
-the manifest (IndexFormatError naming the file and the fix); a build repairs
+Every write goes through ``l2g.store`` (unique temporary file, then rename) and a build holds the
+folder's lock. A build is resumable: features on disk (in a shard, or as scratch, by content
+hash) are not extracted again; it migrates a format-2 folder (nothing re-extracted). Opening checks
+every file against the manifest (IndexFormatError naming the file and the fix); a build repairs
 what is damaged and lists it in ``BuildReport.repaired``. Vectors are rows (N x D).
 """
 from __future__ import annotations
@@ -26,12 +27,12 @@ import faiss
 import numpy as np
 
 from . import config as C
-from . import parallel, store
+from . import featstore, parallel, store
 from .ann import index_kind, make_faiss, read_faiss, train_and_add, use_mmap, write_faiss  # noqa: F401 (re-exported)
 from .errors import ImageError, IndexFormatError
-from .features import Extractor, Features, load_features
+from .features import Extractor, Features
 from .images import file_sha1, load_image
-from .manifest import ImageEntry, buildable_manifest, entries, feature_name, read_manifest, repair_hint  # noqa: F401 (re-exported)
+from .manifest import ImageEntry, buildable_manifest, entries, feature_name, read_manifest, repair_hint, write_manifest  # noqa: F401
 
 Progress = Callable[[int, int, str], None] | None
 
@@ -44,6 +45,7 @@ class BuildReport:
     failed: list = field(default_factory=list)     # (relative path, reason)
     empty: list = field(default_factory=list)      # readable but 0 keypoints
     ignored: list = field(default_factory=list)    # (relative path, reason): archives, other files, folder links
+    migrated: str = ""                             # what migrating an older format did ('' when none)
     repaired: list = field(default_factory=list)   # (file in the index folder, what was wrong): rebuilt
     stages: dict = field(default_factory=dict)     # stage -> 'loaded' | 'built' | 'extended' | 'rebuilt'
     params: dict = field(default_factory=dict)
@@ -51,24 +53,28 @@ class BuildReport:
 
 
 def index_fingerprint(cfg: C.L2GConfig) -> str:
-    """The settings faiss.index depends on (l2g.store.fingerprint): another one rebuilds it."""
-    return store.fingerprint({"features": C.asdict(cfg.features), "index": C.asdict(cfg.index)})
+    """The settings faiss.index depends on (l2g.store.fingerprint): another one rebuilds it. Its
+    vectors are the feature store's (decoded) descriptors, so the store's codec is one of them."""
+    return store.fingerprint({"features": C.asdict(cfg.features), "index": C.asdict(cfg.index),
+                              "desc_dtype": cfg.store.desc_dtype})
 
 
 class LocalIndex:
-    """A loaded gallery index: FAISS index + row-to-image map + keypoints."""
+    """A loaded gallery index: FAISS index + row-to-image map + the feature store (memory-mapped)."""
 
     def __init__(self, root: Path, folder: Path, cfg: C.L2GConfig, images: list[ImageEntry],
-                 ix: faiss.Index, kind: str, kpts: np.ndarray, failed=None):
+                 ix: faiss.Index, kind: str, kpts: np.ndarray | None = None, failed=None,
+                 fstore: featstore.FeatureStore | None = None):
         self.root = Path(root)       # the gallery folder the paths are relative to
         self.folder = Path(folder)   # the index folder
         self.cfg = cfg
         self.images = images
         self.ix = ix
         self.kind = kind
-        self.kpts = kpts             # (Ntot, 5) float32
+        self.fstore = fstore         # keypoints and descriptors (None: a shell with ``kpts`` only)
+        self._kpts = kpts            # (Ntot, 5) float32 of a shell (benchmarks)
         self.failed = failed or []
-        self.files: dict = {}        # manifest records of features/*.npz and faiss.index
+        self.files: dict = {}        # manifest records of the shards (features/shard-*.npy)
         counts = np.array([e.n for e in images], np.int64)
         self.offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         self.img_of = np.repeat(np.arange(len(images), dtype=np.int32), counts)  # (Ntot,)
@@ -91,18 +97,28 @@ class LocalIndex:
         return self._pos.get(path)
 
     def features(self, i: int) -> Features:
-        """Keypoints and descriptors of gallery image i (read from the feature store, checked)."""
-        name = feature_name(self.images[i].sha1)
-        return load_features(self.folder / name, self.files.get(name))
+        """Keypoints (N, 5) and float32 descriptors (N, D) of gallery image i (from the feature store)."""
+        if not 0 <= i < len(self.images):
+            raise IndexError(f"image {i} of {len(self.images)}")
+        return self.fstore.features(i, self.images[i].size, {"extractor": self.cfg.features.name})
+
+    def keypoints(self, rows) -> np.ndarray:
+        """(len(rows), 5) float32 keypoints of global descriptor rows (a slice or an int array)."""
+        return self._kpts[rows] if self.fstore is None else self.fstore.keypoints(rows)
+
+    def descriptors(self, rows) -> np.ndarray:
+        """(len(rows), D) float32 descriptors of global rows (a slice or an int array)."""
+        return self.fstore.descriptors(rows)
 
     def image_path(self, i: int) -> Path:
         return self.root / self.images[i].path
 
     def memory_bytes(self) -> dict:
-        """Bytes held in memory: FAISS index (serialised size), keypoints, row map."""
+        """Bytes held: FAISS index (serialised size) and row map in memory; the feature store mapped."""
         ixb = int(faiss.serialize_index(self.ix).nbytes)
-        return {"faiss": ixb, "kpts": int(self.kpts.nbytes), "img_of": int(self.img_of.nbytes),
-                "per_descriptor": (ixb + self.kpts.nbytes + self.img_of.nbytes) / max(self.ntotal, 1)}
+        ram = ixb + int(self.img_of.nbytes) + int(self.offsets.nbytes)
+        return {"faiss": ixb, "img_of": int(self.img_of.nbytes), "offsets": int(self.offsets.nbytes),
+                "store_mapped": self.fstore.nbytes if self.fstore else 0, "per_descriptor": ram / max(self.ntotal, 1)}
 
     # ------------------------------------------------------------------ io
     def save(self, faiss_rec: dict | None = None, carry: dict | None = None) -> None:
@@ -116,19 +132,7 @@ class LocalIndex:
                  "faiss.index": {**faiss_rec, "fingerprint": index_fingerprint(self.cfg),
                                  "images": store.order_hash(self.images)}}
         self.files = files
-        store.write_json(self.folder / store.MANIFEST, {
-            "format_version": C.FORMAT_VERSION,
-            "preset": self.cfg.features.name,
-            "root": str(self.root),
-            "kind": self.kind,
-            "features": C.asdict(self.cfg.features),
-            "index": C.asdict(self.cfg.index),
-            "ntotal": self.ntotal,
-            "images": [{"path": e.path, "sha1": e.sha1, "n": e.n, "size": list(e.size), "scale": e.scale}
-                       for e in self.images],
-            "failed": [list(f) for f in self.failed],
-            "files": files,
-        })
+        write_manifest(self.folder, self.cfg, self.root, self.kind, self.images, self.failed, files)
 
 
 def load_index(folder: Path, root: Path | None = None, cfg: C.L2GConfig = C.DEFAULT) -> LocalIndex:
@@ -167,13 +171,10 @@ def _load_index(folder: Path, root, cfg: C.L2GConfig) -> LocalIndex:
                                f"{m['ntotal']}). {fix}")
     if hasattr(ix, "nprobe"):
         ix.nprobe = cfg.index.nprobe
-    feats = [load_features(folder / feature_name(e.sha1), m["files"].get(feature_name(e.sha1))) for e in images]
-    if any(len(f) != e.n for f, e in zip(feats, images)):
-        raise IndexFormatError(f"index at {folder}: a features file does not match the manifest. {fix}")
-    kpts = np.concatenate([f.kpts for f in feats]) if feats else np.zeros((0, 5), np.float32)
-    li = LocalIndex(Path(root or m["root"]), folder, cfg, images, ix, m["kind"], kpts,
-                    [tuple(f) for f in m.get("failed", [])])
-    li.files = {k: v for k, v in m["files"].items() if k.startswith("features/")}
+    fs = featstore.open_store(folder, images, m["files"], cfg.store, fix)
+    li = LocalIndex(Path(root or m["root"]), folder, cfg, images, ix, m["kind"], None,
+                    [tuple(f) for f in m.get("failed", [])], fs)
+    li.files = dict(featstore.shard_records(m["files"]))
     return li
 
 
@@ -199,17 +200,17 @@ def _build(gallery: Path, out: Path, cfg: C.L2GConfig, paths, extractor, progres
     (out / "features").mkdir(parents=True, exist_ok=True)
     store.clean_temporaries(out)
     report = BuildReport(params={"preset": cfg.features.name, "gallery": str(gallery)})
-    m = buildable_manifest(gallery, out, cfg, report.repaired)
+    m = buildable_manifest(gallery, out, cfg, report.repaired)      # a format-2 one is migrated
     old: dict[str, ImageEntry] = {e.path: e for e in entries(m)} if m else {}
     old_files = m["files"] if m else {}
+    src, intact = featstore.old_sources(out, m, cfg.store, cfg.features.name, report.repaired)
     scan = scan_gallery(gallery) if paths is None else None
     paths = sorted(paths if paths is not None else scan.images)
     report.failed.extend(scan.refused if scan else [])      # file symlinks leading outside the gallery
     report.ignored.extend(scan.ignored if scan else [])
     chosen: dict[str, ImageEntry] = {}
-    recs: dict[str, dict] = {}
     todo: list[parallel.Job] = []   # images to extract (l2g.parallel), after every image is hashed
-    redone = False   # a kept image's features were damaged and extracted again
+    redone = 0   # kept images whose stored features were damaged: taken from scratch or extracted again
     for i, rel in enumerate(paths):
         if progress:
             progress(i - len(todo), len(paths), rel)
@@ -222,28 +223,21 @@ def _build(gallery: Path, out: Path, cfg: C.L2GConfig, paths, extractor, progres
         except (OSError, ImageError) as e:
             report.failed.append((rel, f"cannot read: {e}"))
             continue
-        name = feature_name(sha)
+        name = feature_name(sha)    # the extraction scratch
         kept = rel in old and old[rel].sha1 == sha
-        f = None
-        if kept or (out / name).is_file():
-            try:
-                f = load_features(out / name, old_files.get(name) if kept else None)
-                recs[name] = (kept and old_files.get(name)) or store.record(out / name, cfg.store)
-                if kept and len(f) != old[rel].n:
-                    raise IndexFormatError(f"{out / name}: damaged ({len(f)} rows, the manifest says {old[rel].n})")
-                if not kept and f.params.get("extractor") != cfg.features.name:
-                    raise IndexFormatError(f"{out / name}: made with {f.params.get('extractor') or 'unknown'} "
-                                           f"settings, not {cfg.features.name}")
-            except IndexFormatError as e:
-                report.repaired.append((name, str(e).split(": ", 1)[-1].split(". Re-run")[0]))
-                redone |= kept
-                f = None
-        if kept and f is not None:
+        if sha in src:              # in an intact shard (this image's, or a copy's) or in scratch already read
+            f = None if kept else src[sha]()
+        else:
+            redone += kept
+            f = featstore.scratch(out, name, old_files.get(name) if kept else None, old[rel].n if kept else None,
+                                  cfg.features.name, report.repaired)
+            if f is None:
+                todo.append(parallel.Job(rel, p, name, sha, kept))
+                continue
+            src[sha] = featstore.loader(out / name)
+        if kept:
             chosen[rel] = old[rel]
             report.skipped.append(rel)
-            continue
-        if f is None:
-            todo.append(parallel.Job(rel, p, name, sha, kept))
             continue
         try:
             img = load_image(p, max_side=cfg.features.max_side)
@@ -252,11 +246,13 @@ def _build(gallery: Path, out: Path, cfg: C.L2GConfig, paths, extractor, progres
             continue
         report.reused.append(rel)
         _choose(report, chosen, old, rel, sha, len(f), f.size, img.scale, kept)
+    extracted_kept = 0
     for job, r, first in parallel.extract(todo, out, cfg, extractor, progress, len(paths) - len(todo), len(paths)):
         if isinstance(r, str):
             report.failed.append((job.rel, r))
             continue
-        recs[job.name] = r.rec
+        src[job.sha] = featstore.loader(out / job.name)
+        extracted_kept += job.kept
         (report.reused if not first and not job.kept else report.added if not job.kept else report.skipped
          ).append(job.rel)
         _choose(report, chosen, old, job.rel, job.sha, r.n, r.size, r.scale, job.kept)
@@ -270,6 +266,8 @@ def _build(gallery: Path, out: Path, cfg: C.L2GConfig, paths, extractor, progres
     kept = [e for p, e in old.items() if p in chosen and chosen[p] is e]
     new = [chosen[p] for p in paths if p in chosen and chosen[p] is not old.get(p)]
     images = kept + new
+    shards = featstore.pack(out, images, src, intact, cfg.store)
+    fs = featstore.open_store(out, images, shards, cfg.store)
     faiss_rec = None
     if m:
         rec = old_files["faiss.index"]
@@ -280,10 +278,16 @@ def _build(gallery: Path, out: Path, cfg: C.L2GConfig, paths, extractor, progres
             faiss_rec = rec
     reuse = (faiss_rec is not None and not redone and faiss_rec.get("fingerprint") == index_fingerprint(cfg)
              and len(kept) == len(old) and bool(kept))
-    li = _assemble(gallery, out, cfg, images, report.failed, reuse)
-    li.files = {feature_name(e.sha1): recs[feature_name(e.sha1)] for e in images}
+    li = _assemble(gallery, out, cfg, images, report.failed, reuse, fs)
+    li.files = shards
     carry = {k: v for k, v in old_files.items() if k in ("graph.npz", "global.npz")}
     li.save(faiss_rec if reuse and not new else None, carry)
+    featstore.drop_packed(out, images, shards)      # scratch and old shards: the manifest no longer needs them
+    if m and m["format_version"] != C.FORMAT_VERSION:
+        report.migrated = (f"format {m['format_version']} -> {C.FORMAT_VERSION}: {len(kept)} features files packed "
+                           f"into {len(shards)} shard(s), {extracted_kept} re-extracted; faiss.index rebuilt from "
+                           "the stored descriptors")
+        report.repaired.append((store.MANIFEST, report.migrated))
     report.timings = {"extract": t1 - t0, "index": time.perf_counter() - t1, "total": time.perf_counter() - t0}
     return li, report
 
@@ -304,15 +308,14 @@ def add_images(out: Path, paths: list[str], cfg: C.L2GConfig = C.DEFAULT, extrac
                        extractor, progress)
 
 
-def _assemble(gallery, out, cfg, images, failed, reuse_prefix: bool) -> LocalIndex:
-    """Make the FAISS index over ``images``; appends to the saved (verified) one when only images
-    were added."""
+def _assemble(gallery, out, cfg, images, failed, reuse_prefix: bool, fs: featstore.FeatureStore) -> LocalIndex:
+    """Make the FAISS index over ``images`` from the feature store ``fs``; appends to the saved
+    (verified) one when only images were added."""
     n_total = int(sum(e.n for e in images))
-    feats = lambda es: (load_features(out / feature_name(e.sha1)) for e in es)  # noqa: E731
     ix = None
     if reuse_prefix:
         m = read_manifest(out)
-        ix, kind, start = read_faiss(out / "faiss.index"), m["kind"], len(m["images"])  # in RAM: rows are added
+        ix, kind, start = read_faiss(out / "faiss.index"), m["kind"], int(m["ntotal"])  # in RAM: rows are added
         if ix.ntotal != m["ntotal"] or kind != index_kind(n_total, cfg.index):
             ix = None
     if ix is None:
@@ -321,14 +324,12 @@ def _assemble(gallery, out, cfg, images, failed, reuse_prefix: bool) -> LocalInd
         sample = None
         if not ix.is_trained:
             rng = np.random.default_rng(cfg.index.seed)
-            all_rows = np.concatenate([f.desc for f in feats(images)])
-            take = rng.choice(len(all_rows), min(cfg.index.train_sample, len(all_rows)), replace=False)
-            sample = all_rows[np.sort(take)]
-            del all_rows
+            take = rng.choice(n_total, min(cfg.index.train_sample, n_total), replace=False)
+            sample = fs.descriptors(np.sort(take))
         train_and_add(ix, [], n_total, cfg.index, sample)
-    train_and_add(ix, (f.desc for f in feats(images[start:])), n_total, cfg.index)
+    step = max(1, cfg.index.add_chunk)
+    train_and_add(ix, (fs.descriptors(slice(a, min(a + step, n_total))) for a in range(start, n_total, step)),
+                  n_total, cfg.index)
     if hasattr(ix, "nprobe"):
         ix.nprobe = cfg.index.nprobe
-    kp = [f.kpts for f in feats(images)]
-    kpts = np.concatenate(kp) if kp else np.zeros((0, 5), np.float32)
-    return LocalIndex(gallery, out, cfg, images, ix, kind, kpts, failed)
+    return LocalIndex(gallery, out, cfg, images, ix, kind, None, failed, fs)

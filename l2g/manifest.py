@@ -2,8 +2,8 @@
 
 ``manifest.json`` holds the format version, the extractor and index settings, the
 images (path, sha1, n, size, scale) in FAISS row order, and ``files``: the size and
-checksum of faiss.index, each features/*.npz, graph.npz and global.npz (see
-``l2g.store``). It is written last, after the files it names, and carries its own
+checksum of faiss.index, each feature-store shard (features/shard-*.npy, l2g.featstore),
+graph.npz and global.npz (see ``l2g.store``). It is written last, after the files it names, and carries its own
 checksum, so a damaged, truncated or re-ordered manifest is an IndexFormatError.
 """
 from __future__ import annotations
@@ -26,6 +26,7 @@ class ImageEntry:
 
 
 def feature_name(sha1: str) -> str:
+    """An image's extraction scratch (and its features file in format 2), relative to the index folder."""
     return f"features/{sha1}.npz"
 
 
@@ -35,14 +36,25 @@ def repair_hint(folder: Path, root=None) -> str:
             f"or `python -m l2g check {folder} --repair`.")
 
 
-def read_manifest(folder: Path) -> dict:
-    """The manifest of an index folder, checked (IndexFormatError when missing, damaged or old)."""
+MIGRATES = (2,)   # older formats a build migrates in place (format 2: one features/<sha1>.npz per image)
+
+
+def read_manifest(folder: Path, migrating: bool = False) -> dict:
+    """The manifest of an index folder, checked (IndexFormatError when missing, damaged or old;
+    ``migrating``: a format in MIGRATES is returned as it is, for a build to migrate)."""
     path = Path(folder) / store.MANIFEST
     if not path.is_file():
         raise IndexFormatError(f"no index at {folder} (manifest.json missing); build one with `python -m l2g index`")
     m = store.read_json(path, repair_hint(folder))
-    if m.get("format_version") != C.FORMAT_VERSION:
-        raise IndexFormatError(f"index at {folder} has format {m.get('format_version')}, this l2g reads "
+    version = m.get("format_version")
+    if version in MIGRATES and not migrating:
+        raise IndexFormatError(
+            f"index at {folder} has format {version} (one features file per image), this l2g reads "
+            f"{C.FORMAT_VERSION}: migrate it with `python -m l2g index {m.get('root') or '<gallery folder>'} --out "
+            f"{folder}` or `python -m l2g check {folder} --repair` (the features are packed into the new "
+            "store; nothing is extracted again)")
+    if version != C.FORMAT_VERSION and not (migrating and version in MIGRATES):
+        raise IndexFormatError(f"index at {folder} has format {version}, this l2g reads "
                                f"{C.FORMAT_VERSION}: rebuild it with `python -m l2g index` (features are reused)")
     need = ("root", "kind", "features", "index", "ntotal", "images", "files")
     if any(k not in m for k in need) or "faiss.index" not in m["files"]:
@@ -61,7 +73,7 @@ def buildable_manifest(gallery: Path, out: Path, cfg: C.L2GConfig, repaired: lis
     if not (out / store.MANIFEST).is_file():
         return None
     try:
-        m = read_manifest(out)
+        m = read_manifest(out, migrating=True)
     except IndexFormatError as e:
         repaired.append((store.MANIFEST, str(e).split(". Repair")[0]))
         return None
@@ -76,3 +88,21 @@ def buildable_manifest(gallery: Path, out: Path, cfg: C.L2GConfig, repaired: lis
         raise IndexFormatError(f"index at {out} holds the gallery {old_root}, not {gallery}: use another "
                                f"--out folder (or delete {out} to replace it)")
     return m
+
+
+def write_manifest(folder: Path, cfg: C.L2GConfig, root: Path, kind: str, images: list[ImageEntry], failed: list,
+                   files: dict) -> None:
+    """Write the manifest (atomically, with its own checksum): call after every file in ``files``."""
+    store.write_json(Path(folder) / store.MANIFEST, {
+        "format_version": C.FORMAT_VERSION,
+        "preset": cfg.features.name,
+        "root": str(root),
+        "kind": kind,
+        "features": C.asdict(cfg.features),
+        "index": C.asdict(cfg.index),
+        "ntotal": int(sum(e.n for e in images)),
+        "images": [{"path": e.path, "sha1": e.sha1, "n": e.n, "size": list(e.size), "scale": e.scale}
+                   for e in images],
+        "failed": [list(f) for f in failed],
+        "files": files,
+    })

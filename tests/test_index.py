@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from l2g import config as C
-from l2g.index import add_images, build_index, load_index
+from l2g.index import add_images, build_index, load_index, read_manifest
 from l2g.search import local_search
 
 
@@ -30,19 +30,60 @@ def test_bad_files_are_skipped_and_reported(small_gallery, small_cfg, tmp_path):
     assert load_index(tmp_path / "ix").failed == li.failed
 
 
+def _shards(folder) -> dict:
+    return {k: v for k, v in read_manifest(folder)["files"].items() if k.startswith("features/shard-")}
+
+
 def test_save_load_and_incremental_add_match_fresh_build(small_gallery, small_cfg, tmp_path):
+    """With 4 images per shard: adding images keeps the full shards as they are (not rewritten), writes
+    the rest anew, and gives the very files of a fresh build."""
     root, keep = small_gallery
-    fresh, _ = build_index(root, tmp_path / "fresh", small_cfg, paths=keep)
+    cfg = small_cfg.replace(store__shard_images=4)
+    fresh, _ = build_index(root, tmp_path / "fresh", cfg, paths=keep)
     queries = keep[::3]
     want = _rankings(fresh, queries)
     assert _rankings(load_index(tmp_path / "fresh"), queries) == want
-    first, later = keep[: len(keep) // 2], keep[len(keep) // 2:]
-    build_index(root, tmp_path / "inc", small_cfg, paths=first)
-    inc, rep = add_images(tmp_path / "inc", later, small_cfg)
+    first, later = keep[:6], keep[6:]
+    build_index(root, tmp_path / "inc", cfg, paths=first)
+    before = _shards(tmp_path / "inc")
+    assert [v["span"] for v in before.values()] == [[0, 4], [4, 6]]
+    full = next(k for k, v in before.items() if v["span"] == [0, 4])
+    stamp = (tmp_path / "inc" / full).stat().st_mtime_ns
+    inc, rep = add_images(tmp_path / "inc", later, cfg)
     assert sorted(rep.added) == sorted(later) and sorted(rep.skipped) == sorted(first)
     assert inc.paths == first + sorted(later)
+    assert (tmp_path / "inc" / full).stat().st_mtime_ns == stamp           # the full shard was kept as it is
+    assert set(before) - set(_shards(tmp_path / "inc")) == set(before) - {full}   # the partial one replaced
+    assert sorted(p.name for p in (tmp_path / "inc" / "features").iterdir()) == sorted(
+        k.split("/")[1] for k in _shards(tmp_path / "inc"))                    # no scratch, no old shard left
     assert _rankings(inc, queries) == want
     assert _rankings(load_index(tmp_path / "inc"), queries) == want
+    assert fresh.paths == inc.paths and _shards(tmp_path / "inc") == _shards(tmp_path / "fresh")
+
+
+def test_feature_store_views_and_quantisation(small_gallery, small_cfg, tmp_path):
+    """Shards are memory-mapped uint8 RootSIFT (148 B per descriptor with its keypoint); the views
+    agree with features(i), and the decoded descriptors are within 1/510 of the extracted ones."""
+    from l2g.features import Extractor
+    from l2g.images import load_image
+
+    root, keep = small_gallery
+    li, _ = build_index(root, tmp_path / "ix", small_cfg, paths=keep[:5])
+    li = load_index(tmp_path / "ix")
+    (name, rec), = _shards(tmp_path / "ix").items()
+    arr = np.load(tmp_path / "ix" / name, mmap_mode="r")
+    assert isinstance(arr, np.memmap) and arr.dtype["desc"].base == np.uint8 and arr.dtype.itemsize == 148
+    assert (rec["size"] - 148 * li.ntotal) < 1024                          # header only beside the rows
+    i = 3
+    f = li.features(i)
+    a, b = int(li.offsets[i]), int(li.offsets[i + 1])
+    np.testing.assert_array_equal(li.descriptors(slice(a, b)), f.desc)
+    np.testing.assert_array_equal(li.keypoints(np.arange(a, b)), f.kpts)
+    rows = np.array([b - 1, 0, a, li.ntotal - 1])                          # any order, across images
+    np.testing.assert_array_equal(li.descriptors(rows), np.stack([li.descriptors(slice(r, r + 1))[0] for r in rows]))
+    orig = Extractor(small_cfg.features)(load_image(root / li.paths[i], max_side=small_cfg.features.max_side).rgb)
+    np.testing.assert_allclose(orig.kpts, f.kpts, atol=1e-3)               # keypoints are stored as float32
+    assert f.desc.dtype == np.float32 and np.abs(orig.desc - f.desc).max() <= 1 / 510 + 1e-6
 
 
 def test_interrupted_build_resumes_without_redoing_work(small_gallery, small_cfg, tmp_path):
@@ -64,8 +105,9 @@ def test_interrupted_build_resumes_without_redoing_work(small_gallery, small_cfg
 def test_ivf_recall_against_exact(demo_engine, tmp_path):
     """The demo's IVF index keeps >= 0.9 of the exact (Flat) top-10 shortlist."""
     ivf = demo_engine.li
-    shutil.copytree(ivf.folder / "features", tmp_path / "features")
-    flat, _ = build_index(ivf.root, tmp_path, ivf.cfg.replace(index__kind="flat"), paths=ivf.paths)
+    shutil.copytree(ivf.folder, tmp_path, dirs_exist_ok=True)     # the features are kept, faiss.index rebuilt
+    flat, rep = build_index(ivf.root, tmp_path, ivf.cfg.replace(index__kind="flat"), paths=ivf.paths)
+    assert not rep.added and not rep.reused
     assert ivf.kind == "ivf" and flat.kind == "flat"
     rec = []
     for i in range(0, ivf.n_images, 7):

@@ -1,6 +1,7 @@
 """An index that cannot silently lie: damaged folders, repair, the build lock, kill -9, stale caches.
 
-Every damaged folder is generated here from a clean tiny index (never committed).
+Every damaged folder is generated here from a clean tiny index (never committed): the
+manifest, faiss.index, graph.npz, global.npz and the feature-store shard (l2g.featstore).
 For each: opening it as ``search`` does raises an IndexFormatError naming the
 file, ``check`` reports it, and a repair (``index`` / ``check --repair``) gives
 an index byte-identical to the clean one, with the same answers.
@@ -80,9 +81,9 @@ CASES = [(f, d) for f in FILES for d in DAMAGE] + [("manifest.json", "reordered"
 
 def _damage(folder: Path, target: str, how: str) -> str:
     """Damage ``target`` in ``folder``; returns the name an error message must carry."""
-    if target == "features":
-        first = read_manifest(folder)["images"][0]["sha1"]
-        target = f"features/{first}.npz"
+    if target == "features":     # the feature-store shard holding the first image
+        target = next(k for k, v in read_manifest(folder)["files"].items() if k.startswith("features/shard-")
+                      and v["span"][0] == 0)
     fn = {"reordered": _reorder, "reordered+resigned": _reorder_resigned}.get(how) or DAMAGE[how]
     fn(folder / target)
     return "manifest.json" if how == "deleted" and target == "manifest.json" else target
@@ -388,3 +389,101 @@ def test_folder_lock_is_reentrant_and_excludes_other_threads(tmp_path):
     assert len(got) == 1 and "another build holds the lock" in got[0]
     other()                                                          # free again
     assert got[1] == "acquired"
+
+
+# --------------------------------------------------------------------------- the sharded feature store
+class _Counting:
+    """An extractor that counts the images it extracts (a non-Extractor type: l2g.parallel runs it in-process)."""
+
+    def __init__(self, inner, fail: bool = False):
+        self.inner, self.cfg, self.calls, self.fail = inner, inner.cfg, 0, fail
+
+    def __call__(self, rgb):
+        self.calls += 1
+        if self.fail:
+            raise AssertionError("nothing should be extracted")
+        return self.inner(rgb)
+
+
+def _shards(folder: Path) -> dict:
+    return {k: v for k, v in read_manifest(folder)["files"].items() if k.startswith("features/shard-")}
+
+
+@pytest.fixture(scope="module")
+def sharded(tiny_gallery, tiny_cfg, tiny_extractor, tmp_path_factory, answers):
+    """The tiny index with 2 images per shard (3 shards): folder, config, manifest files, answers."""
+    cfg = tiny_cfg.replace(store__shard_images=2)
+    folder = tmp_path_factory.mktemp("sharded") / "ix"
+    eng = open_engine(tiny_gallery, folder, cfg, extractor=tiny_extractor)
+    return folder, cfg, read_manifest(folder)["files"], answers(eng)
+
+
+def test_a_damaged_shard_is_rebuilt_from_scratch_or_by_extracting_only_its_images(sharded, tiny_gallery,
+                                                                                   tiny_extractor, tmp_path, answers):
+    src, cfg, files, want = sharded
+    assert [v["span"] for v in _shards(src).values()] == [[0, 2], [2, 4], [4, 6]]
+    assert not list((src / "features").glob("*.npz"))          # the scratch went once the shards were durable
+    folder = tmp_path / "ix"
+    shutil.copytree(src, folder)
+    name = next(k for k, v in _shards(folder).items() if v["span"] == [2, 4])
+    # no scratch left: the two images of the damaged shard (and only they) are extracted again
+    _bitflip(folder / name)
+    ext = _Counting(tiny_extractor)
+    eng = open_engine(tiny_gallery, folder, cfg, extractor=ext)
+    assert ext.calls == 2 and any(f == name for f, _ in eng.report.repaired), eng.report.repaired
+    assert read_manifest(folder)["files"] == files and answers(eng) == want
+    # scratch present (a build killed after extracting): the shard is rebuilt from it, nothing extracted
+    li = eng.li
+    from l2g.features import save_features
+    for i in (2, 3):
+        save_features(folder / "features" / f"{li.images[i].sha1}.npz", li.features(i))
+    _truncate(folder / name)
+    ext = _Counting(tiny_extractor, fail=True)
+    eng = open_engine(tiny_gallery, folder, cfg, extractor=ext)
+    assert ext.calls == 0 and any(f == name for f, _ in eng.report.repaired)
+    assert read_manifest(folder)["files"] == files and answers(eng) == want
+    assert not list((folder / "features").glob("*.npz"))
+
+
+def _as_format_2(folder: Path) -> None:
+    """Rewrite a format-3 index folder as format 2 left it: one recorded features/<sha1>.npz per image."""
+    from l2g.features import save_features
+    from l2g.index import load_index
+
+    li = load_index(folder)
+    m = store.read_json(folder / "manifest.json")
+    files = {k: v for k, v in m["files"].items() if not k.startswith("features/")}
+    for i, e in enumerate(li.images):
+        files[f"features/{e.sha1}.npz"] = save_features(folder / "features" / f"{e.sha1}.npz", li.features(i))
+    for k in _shards(folder):
+        (folder / k).unlink()
+    store.write_json(folder / "manifest.json", {**m, "format_version": 2, "files": files})
+
+
+@pytest.mark.parametrize("how", ["index", "check --repair"])
+def test_a_format_2_folder_is_refused_on_open_and_migrated_by_a_build(how, clean, tiny_gallery, tiny_cfg,
+                                                                      tiny_extractor, tmp_path, answers, capsys):
+    src, manifest, want = clean
+    folder = tmp_path / "ix"
+    shutil.copytree(src, folder)
+    _as_format_2(folder)
+    from l2g.index import load_index
+
+    with pytest.raises(IndexFormatError, match=r"format 2 .*python -m l2g index .*nothing is extracted again"):
+        load_index(folder)
+    assert any("format 2" in p for p in check_index(folder))
+    if how == "index":
+        eng = open_engine(tiny_gallery, folder, tiny_cfg, extractor=_Counting(tiny_extractor, fail=True))
+        report = eng.report
+    else:
+        assert main(["check", str(folder), "--repair"]) == 0
+        assert "format 2 -> 3" in capsys.readouterr().out
+        eng = open_engine(tiny_gallery, folder, tiny_cfg, extractor=tiny_extractor, sync=False)
+        report = None
+    if report is not None:
+        assert report.added == [] and report.reused == [] and len(report.skipped) == 6
+        assert "6 features files packed into 1 shard(s), 0 re-extracted" in report.migrated
+        assert report.stages == {"graph.npz": "loaded", "global.npz": "loaded"}   # kept, not rebuilt
+    assert read_manifest(folder)["files"] == manifest["files"]        # the files of a clean format-3 build
+    assert not list((folder / "features").glob("*.npz")) and check_index(folder) == []
+    assert answers(eng) == want

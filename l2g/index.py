@@ -35,6 +35,9 @@ from .images import file_sha1, load_image
 from .manifest import ImageEntry, buildable_manifest, entries, feature_name, read_manifest, repair_hint, write_manifest  # noqa: F401
 
 Progress = Callable[[int, int, str], None] | None
+# Files of the stages built on top of the index (l2g.store.ensure checks each one's fingerprint and image
+# list on load, so a rebuilt index keeps their records and a stale one is rebuilt, not trusted).
+STAGE_FILES = ("graph.npz", "global.npz", "vgraph.npz", "confidence.json")
 
 
 @dataclass
@@ -123,7 +126,7 @@ class LocalIndex:
     # ------------------------------------------------------------------ io
     def save(self, faiss_rec: dict | None = None, carry: dict | None = None) -> None:
         """Write faiss.index (unless ``faiss_rec`` says the file on disk is this index), then the
-        manifest, last, recording every file; ``carry``: records of graph.npz / global.npz kept."""
+        manifest, last, recording every file; ``carry``: records of the STAGE_FILES kept."""
         if faiss_rec is None:
             with store.atomic_path(self.folder / "faiss.index") as tmp:
                 write_faiss(self.ix, tmp)
@@ -280,7 +283,7 @@ def _build(gallery: Path, out: Path, cfg: C.L2GConfig, paths, extractor, progres
              and len(kept) == len(old) and bool(kept))
     li = _assemble(gallery, out, cfg, images, report.failed, reuse, fs)
     li.files = shards
-    carry = {k: v for k, v in old_files.items() if k in ("graph.npz", "global.npz")}
+    carry = {k: v for k, v in old_files.items() if k in STAGE_FILES}
     li.save(faiss_rec if reuse and not new else None, carry)
     featstore.drop_packed(out, images, shards)      # scratch and old shards: the manifest no longer needs them
     if m and m["format_version"] != C.FORMAT_VERSION:

@@ -12,7 +12,8 @@ passes:
 The null distribution comes from the gallery itself. For every gallery image i (a stand-in for a
 query with no match in the gallery), its best score over the images that do *not* match it (row i
 of the similarity graph, l2g.graph) and the most inliers with its ``verify_top`` best non-matching
-neighbours. "Not matching" is: another group or a distractor when ``groups.json`` is known; else
+neighbours. "Not matching" is: another group or a distractor when ``groups.json`` is known (for a
+distractor: the group images; two distractors may show one scene, as the demo's texture families do); else
 everything beyond the row's ``null_skip`` strongest entries (assumed to be its true matches).
 Each threshold is the (1 - fa_target / 2) quantile of its null, so a query from outside the gallery
 is accepted with probability about ``fa_target``.
@@ -101,8 +102,8 @@ def non_matching(graph: Graph, gt: GroundTruth | None, skip: int) -> tuple[list,
         ids, sc = ids[keep], sc[keep]
         order = np.argsort(-sc, kind="stable")
         ids, sc = ids[order], sc[order]
-        if grp is not None:
-            other = np.array([grp[j] is None or grp[j] != grp[i] for j in ids], bool)
+        if grp is not None:     # distractor pairs are left out: nothing says two distractors differ
+            other = np.array([grp[j] != grp[i] and (grp[j] is not None or grp[i] is not None) for j in ids], bool)
             ids, sc = ids[other], sc[other]
         else:
             ids, sc = ids[skip:], sc[skip:]

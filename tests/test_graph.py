@@ -55,7 +55,7 @@ def small_index(small_gallery, small_cfg, tmp_path_factory):
 
 def _with_index(li: LocalIndex, images: list, ix, kind: str) -> LocalIndex:
     """A LocalIndex over li's first len(images) images (their rows, same feature files) searching ``ix``."""
-    out = LocalIndex(li.root, li.folder, li.cfg, images, ix, kind, li.kpts[: sum(e.n for e in images)])
+    out = LocalIndex(li.root, li.folder, li.cfg, images, ix, kind, fstore=li.fstore)
     out.files = li.files
     return out
 
@@ -122,12 +122,15 @@ def test_batched_graph_equals_one_at_a_time(small_index, ivf_index, which, top_n
 
 def test_batched_graph_with_blas_distances(small_index):
     """With FAISS's default (BLAS) distances the batched graph still matches one-at-a-time to within the
-    rounding of a distance computed in another batch: every score within 2e-3, the same strong neighbours."""
+    rounding of a distance computed in another batch: every score within 5e-3, the same strong neighbours.
+    (BLAS rounds a squared distance by ~1e-6, so r = 0 can come out as ~1e-3, and the kernel's slope at 0
+    turns that into (1e-3 / p0) ** alpha ~ 3e-3: near-duplicate descriptors, which uint8 storage makes
+    more common, sit there.)"""
     n = small_index.n_images
     ref = _csr(rows_one_at_a_time(small_index, range(n), SCFG, C.GraphConfig()), n).toarray()
     got = build_graph(small_index).G.toarray()
-    np.testing.assert_allclose(got, ref, rtol=0, atol=2e-3)
-    assert ((got > 2e-3) == (ref > 2e-3)).mean() > 0.99 and (ref > 0.05).sum() > n
+    np.testing.assert_allclose(got, ref, rtol=0, atol=5e-3)
+    assert ((got > 5e-3) == (ref > 5e-3)).mean() > 0.99 and (ref > 0.05).sum() > n
 
 
 def test_ivf_graph_is_not_the_flat_graph(small_index, ivf_index):

@@ -47,7 +47,7 @@ def test_demo_local_search_map(demo_engine, demo_gallery):
 
 
 def test_realbench_local_search_map_floor(realbench, tmp_path_factory):
-    """Each group image queries all others; the measured local-search mAP is 67.8 (README)."""
+    """Each group image queries all others; the shipped local-search mAP is 65.0 (README results table)."""
     from l2g.pipeline import open_engine
 
     ds = load_eval_dataset(realbench)

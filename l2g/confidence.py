@@ -85,6 +85,15 @@ def params_of(cfg: ConfidenceConfig, vcfg: VerifyConfig) -> dict:
             "ransac_iters": vcfg.ransac_iters, "ratio": vcfg.ratio, "min_inliers": vcfg.min_inliers}
 
 
+def _sorted_row(G, i: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row i of the CSR graph G without i itself: (ids (m,), scores (m,)), strongest first."""
+    a, b = G.indptr[i], G.indptr[i + 1]
+    ids, sc = G.indices[a:b].astype(np.int64), G.data[a:b].astype(np.float64)
+    keep = ids != i
+    order = np.argsort(-sc[keep], kind="stable")
+    return ids[keep][order], sc[keep][order]
+
+
 def non_matching(graph: Graph, gt: GroundTruth | None, skip: int) -> tuple[list, str]:
     """Per gallery image i: (ids (m,), scores (m,)) of its graph neighbours that do not match it,
     strongest first; and the source ('groups' or 'graph')."""
@@ -96,12 +105,7 @@ def non_matching(graph: Graph, gt: GroundTruth | None, skip: int) -> tuple[list,
             grp = None
     rows = []
     for i in range(G.shape[0]):
-        a, b = G.indptr[i], G.indptr[i + 1]
-        ids, sc = G.indices[a:b].astype(np.int64), G.data[a:b].astype(np.float64)
-        keep = ids != i
-        ids, sc = ids[keep], sc[keep]
-        order = np.argsort(-sc, kind="stable")
-        ids, sc = ids[order], sc[order]
+        ids, sc = _sorted_row(G, i)
         if grp is not None:     # distractor pairs are left out: nothing says two distractors differ
             other = np.array([grp[j] != grp[i] and (grp[j] is not None or grp[i] is not None) for j in ids], bool)
             ids, sc = ids[other], sc[other]
@@ -209,15 +213,6 @@ def assess(cal: Calibration, li: LocalIndex, q: Features, ids, scores, vcfg: Ver
     return v
 
 
-def _sorted_row(graph: Graph, i: int) -> tuple[np.ndarray, np.ndarray]:
-    G = graph.G
-    a, b = G.indptr[i], G.indptr[i + 1]
-    ids, sc = G.indices[a:b].astype(np.int64), G.data[a:b].astype(np.float64)
-    keep = ids != i
-    order = np.argsort(-sc[keep], kind="stable")
-    return ids[keep][order], sc[keep][order]
-
-
 def error_rates(li: LocalIndex, graph: Graph, gt: GroundTruth, cfg: ConfidenceConfig = ConfidenceConfig(),
                 vcfg: VerifyConfig = VerifyConfig(), folds: int = 2, progress=None) -> dict:
     """False-reject and false-accept rates, k-fold by group (groups and distractors dealt to folds in
@@ -246,7 +241,7 @@ def error_rates(li: LocalIndex, graph: Graph, gt: GroundTruth, cfg: ConfidenceCo
                 progress(i, len(graph.paths), f"fold {f + 1}/{folds}: {p}")
             grp = gt.group_of(p)
             if grp is not None and len(gt.groups[grp]) > 1:
-                ids, sc = _sorted_row(graph, i)
+                ids, sc = _sorted_row(graph.G, i)
                 v = judge(cal, sc[0] if len(sc) else 0.0, pairs(i, ids[:cfg.verify_top]))
                 n["match"] += 1
                 n["match_rejected"] += not v.confident

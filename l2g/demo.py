@@ -13,6 +13,7 @@ the network). Seeded, so a rebuild is byte-identical on the same packages and Pi
 """
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import os
@@ -28,11 +29,10 @@ from l2g import config
 from l2g.demo_textures import (
     DISTRACTOR_SIDE,
     FAMILY_VARIANTS,
-    _rng,
     procedural_texture,
     texture_variant,
 )
-from l2g.demo_views import CROP_MIN_SIDE, DEMO_MAX_SIDE, DEMO_SEED, fit, group_views  # noqa: F401 (re-exported)
+from l2g.demo_views import CROP_MIN_SIDE, DEMO_MAX_SIDE, DEMO_SEED, fit, group_views, seeded_rng  # noqa: F401 (re-exported)
 from l2g.images import ImageError, load_image
 
 DEMO_VERSION = 3             # 3: small crops (10-25 %), texture distractors, ~200 images
@@ -107,16 +107,19 @@ def distractor_makers() -> list[tuple[str, str, str, Callable[[], np.ndarray | N
     """(file stem, kind, source, maker) of every distractor; kind 'photo' (variants of a shipped
     photograph) or 'procedural' (variants of a seeded texture); source names the family."""
     data = skimage_data_dir()
-    bases = [(Path(f).stem, "photo", f, lambda f=f: _photo(data, f, None)) for f in DISTRACTOR_SOURCES]
+    # each base is made once and shared by its family's variants (functools.cache), lazily as before
+    bases = [(Path(f).stem, "photo", f, functools.cache(lambda f=f: _photo(data, f, None)))
+             for f in DISTRACTOR_SOURCES]
     bases += [(f"{k}{s + 1}", "procedural", f"procedural:{k}:{s}",
-               lambda k=k, s=s: procedural_texture(k, s, (2 * DISTRACTOR_SIDE, 3 * DISTRACTOR_SIDE // 2)))
+               functools.cache(lambda k=k, s=s: procedural_texture(k, s, (2 * DISTRACTOR_SIDE,
+                                                                          3 * DISTRACTOR_SIDE // 2))))
               for k, s in PROCEDURAL_BASES]
     out = []
     for stem, kind, src, base in bases:
         for v in FAMILY_VARIANTS:
             def make(base=base, src=src, v=v):
                 img = base()
-                return None if img is None else texture_variant(img, v, _rng(src, v))
+                return None if img is None else texture_variant(img, v, seeded_rng(src, v))
             out.append((f"{stem}_{v}", kind, src, make))
     return out
 

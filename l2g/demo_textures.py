@@ -12,20 +12,14 @@ longest side DISTRACTOR_SIDE (lower than the group views: small images index fas
 """
 from __future__ import annotations
 
-import zlib
-
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from .demo_views import DEMO_SEED, fit, homography_view
+from .demo_views import fit, homography_view, seeded_rng
 
 DISTRACTOR_SIDE = 384
 FAMILY_VARIANTS = ("crop", "zoom", "rotate", "warp", "tint", "blur")   # a distractor family: one base seen 6 ways
 PROCEDURAL_KINDS = ("bricks", "dots", "cells", "clouds", "shapes", "smear")
-
-
-def _rng(*keys: str | int) -> np.random.Generator:
-    return np.random.default_rng([DEMO_SEED, *(zlib.crc32(str(k).encode()) for k in keys)])
 
 
 def _rgb(a: np.ndarray) -> np.ndarray:
@@ -81,7 +75,7 @@ def _colour(rng: np.random.Generator, lo: int = 0, hi: int = 256) -> tuple[int, 
 def procedural_texture(kind: str, seed: int, size: tuple[int, int] = (DISTRACTOR_SIDE, 288)) -> np.ndarray:
     """Seeded synthetic distractor (H, W, 3) uint8 of ``size`` (W, H); ``kind`` in PROCEDURAL_KINDS."""
     w, h = size
-    rng = _rng(kind, seed)
+    rng = seeded_rng(kind, seed)
     img = Image.new("RGB", size, _colour(rng, 120, 256))
     draw = ImageDraw.Draw(img)
     if kind == "bricks":

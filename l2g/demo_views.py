@@ -13,6 +13,12 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 DEMO_SEED = 2025
+
+
+def seeded_rng(*keys: str | int) -> np.random.Generator:
+    """The demo's generator for ``keys`` (a group name, a texture and its variant, ...): DEMO_SEED
+    plus each key's CRC-32, so every view is seeded on its own and reproducible."""
+    return np.random.default_rng([DEMO_SEED, *(zlib.crc32(str(k).encode()) for k in keys)])
 DEMO_MAX_SIDE = 640          # longest side of every group view
 CROP_MIN_SIDE = 320          # crops are enlarged to at least this longest side (never above DEMO_MAX_SIDE)
 CROP_MAX_UPSCALE = 1.5       # ... and by at most this factor: a partial view, not a blurred blow-up
@@ -153,7 +159,7 @@ def crop_view(rgb: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
 
 def group_views(name: str, photos: list[np.ndarray]) -> list[View]:
     """All views of one group; ``photos[0]`` is the reference, later photos are real extra views."""
-    rng = np.random.default_rng([DEMO_SEED, zlib.crc32(name.encode())])
+    rng = seeded_rng(name)
     ref = photos[0]
     views: list[View] = [("orig", ref, {})]
     views += [(f"view{i}", p, {"real_view": i}) for i, p in enumerate(photos[1:], start=1)]

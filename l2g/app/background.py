@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from .. import methods as M
 from .. import pipeline as P
+from .fmt import FEATURES_PHASE, phase_name
 
 
 def missing(run: P.QueryRun, methods) -> list[str]:
@@ -110,15 +111,11 @@ class IndexJob:
 
     def progress(self, done: int, total: int, message: str) -> None:
         """The build's progress callback (index.py, graph.py, globaldesc.py messages)."""
-        msg = str(message)
-        if msg.startswith("similarity graph"):
-            self.phase, self.done = "similarity graph", self.total
-        elif msg.startswith(("global descriptor", "sampling descriptors", "computing VLAD")):
-            self.phase, self.done = "global descriptors", self.total
-        elif msg.startswith("building the nearest-neighbour index"):
-            self.phase, self.done = "nearest-neighbour index", self.total
+        name = phase_name(message)
+        if name != FEATURES_PHASE[0]:
+            self.phase, self.done = name, self.total
         elif total:
-            self.phase, self.done = "local features", max(self.done, min(int(done), self.total))
+            self.phase, self.done = name, max(self.done, min(int(done), self.total))
 
     @property
     def rate(self) -> float:

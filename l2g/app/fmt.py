@@ -51,14 +51,28 @@ def eta_text(done: int, total: int, seconds: float, unit: str = "images") -> str
     return s
 
 
-BUILD_PHASES = (("similarity graph", "step 2/3: similarity graph between gallery images"),
-                ("global descriptor", "step 3/3: global descriptors (VLAD)"),
-                ("building the nearest-neighbour index", "step 1/3: nearest-neighbour index"))
+# (message prefixes, short name, label) of the indexing phases; any other message is an extracted image
+BUILD_PHASES = ((("similarity graph",), "similarity graph", "step 2/3: similarity graph between gallery images"),
+                (("global descriptor", "sampling descriptors", "computing VLAD"), "global descriptors",
+                 "step 3/3: global descriptors (VLAD)"),
+                (("building the nearest-neighbour index",), "nearest-neighbour index",
+                 "step 1/3: nearest-neighbour index"))
+FEATURES_PHASE = ("local features", "step 1/3: local features per image")
+
+
+def _phase(message: str) -> tuple[str, str]:
+    for prefixes, name, label in BUILD_PHASES:
+        if str(message).startswith(prefixes):
+            return name, label
+    return FEATURES_PHASE
 
 
 def build_phase(message: str) -> str:
-    """The indexing phase a progress message belongs to (index.py / graph.py / pipeline.py messages)."""
-    for prefix, phase in BUILD_PHASES:
-        if str(message).startswith(prefix):
-            return phase
-    return "step 1/3: local features per image"
+    """The indexing phase a progress message belongs to (index.py / graph.py / globaldesc.py messages)."""
+    return _phase(message)[1]
+
+
+def phase_name(message: str) -> str:
+    """build_phase's short name: 'local features', 'similarity graph', 'global descriptors' or
+    'nearest-neighbour index'."""
+    return _phase(message)[0]

@@ -17,7 +17,7 @@ from .featstore import shard_records
 from .index import BuildReport, Progress, load_index
 from .manifest import entries, read_manifest
 
-STAGE_FILES = ("graph.npz", "global.npz")
+ORDER_CHECKED = ("graph.npz", "global.npz")   # stage files whose image list must match faiss.index's
 
 
 def check_index(folder: Path, cfg: C.StoreConfig = C.StoreConfig()) -> list[str]:
@@ -36,7 +36,7 @@ def check_index(folder: Path, cfg: C.StoreConfig = C.StoreConfig()) -> list[str]
     order = store.order_hash(images)
     if files["faiss.index"].get("images") != order:
         problems.append("manifest.json: its image list does not match faiss.index (re-ordered or edited)")
-    for name in STAGE_FILES:
+    for name in ORDER_CHECKED:
         rec = files.get(name)
         if rec is not None and rec.get("images") != order:
             problems.append(f"{name}: built for another image list")

@@ -86,9 +86,6 @@ class FeatureStore:
         """Bytes of the shards' rows (mapped, not read)."""
         return int(sum(s.arr.nbytes for s in self.shards))
 
-    def _shard(self, row: int) -> Shard:
-        return self.shards[int(np.searchsorted(self._starts, row, side="right")) - 1]
-
     def _field(self, rows, field: str) -> np.ndarray:
         """``field`` of global ``rows`` (a slice or an int array); descriptors decoded to float32."""
         dim = self.shards[0].arr.dtype["desc"].shape[0] if self.shards else 0

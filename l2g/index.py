@@ -28,7 +28,7 @@ import numpy as np
 
 from . import config as C
 from . import featstore, parallel, store
-from .ann import index_kind, make_faiss, read_faiss, train_and_add, use_mmap, write_faiss  # noqa: F401 (re-exported)
+from .ann import index_kind, make_faiss, read_faiss, set_search_params, train_and_add, use_mmap, write_faiss  # noqa: F401 (re-exported)
 from .errors import ImageError, IndexFormatError
 from .features import Extractor, Features
 from .images import file_sha1, load_image
@@ -172,8 +172,7 @@ def _load_index(folder: Path, root, cfg: C.L2GConfig) -> LocalIndex:
     if ix.ntotal != m["ntotal"] or ix.ntotal != sum(e.n for e in images):
         raise IndexFormatError(f"index at {folder} is inconsistent ({ix.ntotal} vectors, manifest says "
                                f"{m['ntotal']}). {fix}")
-    if hasattr(ix, "nprobe"):
-        ix.nprobe = cfg.index.nprobe
+    set_search_params(ix, cfg.index)
     fs = featstore.open_store(folder, images, m["files"], cfg.store, fix)
     li = LocalIndex(Path(root or m["root"]), folder, cfg, images, ix, m["kind"], None,
                     [tuple(f) for f in m.get("failed", [])], fs)
@@ -333,6 +332,5 @@ def _assemble(gallery, out, cfg, images, failed, reuse_prefix: bool, fs: featsto
     step = max(1, cfg.index.add_chunk)
     train_and_add(ix, (fs.descriptors(slice(a, min(a + step, n_total))) for a in range(start, n_total, step)),
                   n_total, cfg.index)
-    if hasattr(ix, "nprobe"):
-        ix.nprobe = cfg.index.nprobe
+    set_search_params(ix, cfg.index)     # a reused index keeps the nprobe it was saved with otherwise
     return LocalIndex(gallery, out, cfg, images, ix, kind, None, failed, fs)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from pathlib import Path
 
 from .config import StoreConfig
@@ -36,13 +37,15 @@ def folder_lock(folder: Path, timeout: float | None = None, cfg: StoreConfig = S
     key = str(folder.resolve())
     busy = (f"another build holds the lock on {folder} ({LOCK_NAME}); wait for it to finish, "
             "or run with --wait SECONDS to wait for it")
+    deadline = time.monotonic() + timeout          # one wait in all: the thread lock, then the file lock
     with _REG:
         slot = _HELD.setdefault(key, [threading.RLock(), None, 0])
     if not slot[0].acquire(timeout=-1 if timeout < 0 else timeout):
         raise IndexBusyError(busy)
     try:
         if slot[2] == 0:
-            fl = filelock.FileLock(folder / LOCK_NAME, timeout=timeout, thread_local=False)
+            left = timeout if timeout < 0 else max(0.0, deadline - time.monotonic())
+            fl = filelock.FileLock(folder / LOCK_NAME, timeout=left, thread_local=False)
             try:
                 fl.acquire()
             except filelock.Timeout:

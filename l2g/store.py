@@ -49,16 +49,17 @@ class Stage:
 
 # --------------------------------------------------------------------------- writes
 @contextlib.contextmanager
-def atomic_path(path: Path):
+def atomic_path(path: Path, sync: bool = True):
     """A unique temporary path beside ``path`` for a library that writes by name (faiss.write_index);
-    on success it is fsynced and replaces ``path`` atomically, on failure it is removed."""
+    on success it is fsynced (``sync``) and replaces ``path`` atomically, on failure it is removed."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
     os.close(fd)
     try:
         yield tmp
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
+        if sync:
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -67,9 +68,10 @@ def atomic_path(path: Path):
 
 
 @contextlib.contextmanager
-def atomic_write(path: Path, mode: str = "wb"):
-    """Open a unique temporary file beside ``path``; on success it replaces ``path`` atomically."""
-    with atomic_path(path) as tmp, open(tmp, mode) as f:
+def atomic_write(path: Path, mode: str = "wb", sync: bool = True):
+    """Open a unique temporary file beside ``path``; on success it replaces ``path`` atomically
+    (fsynced first unless ``sync`` is False)."""
+    with atomic_path(path, sync) as tmp, open(tmp, mode) as f:
         yield f
         f.flush()
 

@@ -170,6 +170,9 @@ def cmd_calibrate(args) -> int:
         print(f"error: {ds} is not a folder", file=sys.stderr)
         return 2
     cfg = _cfg(args)
+    if args.folds < 1:
+        print(f"error: --folds must be at least 1, got {args.folds}", file=sys.stderr)
+        return 2
     if args.fa_target is not None:
         if not 0 < args.fa_target < 1:
             print(f"error: --fa-target must lie in (0, 1), got {args.fa_target}", file=sys.stderr)

@@ -26,7 +26,7 @@ from .config import GraphConfig, SearchConfig
 from .errors import IndexFormatError
 from .features import Features
 from .index import LocalIndex, Progress
-from .search import first_hits, kernel, knn, local_search
+from .search import first_hits, kernel, knn, local_search, path_rank
 
 
 @dataclass
@@ -49,13 +49,6 @@ class Graph:
             S = np.maximum(S, S.T)
         np.fill_diagonal(S, 0.0)
         return S
-
-
-def path_rank(li: LocalIndex) -> np.ndarray:
-    """(n,) rank of each gallery path in sorted order: the tie-break of l2g.search.rank_images."""
-    if not hasattr(li, "_path_rank"):
-        li._path_rank = np.argsort(np.argsort(np.array(li.paths, dtype=object)))
-    return li._path_rank
 
 
 def _check(cfg: GraphConfig) -> None:

@@ -98,11 +98,16 @@ class SearchResult:
         return int(len(self.match_dist.get(int(j), ())))
 
 
-def rank_images(scores: np.ndarray, li: LocalIndex, top: int | None = None) -> np.ndarray:
-    """Image ids by decreasing score; ties broken by path so the order is build-order independent."""
+def path_rank(li: LocalIndex) -> np.ndarray:
+    """(n,) rank of each gallery path in sorted order: the tie-break of rank_images (cached on li)."""
     if not hasattr(li, "_path_rank"):
         li._path_rank = np.argsort(np.argsort(np.array(li.paths, dtype=object)))
-    order = np.lexsort((li._path_rank, -np.asarray(scores, np.float64)))
+    return li._path_rank
+
+
+def rank_images(scores: np.ndarray, li: LocalIndex, top: int | None = None) -> np.ndarray:
+    """Image ids by decreasing score; ties broken by path so the order is build-order independent."""
+    order = np.lexsort((path_rank(li), -np.asarray(scores, np.float64)))
     return order if top is None else order[:top]
 
 

@@ -153,6 +153,8 @@ def test_calibrate_command_prints_thresholds_and_error_rates(small_engine, capsy
     demo = data / "demo"
     assert main(["calibrate", str(demo), "--data-dir", str(data), "--fa-target", "1.5"]) == 2
     assert "--fa-target must lie in (0, 1)" in capsys.readouterr().err
+    assert main(["calibrate", str(demo), "--data-dir", str(data), "--folds", "0"]) == 2   # was ZeroDivisionError
+    assert "--folds must be at least 1" in capsys.readouterr().err
     assert main(["calibrate", str(demo), "--data-dir", str(data)]) == 0
     out = capsys.readouterr().out
     assert "null from groups" in out and "confidence.json" in out

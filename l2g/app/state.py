@@ -23,7 +23,7 @@ from .. import config as C
 from .. import pipeline as P
 from ..datasets import build_demo, list_images
 from ..demo import demo_is_complete
-from ..demo_tour import index_order
+from ..demo_tour import FIRST_N, index_order  # FIRST_N: demo images indexed before the Query page opens
 from ..errors import IndexFormatError, L2GError
 from ..features import Extractor
 from ..images import ImageError, load_image, thumbnail
@@ -37,22 +37,25 @@ def settings() -> Settings:
 
 
 @st.cache_resource(show_spinner=False)
-def extractor(fcfg) -> Extractor:
-    """The feature extractor, warmed up on a small image: the first call of the backend is slow
-    (its one-off set-up), and should not fall on the first uploaded query."""
-    ex = Extractor(fcfg)
+def extractor(fcfg, device: str = C.BuildConfig.device) -> Extractor:
+    """The feature extractor on ``device`` (--device / L2G_DEVICE), warmed up on a small image: the
+    first call of the backend is slow (its one-off set-up), and should not fall on the first upload."""
+    ex = Extractor(fcfg, device=device)
     ex(np.random.default_rng(0).integers(0, 255, (96, 128, 3), dtype=np.uint8))
     return ex
+
+
+def _extractor(cfg: C.L2GConfig) -> Extractor:
+    return extractor(cfg.features, cfg.build.device)
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)
 def _engine(gallery: str, index_dir: str, cfg_name: str, generation: int = 0, _cfg=None) -> P.Engine:
     """An index already on disk, opened as it is (fast). Keyed by gallery, index folder, preset and
     the number of background builds finished on that folder (so a finished one swaps the engine)."""
-    return P.open_engine(Path(gallery), Path(index_dir), _cfg, extractor=extractor(_cfg.features), sync=False)
+    return P.open_engine(Path(gallery), Path(index_dir), _cfg, extractor=_extractor(_cfg), sync=False)
 
 
-FIRST_N = C.AppConfig().first_n     # demo images indexed before the Query page opens (l2g.demo_tour.FIRST_N)
 _BUILD_LOCKS: dict = {}
 _LOCKS_LOCK = threading.Lock()
 
@@ -86,7 +89,7 @@ def _build(g: Gallery, path: Path, index_dir: Path, s: Settings, paths: list | N
         t_build = time.perf_counter()
         bar, cb = _progress_bar(f"Indexing {g.label}" + (f" (its first {len(paths)} images; the rest follow in the "
                                                           f"background)" if paths else ""))
-        eng = P.open_engine(path, index_dir, s.cfg, progress=cb, extractor=extractor(s.cfg.features), sync=True,
+        eng = P.open_engine(path, index_dir, s.cfg, progress=cb, extractor=_extractor(s.cfg), sync=True,
                             paths=paths)
         bar.empty()
         rep = eng.report
@@ -127,7 +130,7 @@ def _extend_in_background(path: Path, index_dir: Path, s: Settings, eng: P.Engin
         return
 
     def work(job):
-        e = P.open_engine(path, index_dir, s.cfg, progress=job.progress, extractor=extractor(s.cfg.features),
+        e = P.open_engine(path, index_dir, s.cfg, progress=job.progress, extractor=_extractor(s.cfg),
                           sync=True)
         confidence.ensure_calibration(index_dir, e.li, e.graph, e.gt, e.cfg.confidence, e.cfg.verify)
 

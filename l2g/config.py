@@ -45,6 +45,9 @@ QUERY_PEAK_RSS_MB = 600
 PICKLE_MAX_BYTES = 256 * 2**20
 
 
+SIFT_BACKENDS = ("pyramid", "patch", "pyramid-nd")   # FeatureConfig.backend values (l2g.sift)
+
+
 @dataclass(frozen=True)
 class FeatureConfig:
     extractor: str = "sift"         # key in l2g.features.EXTRACTORS

@@ -195,11 +195,10 @@ def save_graph(folder: Path, g: Graph) -> dict:
                           params=np.asarray(json.dumps(g.params)))
 
 
-def load_graph(folder: Path, li: LocalIndex | None = None, want: dict | None = None,
-               rec: dict | None = None) -> Graph | None:
-    """The saved graph, or None when there is none, it does not match the index's images, or it
-    was built with settings other than ``want`` (see graph_params). With ``rec`` (the manifest's
-    record) the file is checked first: IndexFormatError when it is damaged."""
+def load_graph(folder: Path, li: LocalIndex | None = None, rec: dict | None = None) -> Graph | None:
+    """The saved graph, or None when there is none or it does not match the index's images (its
+    settings are checked by ensure_graph's fingerprint). With ``rec`` (the manifest's record) the
+    file is checked first: IndexFormatError when it is damaged."""
     path = Path(folder) / GRAPH_FILE
     if rec is None and not path.is_file():
         return None
@@ -211,8 +210,6 @@ def load_graph(folder: Path, li: LocalIndex | None = None, want: dict | None = N
     except (KeyError, ValueError) as e:
         raise IndexFormatError(f"{path}: damaged ({type(e).__name__}: {e}). {FIX}") from None
     if li is not None and paths != li.paths:
-        return None
-    if want is not None and {k: params.get(k) for k in want} != want:
         return None
     return Graph(G, paths, params)
 

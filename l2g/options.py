@@ -35,7 +35,7 @@ OPTIONS = {
     "upright": ("features__upright", bool, "L2G_UPRIGHT"),
 }
 DEVICES = ("auto", "cpu", "cuda")
-BACKENDS = ("pyramid", "patch", "pyramid-nd")
+BACKENDS = C.SIFT_BACKENDS
 _BOOL = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
 PRESET_ENV = "L2G_PRESET"
 INDEX_KINDS = ("auto", *KINDS)     # l2g.ann.KINDS: each an index_factory string

@@ -31,7 +31,6 @@ from .methods import Ranking  # noqa: F401 (re-exported: a method's answer)
 from .search import SearchResult, local_search, rank_images
 
 METHODS = tuple(M.METHODS)      # every registered method name, in display order
-slug = paths.slug
 
 
 def index_dir_for(gallery: Path, cfg: C.L2GConfig = C.DEFAULT, data_dir: Path | None = None) -> Path:

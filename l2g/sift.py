@@ -21,10 +21,10 @@ import math
 import numpy as np
 import torch
 
-from .config import FeatureConfig
+from .config import SIFT_BACKENDS, FeatureConfig
 
 GRAY = (0.299, 0.587, 0.114)
-BACKENDS = ("pyramid", "patch", "pyramid-nd")   # FeatureConfig.backend values
+BACKENDS = SIFT_BACKENDS   # FeatureConfig.backend values (defined in l2g.config)
 
 
 def rootsift(desc: np.ndarray, eps: float = 1e-12) -> np.ndarray:

@@ -484,12 +484,25 @@ def _wait_new_ready(page, before: str, timeout: int = 300_000) -> None:
                            arg=before, timeout=timeout)
 
 
+def _settled_box(page, loc, tries: int = 40) -> dict:
+    """``loc``'s bounding box once it has stayed put for 0.5 s (a drag aimed at a box that then moves
+    lands elsewhere: the background verification redraws parts of the page above the plot)."""
+    bb = loc.bounding_box()
+    for _ in range(tries):
+        page.wait_for_timeout(500)
+        now = loc.bounding_box()
+        if now == bb:
+            return now
+        bb = now
+    return bb
+
+
 @pytest.mark.timeout(900)
 def test_drawn_box_sets_the_query_rectangle_and_searches_again(server, page):
     _fresh(page, server[0])
     plot = page.locator(".st-key-l2g_qbox .js-plotly-plot")
     plot.scroll_into_view_if_needed()
-    bb = plot.locator(".nsewdrag").first.bounding_box()
+    bb = _settled_box(page, plot.locator(".nsewdrag").first)   # content drawn late above it moves it
     before = _ready_text(page)
     page.mouse.move(bb["x"] + 0.2 * bb["width"], bb["y"] + 0.25 * bb["height"])
     page.mouse.down()

@@ -3,8 +3,9 @@
 ``python -m benchs.bench_extract [--quick] [--out extract.json] [--photos realbench|skimage] [--index N]``:
 
 - seconds per image and keypoints per image of Kornia SIFT (pyramid backend, patch backend, and the
-  variants of ``VARIANTS``: upright, no doubled first octave) and of OpenCV SIFT (``cv2.SIFT_create``,
-  the same number of features) on the same photographs at each longest side, with the same thread
+  variants of ``VARIANTS``: Kornia's own grid and fits, upright, no doubled first octave) and of OpenCV
+  SIFT (``cv2.SIFT_create``, the same number of features) on the same photographs at each longest side,
+  with the same thread
   count (L2G_BENCH_THREADS, default 1). The extractors alternate image by image, so a burst of load on
   the machine hits them alike. OpenCV is the reference line only; l2g's extractor is Kornia's.
 - real-image indexing throughput: ``N`` realbench-dev photographs (extraction + index + similarity graph)
@@ -30,6 +31,7 @@ from l2g import config as C
 from l2g.features import Extractor
 
 VARIANTS = {   # name -> FeatureConfig changes (each gets its own index folder: FeatureConfig.name)
+    "kornia": {"desc_grid": 41, "refine": 0.0},      # Kornia's own pyramid-backend features (l2g before issue 8)
     "upright": {"upright": True},
     "no_double": {"backend": "pyramid-nd"},          # the 'draft' preset
     "no_double_upright": {"backend": "pyramid-nd", "upright": True},

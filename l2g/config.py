@@ -57,6 +57,10 @@ class FeatureConfig:
     backend: str = "pyramid"        # Kornia SIFT: 'pyramid' (fast on CPU), 'patch' (fast on CUDA) or 'pyramid-nd':
     #                                 the pyramid without SIFT's doubled first octave (l2g.sift; README: speed, mAP)
     upright: bool = False           # skip orientation estimation
+    desc_grid: int = 25             # pyramid backends: samples per side of the descriptor's grid (Kornia's: 41;
+    #                                 l2g.siftspace; README, "Extraction")
+    refine: float = 0.0             # pyramid backends: sub-pixel fit of only the refine x num_features extrema of
+    #                                 largest |DoG| (0: all of them, as Kornia does; l2g.siftspace)
 
     @property
     def double_image(self) -> bool:
@@ -67,7 +71,9 @@ class FeatureConfig:
     def name(self) -> str:
         root = "root" if self.rootsift else "plain"
         up = "-up" if self.upright else ""
-        return f"{self.extractor}-{root}-n{self.num_features}-s{self.max_side}-{self.backend}{up}"
+        grid = f"-g{self.desc_grid}" if self.backend != "patch" and self.desc_grid != 41 else ""
+        grid += f"-r{self.refine:g}" if self.backend != "patch" and self.refine else ""
+        return f"{self.extractor}-{root}-n{self.num_features}-s{self.max_side}{grid}-{self.backend}{up}"
 
 
 @dataclass(frozen=True)

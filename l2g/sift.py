@@ -16,8 +16,6 @@ Shapes: an image is ``(H, W, 3) uint8``; a batch is a list of images of one size
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 
@@ -50,35 +48,25 @@ def gray_batch(rgbs: list[np.ndarray], device: torch.device | str = "cpu") -> to
     return torch.from_numpy(np.ascontiguousarray(g))[:, None].to(device)
 
 
-def _single_octave0_pyramid():
-    """Kornia's SIFT pyramid (six Gaussian images per octave) without the doubled first octave."""
-    from kornia.feature.sift.scale_space import _SIFTScalePyramid
-
-    class SingleOctave0(_SIFTScalePyramid):
-        def __init__(self) -> None:
-            super().__init__()
-            # the camera blur is 0.5 image pixels: the first blur brings it to 1.6 (Lowe's sigma_0)
-            self._sigmas[0] = math.sqrt(1.6 ** 2 - 0.5 ** 2)
-            self._register_kernels(torch.device("cpu"))
-
-        @staticmethod
-        def _double(image: torch.Tensor) -> torch.Tensor:
-            return image
-
-    return SingleOctave0()
-
-
 def build(cfg: FeatureConfig, device: torch.device | str = "cpu") -> torch.nn.Module:
     """Kornia's SIFTFeatureScaleSpace for ``cfg`` (RootSIFT is applied by ``run``, identically for
-    every backend, so Kornia returns plain SIFT), on ``device``."""
+    every backend, so Kornia returns plain SIFT), on ``device``; the pyramid backends with the
+    cheaper stages above."""
     import kornia.feature as KF
 
     if cfg.backend not in BACKENDS:
         raise ValueError(f"SIFT backend must be one of {BACKENDS}, got {cfg.backend!r}")
+    if not 4 <= int(cfg.desc_grid) <= 81:
+        raise ValueError(f"desc_grid must be 4..81 samples per side, got {cfg.desc_grid!r}")
+    if not cfg.refine >= 0:
+        raise ValueError(f"refine must be >= 0 (0: fit every extremum), got {cfg.refine!r}")
     model = KF.SIFTFeatureScaleSpace(num_features=cfg.num_features, upright=cfg.upright, rootsift=False,
                                      descriptor_backend="patch" if cfg.backend == "patch" else "pyramid")
-    if not cfg.double_image:
-        model.detector.scale_pyr = _single_octave0_pyramid()
+    if cfg.backend != "patch":
+        from . import siftspace
+
+        model.detector = siftspace.Detector(cfg.num_features, siftspace.Pyramid(cfg.double_image), cfg.refine)
+        model.descriptor = siftspace.Descriptor(cfg.desc_grid)
     model = model.eval().to(device)
     model.l2g_device = torch.device(device)   # where run_batch puts its input
     return model

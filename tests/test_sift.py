@@ -1,0 +1,174 @@
+"""l2g.sift / l2g.siftspace: the cheaper CPU stages against Kornia's own pyramid backend."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from l2g import config as C
+from l2g import sift, siftspace
+from l2g.images import load_image
+
+NAMES = ("groups/astronaut/astronaut_orig.jpg", "groups/coffee/coffee_orig.jpg")
+
+
+@pytest.fixture(scope="module")
+def gray(demo_gallery):
+    """Two demo photographs as (1, 1, H, W) float32 (over 256 x 256: Kornia's CPU blur path)."""
+    return [sift.gray_batch([load_image(demo_gallery / n, max_side=480).rgb]) for n in NAMES]
+
+
+def _kornia(**kw):
+    import kornia.feature as KF
+
+    return KF.SIFTFeatureScaleSpace(num_features=kw.get("n", 2000), rootsift=False, descriptor_backend="pyramid",
+                                    upright=kw.get("upright", False)).eval()
+
+
+@pytest.mark.parametrize("double", [True, False])
+def test_pyramid_equals_kornias(gray, double):
+    from kornia.feature.sift.scale_space import _SIFTScalePyramid
+
+    ref = _SIFTScalePyramid()
+    if not double:      # what l2g did before: Kornia's pyramid, first blur from 0.5, no doubling
+        ref._sigmas[0] = math.sqrt(1.6 ** 2 - 0.5 ** 2)
+        ref._register_kernels(torch.device("cpu"))
+        ref._double = lambda im: im
+    ours = siftspace.Pyramid(double)
+    with torch.inference_mode():
+        for g in gray:
+            a, b = ref(g), ours(g)
+            assert len(a) == len(b) >= 4
+            for u, v in zip(a, b):
+                assert torch.equal(u, v)     # the same sums in the same order
+            other = g.flip(-1).contiguous()
+            batch = ours(torch.cat([g, other]))     # each image of a batch as if alone, up to rounding
+            for o in (0, 2):
+                torch.testing.assert_close(batch[o][0], b[o][0], rtol=0, atol=1e-6)
+                torch.testing.assert_close(batch[o][1], ours(other)[o][0], rtol=0, atol=1e-6)
+
+
+def _straightforward(dog: torch.Tensor, border: int = 5) -> set:
+    """Every interior voxel compared with its 26 neighbours, one comparison at a time."""
+    _, d, h, w = dog.shape
+    c = dog[:, 1:-1, border:h - border, border:w - border]
+    hi, lo = torch.ones_like(c, dtype=torch.bool), torch.ones_like(c, dtype=torch.bool)
+    for ds in (-1, 0, 1):
+        for dy in (-1, 0, 1):
+            for dx in (-1, 0, 1):
+                if (ds, dy, dx) != (0, 0, 0):
+                    n = dog[:, 1 + ds:d - 1 + ds, border + dy:h - border + dy, border + dx:w - border + dx]
+                    hi &= c > n
+                    lo &= c < n
+    return {(b, s + 1, y + border, x + border) for b, s, y, x in (hi | lo).nonzero().tolist()}
+
+
+def test_fast_extremum_test_finds_the_straightforward_extrema(gray):
+    with torch.inference_mode():
+        levels = siftspace.Pyramid()(torch.cat([gray[0][..., :300, :300], gray[1][..., :300, :300]]))[1][:, 0]
+        dog = levels.diff(dim=1)
+        want = _straightforward(dog)
+        assert 200 < len(want) and {k[0] for k in want} == {0, 1}
+        for band in (siftspace.BAND, 5000):                # one band per octave, and many small ones
+            for got in (siftspace.strict_extrema(dog, band=band),
+                        siftspace.strict_extrema(levels.contiguous(), band=band, gaussian=True)):
+                b, s, y, x, v = got
+                assert set(zip(b.tolist(), s.tolist(), y.tolist(), x.tolist())) == want
+                assert torch.equal(v, dog[b, s, y, x])
+                key = ((b * 5 + s) * 10**4 + y) * 10**4 + x
+                assert bool((key[1:] > key[:-1]).all())       # row-major, as Kornia's nonzero() orders them
+
+
+def test_extremum_test_is_strict_on_plateaus():
+    dog = torch.zeros(1, 5, 30, 30)
+    dog[0, 2, 10, 10] = 1.0                      # a strict maximum
+    dog[0, 2, 20, 20] = dog[0, 2, 20, 21] = 1.0  # a tied pair: neither is strict
+    dog[0, 1, 15, 15] = -2.0                     # a strict minimum
+    b, s, y, x, v = siftspace.strict_extrema(dog)
+    assert list(zip(s.tolist(), y.tolist(), x.tolist())) == [(1, 15, 15), (2, 10, 10)]
+    assert v.tolist() == [-2.0, 1.0]
+
+
+@pytest.mark.parametrize("upright", [False, True])
+def test_with_kornias_grid_and_every_extremum_fitted_the_features_are_kornias(gray, upright):
+    """refine 0 and a 41 x 41 grid: Kornia's keypoints and responses bit for bit, its orientations and
+    descriptors up to the factor two of the gradient atlas (float rounding)."""
+    ref = _kornia(upright=upright)
+    ours = sift.build(C.FeatureConfig(desc_grid=41, refine=0, upright=upright))
+    with torch.inference_mode():
+        for g in gray:
+            (la, ra, da), (lb, rb, db) = ref(g), ours(g)
+            assert torch.equal(ra, rb) and torch.equal(la[..., 2], lb[..., 2])     # responses, centres
+            assert torch.equal(la, lb) if upright else (la - lb).abs().max() < 1e-3
+            assert (da - db).abs().max() < 1e-4 and (da - db).abs().mean() < 1e-6 and int(ra.gt(0).sum()) > 500
+
+
+def test_dense_dog_path_equals_the_lazy_one(gray):
+    """The path CUDA takes (a DoG volume) against the CPU's (level differences read sparsely)."""
+    m = sift.build(C.FeatureConfig(refine=2.0))
+    with torch.inference_mode():
+        a = m(gray[0])
+        m.detector.lazy = False
+        b = m(gray[0])
+    for u, v in zip(a, b):
+        assert torch.equal(u, v)
+
+
+def _centres(lafs: torch.Tensor) -> torch.Tensor:
+    return lafs[0, :, :, 2]
+
+
+def test_refine_budget_keeps_the_keypoints(gray):
+    """Fitting only the 2N extrema of largest |DoG|: the same N keypoints (measured: all within 1 px on
+    realbench-dev photographs), and far fewer fits."""
+    full = sift.build(C.FeatureConfig(num_features=500, refine=0))
+    some = sift.build(C.FeatureConfig(num_features=500, refine=2.0))
+    with torch.inference_mode():
+        for g in gray:
+            a, b = full(g), some(g)
+            n_all = sum(len(f[0]) for f in full.detector._found if f is not None)
+            n_fit = sum(len(f[0]) for f in some.detector._found if f is not None)
+            assert n_fit <= 1000 + 5 < n_all       # ties at the floor may add a few
+            d = torch.cdist(_centres(a[0]), _centres(b[0])).min(1).values
+            assert (d < 1.0).float().mean() > 0.97
+
+
+def test_coarser_descriptor_grid_keeps_the_descriptors(gray):
+    a = sift.build(C.FeatureConfig(desc_grid=41))
+    b = sift.build(C.FeatureConfig(desc_grid=25))
+    with torch.inference_mode():
+        (la, ra, da), (lb, _, db) = a(gray[1]), b(gray[1])
+    assert torch.equal(la, lb)                     # the grid changes no keypoint
+    cos = (da * db).sum(-1)[ra > 0]
+    assert cos.mean() > 0.999 and cos.min() > 0.99 and cos.mean() < 1 - 1e-6
+
+
+def test_batched_equals_one_by_one(demo_gallery):
+    """Each image of a batch has its own refine budget: the batch gives each image's own features."""
+    cfg = C.FeatureConfig(num_features=300, max_side=480, refine=1.5)
+    m = sift.build(cfg)
+    imgs = [load_image(demo_gallery / n, max_side=480).rgb[:300, :400].copy() for n in NAMES]
+    with torch.inference_mode():
+        one = [sift.run(m, im, cfg) for im in imgs]
+        both = sift.run_batch(m, imgs, cfg)
+    for (ka, da), (kb, db) in zip(one, both):
+        d = np.abs(kb[:, None, :3] - ka[None, :, :3]).max(2)
+        same = (d.min(1) < 0.05) & (np.abs(db - da[d.argmin(1)]).max(1) < 1e-3)
+        assert len(ka) == len(kb) > 100 and same.mean() > 0.97
+
+
+def test_settings_are_in_the_name_and_checked():
+    default = C.FeatureConfig()
+    assert C.FeatureConfig(desc_grid=41, refine=0).name == "sift-root-n2000-s1024-pyramid"   # Kornia's features
+    assert default.name != C.FeatureConfig(desc_grid=41, refine=0).name
+    assert f"-g{default.desc_grid}" in default.name and default.name.endswith("-pyramid")
+    assert C.FeatureConfig(backend="pyramid-nd", upright=True).name.endswith("-pyramid-nd-up")
+    assert C.FeatureConfig(backend="patch").name == C.FeatureConfig(backend="patch", desc_grid=41, refine=0).name
+    with pytest.raises(ValueError, match="desc_grid"):
+        sift.build(C.FeatureConfig(desc_grid=2))
+    with pytest.raises(ValueError, match="refine"):
+        sift.build(C.FeatureConfig(refine=-1))
+    with pytest.raises(ValueError, match="no mask"):
+        sift.build(C.FeatureConfig())(torch.zeros(1, 1, 64, 64), mask=torch.ones(1, 1, 64, 64))

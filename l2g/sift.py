@@ -1,8 +1,11 @@
 """Kornia DoG + SIFT, built from its parts: one image or a batch of equal-size images, on any device.
 
 ``descriptor_backend='pyramid'`` (the default) detects DoG extrema in one Gaussian pyramid and
-describes them from the same pyramid; ``'patch'`` cuts a 41x41 patch per keypoint, which is what
-pays on a GPU (``--backend patch``; realbench-dev l2g mAP 65.7 against the pyramid's 69.0).
+describes them from the same pyramid, with the CPU stages of :mod:`l2g.siftspace` (Kornia's extrema
+found with fewer ops; ``FeatureConfig.refine``: only the strongest extrema fitted;
+``FeatureConfig.desc_grid``: a coarser descriptor grid than Kornia's 41 x 41); ``'patch'`` cuts a
+41x41 patch per keypoint, which is what pays on a GPU (``--backend patch``; realbench-dev l2g mAP
+65.7 against the pyramid's 69.0).
 ``'pyramid-nd'`` (``FeatureConfig.double_image`` False) starts the pyramid at the image's own size
 instead of twice it (Lowe's and OpenCV's first octave): the first octave has a quarter of the
 pixels, so the pyramid and the extrema search of that octave cost about 4x less (README,

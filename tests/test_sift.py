@@ -163,7 +163,8 @@ def test_settings_are_in_the_name_and_checked():
     default = C.FeatureConfig()
     assert C.FeatureConfig(desc_grid=41, refine=0).name == "sift-root-n2000-s1024-pyramid"   # Kornia's features
     assert default.name != C.FeatureConfig(desc_grid=41, refine=0).name
-    assert f"-g{default.desc_grid}" in default.name and default.name.endswith("-pyramid")
+    assert f"-r{default.refine:g}" in default.name and default.name.endswith("-pyramid")
+    assert "-g25-" in C.FeatureConfig(desc_grid=25).name
     assert C.FeatureConfig(backend="pyramid-nd", upright=True).name.endswith("-pyramid-nd-up")
     assert C.FeatureConfig(backend="patch").name == C.FeatureConfig(backend="patch", desc_grid=41, refine=0).name
     with pytest.raises(ValueError, match="desc_grid"):

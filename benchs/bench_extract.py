@@ -31,7 +31,7 @@ from l2g import config as C
 from l2g.features import Extractor
 
 VARIANTS = {   # name -> FeatureConfig changes (each gets its own index folder: FeatureConfig.name)
-    "kornia": {"refine": 0.0},                       # Kornia's own pyramid-backend features (l2g before issue 8)
+    "refine0": {"refine": 0.0},                      # every extremum fitted: Kornia's own features (l2g.siftspace)
     "grid25": {"desc_grid": 25},                     # a coarser descriptor grid (README: -0.5 to -0.8 mAP)
     "upright": {"upright": True},
     "no_double": {"backend": "pyramid-nd"},          # the 'draft' preset
@@ -62,6 +62,22 @@ def _opencv(num_features: int, n_threads_: int):
     return lambda rgb: len(sift.detectAndCompute(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), None)[0])
 
 
+def _kornia_as_is(num_features: int):
+    """Kornia's SIFTFeatureScaleSpace (pyramid backend) itself, as l2g ran it before issue 8 (the features
+    of ``refine0``): RGB image -> keypoint count."""
+    import kornia.feature as KF
+    import torch
+
+    from l2g.sift import gray_batch
+
+    model = KF.SIFTFeatureScaleSpace(num_features=num_features, rootsift=False, descriptor_backend="pyramid").eval()
+
+    def run(rgb):
+        with torch.inference_mode():
+            return int(KF.laf_is_filled(model(gray_batch([rgb]))[0]).sum())
+    return run
+
+
 def bench_extraction(pics: list, sides: list, n: int, variants: dict | None = None) -> tuple[dict, np.ndarray]:
     """Seconds per image of both SIFT backends, the variants and OpenCV on the same n photos at each side
     -> (report, words (M, 128))."""
@@ -70,6 +86,8 @@ def bench_extraction(pics: list, sides: list, n: int, variants: dict | None = No
         cfgs = {b: C.FeatureConfig(backend=b, max_side=side) for b in ("pyramid", "patch")}
         cfgs.update({k: C.FeatureConfig(max_side=side, **v) for k, v in (variants or {}).items()})
         runs = {k: Extractor(c, device="cpu") for k, c in cfgs.items()}
+        if variants:
+            runs["kornia_as_is"] = _kornia_as_is(C.FeatureConfig().num_features)
         cv = _opencv(C.FeatureConfig().num_features, n_threads())
         if cv is not None:
             runs["opencv"] = cv
@@ -92,8 +110,9 @@ def bench_extraction(pics: list, sides: list, n: int, variants: dict | None = No
             row[b]["preset"] = cfgs[b].name
         row["patch_over_pyramid"] = row["patch"]["s_per_image"] / row["pyramid"]["s_per_image"]
         if "opencv" in row:
-            row["over_opencv"] = {b: row[b]["s_per_image"] / row["opencv"]["s_per_image"] for b in cfgs}
-            row["over_opencv_cpu"] = {b: row[b]["cpu_s_per_image"] / row["opencv"]["cpu_s_per_image"] for b in cfgs}
+            timed = [b for b in runs if b != "opencv"]
+            row["over_opencv"] = {b: row[b]["s_per_image"] / row["opencv"]["s_per_image"] for b in timed}
+            row["over_opencv_cpu"] = {b: row[b]["cpu_s_per_image"] / row["opencv"]["cpu_s_per_image"] for b in timed}
         out[str(side)] = row
     return out, np.concatenate(words)
 

@@ -138,6 +138,8 @@ class Detector(_SIFTScaleSpaceDetector):
         self.refine = float(refine)
         self._levels = None     # the octave's Gaussian levels (B, D+1, H, W) while its fit runs
         self._found = None      # per octave: its extrema (b, s, y, x, dog), kept by the budget
+        self._shapes = []       # ... the shape of the octave they were found in
+        self._pending = set()   # ... and the octaves not fitted yet (each once per pyramid)
         self.lazy = None        # read the DoG from the Gaussians (None: on the CPU; Kornia's CUDA fit wants a volume)
         self.scale_pyr.register_forward_hook(self._extrema)
 
@@ -157,7 +159,7 @@ class Detector(_SIFTScaleSpaceDetector):
                     floor = mags.topk(budget).values[-1]
                     found = [f if f is None else tuple(v[(f[0] != i) | (f[4].abs() >= floor)] for v in f)
                              for f in found]
-        self._found = found
+        self._found, self._shapes, self._pending = found, [g.shape for g in pyramid], set(range(len(pyramid)))
 
     def _lazy(self, levels: torch.Tensor) -> bool:
         return levels.device.type == "cpu" if self.lazy is None else bool(self.lazy)
@@ -180,7 +182,11 @@ class Detector(_SIFTScaleSpaceDetector):
     def _octave(self, gaussian, octave, mask):
         if mask is not None:
             raise ValueError("l2g's SIFT detector takes no mask")
-        found = self._found[octave] if self._found is not None and octave < len(self._found) else None
+        if octave not in self._pending or self._shapes[octave] != gaussian.shape:
+            raise RuntimeError("the detector's extrema come from its own scale_pyr's forward hook: "
+                               "build it with the pyramid (l2g.sift.build), do not swap scale_pyr afterwards")
+        self._pending.discard(octave)
+        found = self._found[octave]
         if found is None or found[0].numel() == 0:
             empty = torch.empty(0, device=gaussian.device, dtype=torch.long)
             return (empty,) * 4 + (gaussian.new_empty(0),) * 4

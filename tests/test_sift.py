@@ -173,3 +173,9 @@ def test_settings_are_in_the_name_and_checked():
         sift.build(C.FeatureConfig(refine=-1))
     with pytest.raises(ValueError, match="no mask"):
         sift.build(C.FeatureConfig())(torch.zeros(1, 1, 64, 64), mask=torch.ones(1, 1, 64, 64))
+    m = sift.build(C.FeatureConfig())
+    with torch.inference_mode():
+        m(torch.rand(1, 1, 64, 64))
+        m.detector.scale_pyr = siftspace.Pyramid()      # a pyramid without the detector's hook: never the
+        with pytest.raises(RuntimeError, match="forward hook"):   # extrema of the image before
+            m(torch.rand(1, 1, 64, 64))

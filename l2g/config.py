@@ -250,8 +250,9 @@ PRESETS = {
     "fast": {"features__num_features": 1000, "features__max_side": 640},
     "default": {},
     "accurate": {"features__num_features": 4000, "features__max_side": 1600},
-    # the default's features without SIFT's doubled first octave: extraction about 2.4x faster, realbench-dev
-    # l2g mAP 65.5 instead of 69.0 (local 61.4 instead of 66.1); README, "Extraction speed"
+    # the default's features without SIFT's doubled first octave: extraction about 1.8x faster than the default,
+    # realbench-dev l2g mAP 65.5 instead of 69.0 (local 61.4 instead of 66.1; measured before l2g.siftspace);
+    # README, "Extraction"
     "draft": {"features__backend": "pyramid-nd"},
 }
 

@@ -44,7 +44,7 @@ def check_index(folder: Path, cfg: C.StoreConfig = C.StoreConfig()) -> list[str]
             problems.append(f"{name}: not built yet, or not recorded (an interrupted build?)")
     if not problems:
         try:
-            load_index(folder)
+            load_index(folder, hashed=True)     # every file was just hashed in full, above
         except IndexFormatError as e:
             problems.append(str(e))
     leftovers = [p for sub in (folder, folder / "features") for p in sub.glob(f".*{store.TMP_SUFFIX}")]

@@ -138,28 +138,30 @@ class LocalIndex:
         write_manifest(self.folder, self.cfg, self.root, self.kind, self.images, self.failed, files)
 
 
-def load_index(folder: Path, root: Path | None = None, cfg: C.L2GConfig = C.DEFAULT) -> LocalIndex:
+def load_index(folder: Path, root: Path | None = None, cfg: C.L2GConfig = C.DEFAULT,
+               hashed: bool = False) -> LocalIndex:
     """Load an index folder, every file checked against the manifest (faiss.index above
-    cfg.store.full_hash_max: size + sampled hash). ``root`` overrides the stored gallery folder.
+    cfg.store.full_hash_max: size + sampled hash; ``hashed``: sizes only, the caller has just
+    hashed every file in full, as ``check`` does). ``root`` overrides the stored gallery folder.
     A build replacing files meanwhile is waited out (the check is retried on a new manifest)."""
     path = Path(folder) / store.MANIFEST
     for attempt in range(5):
         stamp = path.stat().st_mtime_ns if path.is_file() else None
         try:
-            return _load_index(Path(folder), root, cfg)
+            return _load_index(Path(folder), root, cfg, False if hashed else None)
         except IndexFormatError:
             if attempt == 4 or not path.is_file() or path.stat().st_mtime_ns == stamp:
                 raise
             time.sleep(0.2)
 
 
-def _load_index(folder: Path, root, cfg: C.L2GConfig) -> LocalIndex:
+def _load_index(folder: Path, root, cfg: C.L2GConfig, full: bool | None) -> LocalIndex:
     m = read_manifest(folder)
     cfg = cfg.replace(features=C.FeatureConfig(**m["features"]), index=C.IndexConfig(**m["index"]))
     images = entries(m)
     fix = repair_hint(folder, root or m["root"])
     rec = m["files"]["faiss.index"]
-    why = store.verify(folder / "faiss.index", rec, None, cfg.store)
+    why = store.verify(folder / "faiss.index", rec, full, cfg.store)
     if why:
         raise IndexFormatError(f"{folder / 'faiss.index'}: {why}. {fix}")
     if rec.get("images") != store.order_hash(images):
@@ -173,7 +175,7 @@ def _load_index(folder: Path, root, cfg: C.L2GConfig) -> LocalIndex:
         raise IndexFormatError(f"index at {folder} is inconsistent ({ix.ntotal} vectors, manifest says "
                                f"{m['ntotal']}). {fix}")
     set_search_params(ix, cfg.index)
-    fs = featstore.open_store(folder, images, m["files"], cfg.store, fix)
+    fs = featstore.open_store(folder, images, m["files"], cfg.store, fix, full)
     li = LocalIndex(Path(root or m["root"]), folder, cfg, images, ix, m["kind"], None,
                     [tuple(f) for f in m.get("failed", [])], fs)
     li.files = dict(featstore.shard_records(m["files"]))
@@ -269,7 +271,8 @@ def _build(gallery: Path, out: Path, cfg: C.L2GConfig, paths, extractor, progres
     new = [chosen[p] for p in paths if p in chosen and chosen[p] is not old.get(p)]
     images = kept + new
     shards = featstore.pack(out, images, src, intact, cfg.store)
-    fs = featstore.open_store(out, images, shards, cfg.store)
+    # sizes only: a kept shard was hashed in full by old_sources, a new one as it was written
+    fs = featstore.open_store(out, images, shards, cfg.store, full=False)
     faiss_rec = None
     if m:
         rec = old_files["faiss.index"]

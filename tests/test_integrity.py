@@ -551,3 +551,23 @@ def test_a_stage_just_written_is_recorded_without_hashing_the_file_again(clean, 
     assert ("hash file", "graph.npz") not in seen and seen.count(("read", "graph.npz")) == 1, seen
     assert seen.count(("hash", "graph.npz")) == 2, seen
     assert read_manifest(folder)["files"] == manifest["files"]      # the same record as hashing the file
+
+
+def test_check_hashes_every_file_once(clean, tmp_path):
+    """`check` hashed every file in full, then opened the index, which hashed them again."""
+    from collections import Counter
+    from unittest import mock
+
+    src, manifest, _ = clean
+    folder = tmp_path / "ix"
+    shutil.copytree(src, folder)
+    names: Counter = Counter()
+    real = store.sha256_file
+
+    def count(path, *a, **kw):
+        names[Path(path).relative_to(folder).as_posix()] += 1
+        return real(path, *a, **kw)
+
+    with mock.patch.object(store, "sha256_file", count):
+        assert check_index(folder) == []
+    assert names == Counter(dict.fromkeys(manifest["files"], 1))

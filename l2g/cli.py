@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -111,14 +110,14 @@ def cmd_check(args) -> int:
 
 
 def cmd_search(args) -> int:
-    from .index import read_manifest
+    from .manifest import read_manifest, stored_config
     from .pipeline import make_query, open_engine, run_query
 
     m = read_manifest(Path(args.index))
     method = M.get(args.method)
-    # the query is extracted with the index's own feature settings, not the defaults
-    cfg = C.for_extractor(C.DEFAULT.replace(features=C.FeatureConfig(**m["features"]),
-                                            build__device=args.device or os.environ.get("L2G_DEVICE") or "auto"))
+    # the query is extracted with the index's own feature settings, not the defaults; the options
+    # (--device, $L2G_DEVICE) only say where
+    cfg = C.for_extractor(stored_config(m, C.DEFAULT.replace(build=_cfg(args).build)))
     eng = open_engine(Path(m["root"]), Path(args.index), cfg, sync=False, with_global=method.needs_global)
     if method.needs_global and eng.gi is None:
         print(f"error: {args.method} needs global descriptors; re-run `index` without --no-global",
@@ -151,8 +150,9 @@ def cmd_eval(args) -> int:
         from .datasets import build_demo
 
         ds = build_demo(paths.dataset_dir("demo", _data(args)), progress=Bar("demo images"))
-    res = evaluate(ds, tuple(args.methods), _cfg(args), progress=Bar("eval"), max_queries=args.max_queries,
-                   index_dir=paths.index_dir(ds, _cfg(args), _data(args)) if ds.is_dir() else None)
+    cfg = _cfg(args)
+    res = evaluate(ds, tuple(args.methods), cfg, progress=Bar("eval"), max_queries=args.max_queries,
+                   index_dir=paths.index_dir(ds, cfg, _data(args)) if ds.is_dir() else None)
     write_results(res, Path(args.out))
     print(table(res))
     for pair, c in res["wins"].items():

@@ -32,7 +32,16 @@ from .ann import index_kind, make_faiss, read_faiss, set_search_params, train_an
 from .errors import ImageError, IndexFormatError
 from .features import Extractor, Features
 from .images import file_sha1, load_image
-from .manifest import ImageEntry, buildable_manifest, entries, feature_name, read_manifest, repair_hint, write_manifest  # noqa: F401
+from .manifest import (  # noqa: F401
+    ImageEntry,
+    buildable_manifest,
+    entries,
+    feature_name,
+    read_manifest,
+    repair_hint,
+    stored_config,
+    write_manifest,
+)
 
 Progress = Callable[[int, int, str], None] | None
 # Files of the stages built on top of the index (l2g.store.ensure checks each one's fingerprint and image
@@ -157,7 +166,7 @@ def load_index(folder: Path, root: Path | None = None, cfg: C.L2GConfig = C.DEFA
 
 def _load_index(folder: Path, root, cfg: C.L2GConfig, full: bool | None) -> LocalIndex:
     m = read_manifest(folder)
-    cfg = cfg.replace(features=C.FeatureConfig(**m["features"]), index=C.IndexConfig(**m["index"]))
+    cfg = stored_config(m, cfg)
     images = entries(m)
     fix = repair_hint(folder, root or m["root"])
     rec = m["files"]["faiss.index"]
@@ -307,7 +316,7 @@ def add_images(out: Path, paths: list[str], cfg: C.L2GConfig = C.DEFAULT, extrac
                progress: Progress = None) -> tuple[LocalIndex, BuildReport]:
     """Add ``paths`` (relative to the indexed gallery) to the index in ``out``; existing images are kept."""
     m = read_manifest(out)
-    cfg = cfg.replace(features=C.FeatureConfig(**m["features"]), index=C.IndexConfig(**m["index"]))
+    cfg = stored_config(m, cfg)
     have = [e["path"] for e in m["images"]]
     return build_index(Path(m["root"]), out, cfg, have + [p for p in paths if p not in set(have)],
                        extractor, progress)

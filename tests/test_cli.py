@@ -63,3 +63,22 @@ def test_good_devices_are_taken(device):
     from l2g import options
 
     assert options.make_config(None, {"L2G_DEVICE": device}).build.device == device
+
+
+def test_search_extracts_with_the_index_settings_on_the_device_asked(demo_engine, demo_gallery, capsys,
+                                                                     monkeypatch):
+    """The manifest's settings are read back in one place (manifest.stored_config); search takes only
+    where to extract from its options (and the environment's other options cannot change them)."""
+    from unittest import mock
+
+    from l2g import pipeline
+    from l2g.manifest import read_manifest, stored_config
+
+    monkeypatch.setenv("L2G_NUM_FEATURES", "123")
+    query = demo_gallery / "groups/chelsea/chelsea_crop1.jpg"
+    with mock.patch.object(pipeline, "open_engine", wraps=pipeline.open_engine) as opened:
+        assert main(["search", str(query), "--index", str(demo_engine.li.folder), "--device", "cpu"]) == 0
+    cfg = opened.call_args.args[2]
+    want = stored_config(read_manifest(demo_engine.li.folder))
+    assert cfg.features == want.features == demo_engine.li.cfg.features and cfg.index == want.index
+    assert cfg.build.device == "cpu" and cfg.features.num_features != 123

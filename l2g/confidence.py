@@ -292,7 +292,7 @@ def ensure_calibration(folder: Path, li: LocalIndex, graph: Graph, gt: GroundTru
         store.write_json(folder / FILE, _to_json(cal))
         return cal, "built"
 
-    return store.ensure(folder, FILE, fp, store.order_hash(li.images), lambda rec: load(folder), build, True,
+    return store.ensure(folder, FILE, fp, li.order, lambda rec: load(folder), build, True,
                         li.cfg.store, FIX)
 
 

@@ -91,8 +91,17 @@ class LocalIndex:
         self.offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         self.img_of = np.repeat(np.arange(len(images), dtype=np.int32), counts)  # (Ntot,)
         self._pos = {e.path: i for i, e in enumerate(images)}
+        self._order: str | None = None   # store.order_hash(images), once (the manifest's faiss.index 'images')
 
     # ------------------------------------------------------------------ queries
+    @property
+    def order(self) -> str:
+        """The hash of the image list in row order (``store.order_hash``; the manifest records it for
+        faiss.index and every stage): computed once, when the index was saved or opened."""
+        if self._order is None:
+            self._order = store.order_hash(self.images)
+        return self._order
+
     @property
     def n_images(self) -> int:
         return len(self.images)
@@ -142,7 +151,7 @@ class LocalIndex:
             faiss_rec = store.record(self.folder / "faiss.index", self.cfg.store)
         files = {**(carry or {}), **self.files,
                  "faiss.index": {**faiss_rec, "fingerprint": index_fingerprint(self.cfg),
-                                 "images": store.order_hash(self.images)}}
+                                 "images": self.order}}
         self.files = files
         write_manifest(self.folder, self.cfg, self.root, self.kind, self.images, self.failed, files)
 
@@ -173,7 +182,8 @@ def _load_index(folder: Path, root, cfg: C.L2GConfig, full: bool | None) -> Loca
     why = store.verify(folder / "faiss.index", rec, full, cfg.store)
     if why:
         raise IndexFormatError(f"{folder / 'faiss.index'}: {why}. {fix}")
-    if rec.get("images") != store.order_hash(images):
+    order = store.order_hash(images)
+    if rec.get("images") != order:
         raise IndexFormatError(f"{folder / 'manifest.json'}: its image list does not match faiss.index "
                                f"(re-ordered or edited). {fix}")
     try:
@@ -188,6 +198,7 @@ def _load_index(folder: Path, root, cfg: C.L2GConfig, full: bool | None) -> Loca
     li = LocalIndex(Path(root or m["root"]), folder, cfg, images, ix, m["kind"], None,
                     [tuple(f) for f in m.get("failed", [])], fs)
     li.files = dict(featstore.shard_records(m["files"]))
+    li._order = order
     return li
 
 

@@ -25,12 +25,10 @@ def calibration(eng: P.Engine) -> CF.Calibration | None:
     """The engine's calibration; None while a background build extends the index (its thread
     calibrates the whole gallery when done: part of a gallery is a poor null) or when it cannot be made:
     the page then judges nothing."""
-    from ..store import order_hash
-
     if background.index_job(eng.li.folder) is not None:
         return None
     try:
-        return _calibration(str(eng.li.folder), order_hash(eng.li.images), _eng=eng)
+        return _calibration(str(eng.li.folder), eng.li.order, _eng=eng)    # hashed once, when opened
     except (L2GError, OSError):
         return None
 

@@ -137,15 +137,18 @@ class PairInliers:
         return best
 
 
-def max_inliers(q: Features, li: LocalIndex, ids, vcfg: VerifyConfig) -> tuple[int, int | None]:
+def max_inliers(q: Features, li: LocalIndex, ids, vcfg: VerifyConfig, inliers=None) -> tuple[int, int | None]:
     """(most inliers, that candidate's id) of ``q`` against the gallery images ``ids``
-    (mutual nearest-neighbour matches + RANSAC); (0, None) for no ids."""
-    best, arg = 0, None
-    for j in ids:
-        n = int(verify_pair(q, li.features(int(j)), vcfg).n_inliers)
-        if arg is None or n > best:
-            best, arg = n, int(j)
-    return best, arg
+    (mutual nearest-neighbour matches + RANSAC); (0, None) for no ids. ``inliers``: ids (m,) ->
+    inlier counts (m,) of ``q`` with ``vcfg`` already at hand (the query's shared memo,
+    ``l2g.methods.Context.inliers``: each pair verified once per query); else verified here."""
+    ids = [int(j) for j in ids]
+    if not ids:
+        return 0, None
+    counts = (inliers(ids) if inliers is not None else
+              [verify_pair(q, li.features(j), vcfg).n_inliers for j in ids])
+    k = int(np.argmax(np.asarray(counts, np.int64)))      # the first of the best, as the ranking has them
+    return int(counts[k]), ids[k]
 
 
 def threshold(null: np.ndarray, q: float) -> float:
@@ -197,8 +200,9 @@ def judge(cal: Calibration, top_score: float, inliers: int, best_id: int | None 
 
 
 def assess(cal: Calibration, li: LocalIndex, q: Features, ids, scores, vcfg: VerifyConfig = VerifyConfig(),
-           top: int | None = None) -> Verdict:
-    """Judge a query from its local ranking: ``ids`` (m,) gallery ids best first, ``scores`` (m,)."""
+           top: int | None = None, inliers=None) -> Verdict:
+    """Judge a query from its local ranking: ``ids`` (m,) gallery ids best first, ``scores`` (m,);
+    ``inliers``: the query's shared inlier counts (see ``max_inliers``)."""
     t0 = time.perf_counter()
     top = cal.params.get("verify_top", ConfidenceConfig.verify_top) if top is None else top
     ids, scores = np.asarray(ids), np.asarray(scores, np.float64)
@@ -207,7 +211,7 @@ def assess(cal: Calibration, li: LocalIndex, q: Features, ids, scores, vcfg: Ver
     if len(ids) == 0:
         v = judge(cal, 0.0, 0)
     else:
-        n, best = max_inliers(q, li, ids[:top], vcfg)
+        n, best = max_inliers(q, li, ids[:top], vcfg, inliers)
         v = judge(cal, float(scores[0]), n, best)
     v.timings["confidence"] = time.perf_counter() - t0
     return v

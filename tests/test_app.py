@@ -919,3 +919,21 @@ def test_background_indexing_job_reports_rate_and_time_left():
 
     bad = background.start_indexing(broken, folder, 60, 10)
     assert bad.wait(10) and "disk full" in bad.error and "failed" in bad.text()
+
+
+def test_the_demo_order_is_read_once_per_version_of_groups_json(tmp_path):
+    """_demo_order read and parsed groups.json on every rerun of a demo page."""
+    from unittest import mock
+
+    from l2g.app import state
+
+    meta = {"groups": {"a": ["groups/a/a_1.jpg", "groups/a/a_2.jpg"]}, "distractors": ["distractors/x.jpg"]}
+    (tmp_path / "groups.json").write_text(json.dumps(meta))
+    with mock.patch.object(state, "index_order", wraps=state.index_order) as parsed:
+        first = state._demo_order(tmp_path)
+        assert state._demo_order(tmp_path) == first and set(first) == {*meta["groups"]["a"], "distractors/x.jpg"}
+        assert parsed.call_count == 1
+        meta["distractors"].append("distractors/y.jpg")             # a rebuilt demo: read again
+        (tmp_path / "groups.json").write_text(json.dumps(meta))
+        assert set(state._demo_order(tmp_path)) == {*first, "distractors/y.jpg"} and parsed.call_count == 2
+    assert state._demo_order(tmp_path / "none") == []

@@ -113,11 +113,21 @@ def _index_ready(index_dir: Path) -> bool:
 
 
 def _demo_order(path: Path) -> list[str]:
-    """The demo's images in first-start order (l2g.demo_tour.index_order); [] when unreadable."""
+    """The demo's images in first-start order (l2g.demo_tour.index_order); [] when unreadable. Read once
+    per version of its groups.json (size and time key the cache), not on every rerun of a page."""
     try:
-        return index_order(json.loads((path / "groups.json").read_text(encoding="utf-8")))
-    except (OSError, ValueError, AttributeError, TypeError, KeyError):
+        stat = (path / "groups.json").stat()
+    except OSError:
         return []
+    return list(_order_of(str(path), stat.st_mtime_ns, stat.st_size))
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def _order_of(path: str, mtime_ns: int, size: int) -> tuple:
+    try:
+        return tuple(index_order(json.loads((Path(path) / "groups.json").read_text(encoding="utf-8"))))
+    except (OSError, ValueError, AttributeError, TypeError, KeyError):
+        return ()
 
 
 def _extend_in_background(path: Path, index_dir: Path, s: Settings, eng: P.Engine, order: list) -> None:

@@ -165,6 +165,7 @@ def cmd_eval(args) -> int:
 
 def cmd_calibrate(args) -> int:
     from . import confidence as CF
+    from .confidence_rates import error_rates
     from .pipeline import open_engine
 
     ds = paths.resolve_dataset(args.dataset, _data(args))
@@ -189,7 +190,7 @@ def cmd_calibrate(args) -> int:
           f"or verified inliers >= {cal.inlier_threshold}"
           f"\n  saved: {eng.li.folder / CF.FILE}")
     if eng.gt is not None and not args.no_rates:
-        r = CF.error_rates(eng.li, eng.graph, eng.gt, cfg.confidence, cfg.verify, args.folds, Bar("rates"))
+        r = error_rates(eng.li, eng.graph, eng.gt, cfg.confidence, cfg.verify, args.folds, Bar("rates"))
         c = r["counts"]
         print(f"{args.folds}-fold by group (fa_target {cfg.confidence.fa_target}):\n"
               f"| queries | n | rate |\n|---|---|---|\n"

@@ -42,6 +42,7 @@ from .manifest import (  # noqa: F401
     stored_config,
     write_manifest,
 )
+from .scan import LINK_OUTSIDE, escapes, scan_gallery
 
 Progress = Callable[[int, int, str], None] | None
 # Files of the stages built on top of the index (l2g.store.ensure checks each one's fingerprint and image
@@ -218,8 +219,6 @@ def build_index(gallery: Path, out: Path, cfg: C.L2GConfig = C.DEFAULT, paths: l
 
 
 def _build(gallery: Path, out: Path, cfg: C.L2GConfig, paths, extractor, progress):
-    from .datasets import LINK_OUTSIDE, escapes, scan_gallery
-
     t0 = time.perf_counter()
     (out / "features").mkdir(parents=True, exist_ok=True)
     store.clean_temporaries(out)

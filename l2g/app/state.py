@@ -21,12 +21,13 @@ from PIL import Image
 from .. import confidence
 from .. import config as C
 from .. import pipeline as P
-from ..datasets import build_demo, list_images
+from ..datasets import build_demo
 from ..demo import demo_is_complete
 from ..demo_tour import FIRST_N, index_order  # FIRST_N: demo images indexed before the Query page opens
 from ..errors import IndexFormatError, L2GError
 from ..features import Extractor
 from ..images import ImageError, load_image, thumbnail
+from ..scan import list_images
 from . import background, fmt
 from .settings import DEMO, Gallery, Settings, check_gallery, list_galleries, parse_settings
 

@@ -6,7 +6,7 @@
   temporary name.
 - ``save_npz``: byte-deterministic ``.npz`` (fixed zip timestamps), so a rebuild
   of the same content gives the same checksum.
-- ``record`` / ``verify``: a file's size and SHA-256; files over
+- ``record`` / ``verify`` (``l2g.checksum``): a file's size and SHA-256; files over
   ``StoreConfig.full_hash_max`` are verified on open by size plus a hash of
   ``hash_samples`` blocks at fixed offsets, and in full by ``python -m l2g check``. ``ensure``
   reads and hashes a stage's file once per open (its ``load`` gets the verified bytes) and records
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import hashlib
 import io
 import json
 import os
@@ -32,6 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
+from . import checksum
+from .checksum import fingerprint, order_hash, record, sha256_bytes, sha256_file, verify  # noqa: F401 (re-exported)
 from .config import StoreConfig
 from .errors import IndexFormatError
 from .lock import LOCK_NAME, IndexBusyError, folder_lock  # noqa: F401 (re-exported)
@@ -41,7 +42,7 @@ TMP_SUFFIX = ".tmp"
 # ``load`` reads instead of the disk (so a file is read and hashed once per open), and the bytes and
 # SHA-256 of what its ``build`` writes (so the record is taken from them, not from hashing the file again).
 _VERIFIED: contextvars.ContextVar[tuple | None] = contextvars.ContextVar("l2g_store_verified", default=None)
-_WRITTEN: contextvars.ContextVar[dict | None] = contextvars.ContextVar("l2g_store_written", default=None)
+_WRITTEN: contextvars.ContextVar[tuple | None] = contextvars.ContextVar("l2g_store_written", default=None)
 
 
 @dataclass
@@ -90,7 +91,7 @@ def write_bytes(path: Path, data: bytes, sha256: str | None = None) -> None:
         f.write(data)
     wanted = _WRITTEN.get()
     if wanted is not None and wanted[0] == _key(path):   # a stage's file: ensure records it from these bytes
-        wanted[1].append((data, sha256 or sha256_bytes(data)))
+        wanted[1].append((data, sha256 or checksum.sha256_bytes(data)))
 
 
 def write_text(path: Path, text: str) -> None:
@@ -111,9 +112,9 @@ def npz_bytes(**arrays) -> bytes:
 def save_npz(path: Path, **arrays) -> dict:
     """Write ``arrays`` to ``path`` atomically; returns the file's record (see ``record``)."""
     data = npz_bytes(**arrays)
-    sha = sha256_bytes(data)
+    sha = checksum.sha256_bytes(data)
     write_bytes(path, data, sha)
-    return {"size": len(data), "sha256": sha, "sample": _sample(data, len(data), StoreConfig())}
+    return {"size": len(data), "sha256": sha, "sample": checksum.sample_hash(data, len(data), StoreConfig())}
 
 
 def load_npz(path: Path, rec: dict | None = None, fix: str = "") -> dict:
@@ -130,7 +131,7 @@ def load_npz(path: Path, rec: dict | None = None, fix: str = "") -> dict:
         except OSError as e:
             raise IndexFormatError(f"{path}: cannot read ({e.strerror or e}). {fix}".strip()) from None
     if rec is not None and data is not _verified_bytes(path):
-        why = _mismatch(data, rec, full=True)
+        why = checksum.mismatch(data, rec, full=True)
         if why:
             raise IndexFormatError(f"{path}: damaged ({why}). {fix}".strip())
     try:
@@ -138,90 +139,6 @@ def load_npz(path: Path, rec: dict | None = None, fix: str = "") -> dict:
             return {k: z[k] for k in z.files}
     except Exception as e:  # noqa: BLE001 -- zipfile/numpy raise many types for damaged bytes
         raise IndexFormatError(f"{path}: damaged ({type(e).__name__}: {e}). {fix}".strip()) from None
-
-
-# --------------------------------------------------------------------------- checksums
-def _sample(data_or_file, size: int, cfg: StoreConfig) -> str:
-    """'n/block/sha256' of ``hash_samples`` blocks at fixed, evenly spaced offsets (first and last
-    included); the sampling parameters travel with the hash, so another config still verifies it."""
-    n, block = max(1, cfg.hash_samples), max(1, cfg.hash_block)
-    h = hashlib.sha256(str(size).encode())
-    for o in sorted({int(round(i * max(size - block, 0) / max(n - 1, 1))) for i in range(n)}):
-        if isinstance(data_or_file, (bytes, memoryview)):
-            h.update(data_or_file[o:o + block])
-        else:
-            data_or_file.seek(o)
-            h.update(data_or_file.read(block))
-    return f"{n}/{block}/{h.hexdigest()}"
-
-
-def _resample(f, size: int, sample: str) -> str:
-    try:
-        n, block, _ = str(sample).split("/")
-        return _sample(f, size, StoreConfig(hash_samples=int(n), hash_block=int(block)))
-    except ValueError:
-        return ""
-
-
-def sha256_bytes(data: bytes) -> str:
-    """The SHA-256 of bytes in memory (every full hash of a file's bytes goes through here or sha256_file)."""
-    return hashlib.sha256(data).hexdigest()
-
-
-def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def record(path: Path, cfg: StoreConfig = StoreConfig()) -> dict:
-    """{size, sha256, sample}: what the manifest keeps about a file it depends on."""
-    path = Path(path)
-    size = path.stat().st_size
-    with open(path, "rb") as f:
-        sample = _sample(f, size, cfg)
-    return {"size": size, "sha256": sha256_file(path), "sample": sample}
-
-
-def _mismatch(data: bytes, rec: dict, full: bool) -> str:
-    if len(data) != rec.get("size"):
-        return f"{len(data)} bytes, the manifest recorded {rec.get('size')}"
-    if full and sha256_bytes(data) != rec.get("sha256"):
-        return "its checksum differs from the manifest's"
-    return ""
-
-
-def verify(path: Path, rec: dict | None, full: bool | None = None, cfg: StoreConfig = StoreConfig()) -> str:
-    """'' when ``path`` matches its record, else why not. full=None: full hash up to
-    cfg.full_hash_max bytes, size + sampled hash above; True: always the full hash; False: the size
-    only (the caller has just written the file, or hashed it in full a moment ago)."""
-    path = Path(path)
-    if rec is None:
-        return "not recorded in the manifest"
-    if not path.is_file():
-        return "missing"
-    size = path.stat().st_size
-    if size != rec.get("size"):
-        return f"{size} bytes, the manifest recorded {rec.get('size')}"
-    if full is False:
-        return ""
-    if full or (full is None and size <= cfg.full_hash_max):
-        return "" if sha256_file(path) == rec.get("sha256") else "its checksum differs from the manifest's"
-    with open(path, "rb") as f:
-        ok = _resample(f, size, rec.get("sample", "")) == rec.get("sample")
-    return "" if ok else "its sampled checksum differs from the manifest's"
-
-
-def order_hash(images) -> str:
-    """Hash of an ordered image list (entries with .path, .sha1, .n): ties a file's rows to the manifest."""
-    return fingerprint([[e.path, e.sha1, int(e.n)] for e in images])
-
-
-def fingerprint(settings) -> str:
-    """A short stable hash of JSON-able settings: a stored stage with another fingerprint is stale."""
-    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 # --------------------------------------------------------------------------- self-checking JSON
@@ -312,9 +229,9 @@ def ensure(folder: Path, name: str, fp: str, order: str, load, build, repair: bo
             _WRITTEN.reset(token)
         if written:     # the bytes the build wrote (save_npz / write_json): not read back, hashed once
             data, sha = written[-1]
-            rec = {"size": len(data), "sha256": sha, "sample": _sample(data, len(data), cfg)}
+            rec = {"size": len(data), "sha256": sha, "sample": checksum.sample_hash(data, len(data), cfg)}
         else:           # written by other means
-            rec = record(folder / name, cfg)
+            rec = checksum.record(folder / name, cfg)
         record_file(folder, name, {**rec, "fingerprint": fp, "images": order})
     return Stage(name, result, built if action == "built" else action, reason,
                  {"build": time.perf_counter() - t0})
@@ -332,7 +249,7 @@ def _read_verified(path: Path, rec: dict) -> tuple[str, bytes | None]:
         data = path.read_bytes()
     except OSError as e:
         return f"cannot read ({e.strerror or e})", None
-    why = _mismatch(data, rec, full=True)
+    why = checksum.mismatch(data, rec, full=True)
     return why, None if why else data
 
 

@@ -128,22 +128,22 @@ def test_a_build_hashes_each_shard_once(tiny_gallery, tiny_cfg, tiny_extractor, 
     from pathlib import Path
     from unittest import mock
 
-    from l2g import store
+    from l2g import checksum
 
     names: Counter = Counter()
-    real = store.sha256_file
+    real = checksum.sha256_file
 
     def count(path, *a, **kw):
         names[Path(path).name] += 1
         return real(path, *a, **kw)
 
     cfg = tiny_cfg.replace(store__shard_images=4)          # two shards
-    with mock.patch.object(store, "sha256_file", count):
+    with mock.patch.object(checksum, "sha256_file", count):
         build_index(tiny_gallery, tmp_path / "ix", cfg, extractor=tiny_extractor)
     shards = [k.split("/")[-1] for k in _shards(tmp_path / "ix")]
     assert len(shards) == 2 and all(names[s] == 1 for s in shards), names
     names.clear()
-    with mock.patch.object(store, "sha256_file", count):     # a re-run hashes each kept shard once too
+    with mock.patch.object(checksum, "sha256_file", count):     # a re-run hashes each kept shard once too
         build_index(tiny_gallery, tmp_path / "ix", cfg, extractor=tiny_extractor)
     assert all(names[s] == 1 for s in shards), names
 

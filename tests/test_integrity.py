@@ -491,12 +491,14 @@ def test_a_format_2_folder_is_refused_on_open_and_migrated_by_a_build(how, clean
 
 # --------------------------------------------------------------------------- each file hashed once
 def _hashes(folder: Path):
-    """A recorder of every full hash (store.sha256_bytes / sha256_file) and every whole-file read, by name."""
+    """A recorder of every full hash (checksum.sha256_bytes / sha256_file) and every whole-file read, by name."""
     from unittest import mock
 
     seen: list = []
     sizes = {p.stat().st_size: p.name for p in folder.iterdir() if p.suffix == ".npz"}
-    real_bytes, real_file, real_read = store.sha256_bytes, store.sha256_file, Path.read_bytes
+    from l2g import checksum
+
+    real_bytes, real_file, real_read = checksum.sha256_bytes, checksum.sha256_file, Path.read_bytes
 
     def by_bytes(data):
         seen.append(("hash", sizes.get(len(data), "?")))
@@ -510,8 +512,8 @@ def _hashes(folder: Path):
         seen.append(("read", self.name))
         return real_read(self)
 
-    patches = (mock.patch.object(store, "sha256_bytes", by_bytes), mock.patch.object(store, "sha256_file", by_file),
-               mock.patch.object(Path, "read_bytes", read))
+    patches = (mock.patch.object(checksum, "sha256_bytes", by_bytes),
+               mock.patch.object(checksum, "sha256_file", by_file), mock.patch.object(Path, "read_bytes", read))
     return seen, patches
 
 
@@ -561,13 +563,15 @@ def test_check_hashes_every_file_once(clean, tmp_path):
     src, manifest, _ = clean
     folder = tmp_path / "ix"
     shutil.copytree(src, folder)
+    from l2g import checksum
+
     names: Counter = Counter()
-    real = store.sha256_file
+    real = checksum.sha256_file
 
     def count(path, *a, **kw):
         names[Path(path).relative_to(folder).as_posix()] += 1
         return real(path, *a, **kw)
 
-    with mock.patch.object(store, "sha256_file", count):
+    with mock.patch.object(checksum, "sha256_file", count):
         assert check_index(folder) == []
     assert names == Counter(dict.fromkeys(manifest["files"], 1))

@@ -24,7 +24,6 @@ No Streamlit here.
 """
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -252,7 +251,3 @@ def ensure_calibration(folder: Path, li: LocalIndex, graph: Graph, gt: GroundTru
 
     return store.ensure(folder, FILE, fp, li.order, lambda rec: load(folder), build, True,
                         li.cfg.store, FIX)
-
-
-def summary(cal: Calibration) -> str:
-    return json.dumps({k: v for k, v in _to_json(cal).items() if not k.startswith("null")})

@@ -15,7 +15,7 @@ from . import store
 from .errors import IndexFormatError
 from .featstore import shard_records
 from .index import BuildReport, Progress, load_index
-from .manifest import entries, read_manifest
+from .manifest import entries, read_manifest, stored_config
 
 ORDER_CHECKED = ("graph.npz", "global.npz")   # stage files whose image list must match faiss.index's
 
@@ -44,7 +44,7 @@ def check_index(folder: Path, cfg: C.StoreConfig = C.StoreConfig()) -> list[str]
             problems.append(f"{name}: not built yet, or not recorded (an interrupted build?)")
     if not problems:
         try:
-            load_index(folder)
+            load_index(folder, hashed=True)     # every file was just hashed in full, above
         except IndexFormatError as e:
             problems.append(str(e))
     leftovers = [p for sub in (folder, folder / "features") for p in sub.glob(f".*{store.TMP_SUFFIX}")]
@@ -66,7 +66,7 @@ def repair_index(folder: Path, gallery: Path | None = None, cfg: C.L2GConfig = C
     try:
         m = read_manifest(folder, migrating=True)      # a format-2 folder is migrated by the build
         gallery = Path(gallery or m["root"])
-        cfg = cfg.replace(features=C.FeatureConfig(**m["features"]), index=C.IndexConfig(**m["index"]))
+        cfg = stored_config(m, cfg)
         paths = [e["path"] for e in m["images"]] + [f[0] for f in m.get("failed", [])]
         with_global = "global.npz" in m["files"] or (folder / "global.npz").is_file()
     except IndexFormatError as e:

@@ -19,11 +19,11 @@ Each threshold is the (1 - fa_target / 2) quantile of its null, so a query from 
 is accepted with probability about ``fa_target``.
 
 The calibration is stored beside the index as ``confidence.json`` (``l2g.store.ensure``: rebuilt
-when the images or the settings change). No Streamlit here.
+when the images or the settings change). How often it errs, k-fold by group: ``l2g.confidence_rates``.
+No Streamlit here.
 """
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -85,7 +85,7 @@ def params_of(cfg: ConfidenceConfig, vcfg: VerifyConfig) -> dict:
             "ransac_iters": vcfg.ransac_iters, "ratio": vcfg.ratio, "min_inliers": vcfg.min_inliers}
 
 
-def _sorted_row(G, i: int) -> tuple[np.ndarray, np.ndarray]:
+def sorted_row(G, i: int) -> tuple[np.ndarray, np.ndarray]:
     """Row i of the CSR graph G without i itself: (ids (m,), scores (m,)), strongest first."""
     a, b = G.indptr[i], G.indptr[i + 1]
     ids, sc = G.indices[a:b].astype(np.int64), G.data[a:b].astype(np.float64)
@@ -105,7 +105,7 @@ def non_matching(graph: Graph, gt: GroundTruth | None, skip: int) -> tuple[list,
             grp = None
     rows = []
     for i in range(G.shape[0]):
-        ids, sc = _sorted_row(G, i)
+        ids, sc = sorted_row(G, i)
         if grp is not None:     # distractor pairs are left out: nothing says two distractors differ
             other = np.array([grp[j] != grp[i] and (grp[j] is not None or grp[i] is not None) for j in ids], bool)
             ids, sc = ids[other], sc[other]
@@ -137,15 +137,18 @@ class PairInliers:
         return best
 
 
-def max_inliers(q: Features, li: LocalIndex, ids, vcfg: VerifyConfig) -> tuple[int, int | None]:
+def max_inliers(q: Features, li: LocalIndex, ids, vcfg: VerifyConfig, inliers=None) -> tuple[int, int | None]:
     """(most inliers, that candidate's id) of ``q`` against the gallery images ``ids``
-    (mutual nearest-neighbour matches + RANSAC); (0, None) for no ids."""
-    best, arg = 0, None
-    for j in ids:
-        n = int(verify_pair(q, li.features(int(j)), vcfg).n_inliers)
-        if arg is None or n > best:
-            best, arg = n, int(j)
-    return best, arg
+    (mutual nearest-neighbour matches + RANSAC); (0, None) for no ids. ``inliers``: ids (m,) ->
+    inlier counts (m,) of ``q`` with ``vcfg`` already at hand (the query's shared memo,
+    ``l2g.methods.Context.inliers``: each pair verified once per query); else verified here."""
+    ids = [int(j) for j in ids]
+    if not ids:
+        return 0, None
+    counts = (inliers(ids) if inliers is not None else
+              [verify_pair(q, li.features(j), vcfg).n_inliers for j in ids])
+    k = int(np.argmax(np.asarray(counts, np.int64)))      # the first of the best, as the ranking has them
+    return int(counts[k]), ids[k]
 
 
 def threshold(null: np.ndarray, q: float) -> float:
@@ -197,8 +200,9 @@ def judge(cal: Calibration, top_score: float, inliers: int, best_id: int | None 
 
 
 def assess(cal: Calibration, li: LocalIndex, q: Features, ids, scores, vcfg: VerifyConfig = VerifyConfig(),
-           top: int | None = None) -> Verdict:
-    """Judge a query from its local ranking: ``ids`` (m,) gallery ids best first, ``scores`` (m,)."""
+           top: int | None = None, inliers=None) -> Verdict:
+    """Judge a query from its local ranking: ``ids`` (m,) gallery ids best first, ``scores`` (m,);
+    ``inliers``: the query's shared inlier counts (see ``max_inliers``)."""
     t0 = time.perf_counter()
     top = cal.params.get("verify_top", ConfidenceConfig.verify_top) if top is None else top
     ids, scores = np.asarray(ids), np.asarray(scores, np.float64)
@@ -207,57 +211,10 @@ def assess(cal: Calibration, li: LocalIndex, q: Features, ids, scores, vcfg: Ver
     if len(ids) == 0:
         v = judge(cal, 0.0, 0)
     else:
-        n, best = max_inliers(q, li, ids[:top], vcfg)
+        n, best = max_inliers(q, li, ids[:top], vcfg, inliers)
         v = judge(cal, float(scores[0]), n, best)
     v.timings["confidence"] = time.perf_counter() - t0
     return v
-
-
-def error_rates(li: LocalIndex, graph: Graph, gt: GroundTruth, cfg: ConfidenceConfig = ConfidenceConfig(),
-                vcfg: VerifyConfig = VerifyConfig(), folds: int = 2, progress=None) -> dict:
-    """False-reject and false-accept rates, k-fold by group (groups and distractors dealt to folds in
-    sorted order): thresholds calibrated on the other folds' images, judged on this fold's.
-
-    Every gallery image of a group with another member is a query that has matches (rejecting it is a
-    false reject); every group image with its whole group left out, and every distractor, is a query
-    with no match in the gallery (accepting it is a false accept). Scores are the graph's rows (the
-    local search of the gallery image), inliers verify the top ``verify_top`` candidates."""
-    graph = Graph(graph.G.tocsr(), graph.paths, graph.params)
-    pairs = PairInliers(li, vcfg)
-    null_rows, _ = non_matching(graph, gt, cfg.null_skip)
-    fold_of = {p: k % folds for k, g in enumerate(sorted(gt.groups)) for p in gt.groups[g]}
-    fold_of.update({p: k % folds for k, p in enumerate(sorted(gt.distractors))})
-    n = {k: 0 for k in ("match", "match_rejected", "match_top1_wrong", "group_out", "group_out_accepted",
-                        "distractor", "distractor_accepted")}
-    thresholds = []
-    for f in range(folds):
-        rows = [i for i, p in enumerate(graph.paths) if fold_of.get(p, -1) not in (-1, f)]
-        cal = calibrate(li, graph, gt, cfg, vcfg, rows=rows, pairs=pairs)
-        thresholds.append({"fold": f, "score": round(cal.score_threshold, 4), "inliers": cal.inlier_threshold})
-        for i, p in enumerate(graph.paths):
-            if fold_of.get(p) != f:
-                continue
-            if progress:
-                progress(i, len(graph.paths), f"fold {f + 1}/{folds}: {p}")
-            grp = gt.group_of(p)
-            if grp is not None and len(gt.groups[grp]) > 1:
-                ids, sc = _sorted_row(graph.G, i)
-                v = judge(cal, sc[0] if len(sc) else 0.0, pairs(i, ids[:cfg.verify_top]))
-                n["match"] += 1
-                n["match_rejected"] += not v.confident
-                wrong = len(ids) == 0 or gt.group_of(graph.paths[ids[0]]) != grp
-                n["match_top1_wrong"] += bool(v.confident and wrong)
-            ids, sc = null_rows[i]
-            v = judge(cal, sc[0] if len(sc) else 0.0, pairs(i, ids[:cfg.verify_top]))
-            kind = "group_out" if grp is not None else "distractor"
-            n[kind] += 1
-            n[kind + "_accepted"] += v.confident
-    rate = lambda a, b: round(n[a] / n[b], 4) if n[b] else None  # noqa: E731
-    return {"counts": n, "false_reject": rate("match_rejected", "match"),
-            "accepted_top1_wrong": rate("match_top1_wrong", "match"),
-            "false_accept_group_out": rate("group_out_accepted", "group_out"),
-            "false_accept_distractor": rate("distractor_accepted", "distractor"),
-            "thresholds": thresholds, "params": params_of(cfg, vcfg)}
 
 
 def _to_json(cal: Calibration) -> dict:
@@ -292,9 +249,5 @@ def ensure_calibration(folder: Path, li: LocalIndex, graph: Graph, gt: GroundTru
         store.write_json(folder / FILE, _to_json(cal))
         return cal, "built"
 
-    return store.ensure(folder, FILE, fp, store.order_hash(li.images), lambda rec: load(folder), build, True,
+    return store.ensure(folder, FILE, fp, li.order, lambda rec: load(folder), build, True,
                         li.cfg.store, FIX)
-
-
-def summary(cal: Calibration) -> str:
-    return json.dumps({k: v for k, v in _to_json(cal).items() if not k.startswith("null")})

@@ -2,7 +2,8 @@
 
 Everything that reads pixels (indexing, queries, the app, the demo checks)
 goes through :func:`load_image`, so odd files fail the same way everywhere:
-with an :class:`ImageError` whose message names the file and says why.
+with an :class:`ImageError` whose message names the file and says why. Mode conversion and
+box reduction in bounded memory are :mod:`l2g.pixels`.
 """
 from __future__ import annotations
 
@@ -19,17 +20,15 @@ from PIL import Image, UnidentifiedImageError
 
 from l2g.config import ImageConfig
 from l2g.errors import ImageError
+from l2g.pixels import HIGH_DEPTH_MODES, STRIP_ROWS, finite_range, reducible_mode, shrink, to_rgb_array  # noqa: F401
 
 # Pillow plugins we let parse untrusted files (no EPS/PDF: those shell out). JPEG covers MPO.
 ALLOWED_FORMATS = ("JPEG", "PNG", "BMP", "TIFF", "WEBP", "GIF", "PPM")
-HIGH_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
-_ALPHA_MODES = ("LA", "La", "PA", "RGBA", "RGBa")
 _ORIENTATION_TAG = 0x0112
 _SWAPPING_ORIENTATIONS = (5, 6, 7, 8)   # EXIF orientations that swap width and height
 _TRANSPOSE = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
               5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
               8: Image.Transpose.ROTATE_90}     # as ImageOps.exif_transpose
-STRIP_ROWS = 512        # rows converted at a time when a full-size copy in a wider mode must be avoided
 REDUCING_GAP = 3.0      # integer box reduction first, then Lanczos over at most this factor
 
 # Our own cfg.max_pixels check (in _decode) replaces Pillow's warning-level guard; Pillow's hard
@@ -101,95 +100,7 @@ def _read_source(source: Source, max_bytes: int, name: str | None = None) -> tup
     return io.BytesIO(data), label, label
 
 
-# ----------------------------------------------------------------------------- conversion
-
-
-def _composite_on_white(rgba: np.ndarray) -> np.ndarray:
-    """(H, W, 4) uint8 -> (H, W, 3) uint8, alpha-blended over a white background."""
-    rgb = rgba[..., :3].astype(np.uint32)
-    alpha = rgba[..., 3:4].astype(np.uint32)
-    out = (rgb * alpha + 255 * (255 - alpha) + 127) // 255
-    return out.astype(np.uint8)
-
-
-def _value_range(im: Image.Image, rows: int = STRIP_ROWS) -> tuple[float, float] | None:
-    """(min, max) of the finite values of a high-depth image, read strip by strip; None if none is finite."""
-    if im.mode != "F":
-        lo, hi = im.getextrema()            # integer modes: no copy, no NaN
-        return float(lo), float(hi)
-    w, h = im.size
-    lo, hi = np.inf, -np.inf
-    for y in range(0, h, rows):
-        a = np.asarray(im.crop((0, y, w, min(h, y + rows))), dtype=np.float32)
-        a = a[np.isfinite(a)]
-        if a.size:
-            lo, hi = min(lo, float(a.min())), max(hi, float(a.max()))
-    return (lo, hi) if lo <= hi else None
-
-
-def _high_depth_to_gray8(arr: np.ndarray, value_range: tuple[float, float] | None = None,
-                         rows: int = STRIP_ROWS) -> np.ndarray:
-    """(H, W) integer/float array -> (H, W) uint8 stretched over ``value_range`` (default: the
-    array's finite values), converted ``rows`` rows at a time so no full float copy is ever made.
-
-    Values outside the range are clipped; NaN/inf become the low end. A constant image keeps its
-    value clipped to [0, 255].
-    """
-    if value_range is None:
-        finite = arr[np.isfinite(arr)] if arr.dtype.kind == "f" else arr
-        value_range = (float(finite.min()), float(finite.max())) if finite.size else None
-    if value_range is None:
-        return np.zeros(arr.shape, np.uint8)
-    lo, hi = value_range
-    if hi <= lo:
-        return np.full(arr.shape, np.clip(round(lo), 0, 255), np.uint8)
-    out = np.empty(arr.shape, np.uint8)
-    for y in range(0, arr.shape[0], rows):
-        a = arr[y:y + rows].astype(np.float64)
-        a[~np.isfinite(a)] = lo
-        out[y:y + rows] = np.clip(np.rint((a - lo) * (255.0 / (hi - lo))), 0, 255)
-    return out
-
-
-def _to_rgb_array(im: Image.Image, value_range: tuple[float, float] | None = None) -> np.ndarray:
-    """Any PIL image -> (H, W, 3) uint8 (alpha over white, 16-bit stretched by ``value_range``)."""
-    mode = im.mode
-    if mode == "RGB":
-        return np.asarray(im, dtype=np.uint8).copy()
-    if mode in HIGH_DEPTH_MODES:
-        gray = _high_depth_to_gray8(np.asarray(im), value_range)
-        return np.repeat(gray[..., None], 3, axis=2)
-    if mode in _ALPHA_MODES or "transparency" in im.info:
-        return _composite_on_white(np.asarray(im.convert("RGBA"), dtype=np.uint8))
-    return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
-
-
-def _reducible_mode(im: Image.Image) -> str:
-    """The mode ``Image.reduce`` can average ``im`` in (palette/bilevel/16-bit modes cannot be)."""
-    if im.mode in ("P", "PA", "L", "RGB") and "transparency" in im.info:
-        return "RGBA"                       # a colour key becomes alpha before pixels are averaged
-    if im.mode in ("P", "PA"):
-        return "RGBA" if im.mode == "PA" else "RGB"
-    if im.mode == "1":
-        return "L"
-    if im.mode.startswith("I;16"):
-        return "I"
-    return im.mode
-
-
-def _shrink(im: Image.Image, factor: int, rows: int = STRIP_ROWS) -> Image.Image:
-    """Box-average ``im`` by an integer ``factor``; modes reduce() refuses are converted strip by
-    strip, so at most ``rows`` full-width rows are ever held in the wider mode."""
-    mode = _reducible_mode(im)
-    if mode == im.mode:
-        return im.reduce(factor)
-    w, h = im.size
-    out = Image.new(mode, (-(-w // factor), -(-h // factor)))
-    step = factor * max(1, rows // factor)
-    for y in range(0, h, step):
-        part = im.crop((0, y, w, min(h, y + step))).convert(mode)
-        out.paste(part.reduce(factor), (0, y // factor))
-    return out
+# ----------------------------------------------------------------------------- orientation
 
 
 def _exif_orientation(im: Image.Image) -> int:
@@ -260,18 +171,18 @@ def _decode(im: Image.Image, name: str, label: str, max_side: int | None,
         # Let libjpeg decode at 1/2, 1/4 or 1/8 directly (never below the requested size).
         im.draft(None, stored)
     im.load()                                   # truncated / corrupt data surfaces here
-    value_range = _value_range(im) if im.mode in HIGH_DEPTH_MODES else None
+    value_range = finite_range(im) if im.mode in HIGH_DEPTH_MODES else None
     if im.size != stored:
         factor = int(min(im.size[0] / stored[0], im.size[1] / stored[1]) / REDUCING_GAP)
         if factor >= 2:
-            im = _shrink(im, factor)
-        mode = _reducible_mode(im)
+            im = shrink(im, factor)
+        mode = reducible_mode(im)
         if mode not in (im.mode, "I"):          # palette/bilevel: resize() would use nearest neighbour
             im = im.convert(mode)               # (small here: at most REDUCING_GAP x the target side)
         im = im.resize(stored, Image.Resampling.LANCZOS)
     if orientation in _TRANSPOSE:
         im = im.transpose(_TRANSPOSE[orientation])
-    rgb = _to_rgb_array(im, value_range)
+    rgb = to_rgb_array(im, value_range)
     return LoadedImage(rgb=rgb, scale=float(scale), orig_size=(int(orig[0]), int(orig[1])),
                        source_mode=source_mode, name=name)
 

@@ -12,47 +12,39 @@ On disk, one folder::
 
 Every write goes through ``l2g.store`` (unique temporary file, then rename) and a build holds the
 folder's lock. A build is resumable: features on disk (in a shard, or as scratch, by content
-hash) are not extracted again; it migrates a format-2 folder (nothing re-extracted). Opening checks
-every file against the manifest (IndexFormatError naming the file and the fix); a build repairs
-what is damaged and lists it in ``BuildReport.repaired``. Vectors are rows (N x D).
+hash) are not extracted again (``l2g.gather``, the build's first stage); it migrates a format-2
+folder (nothing re-extracted). Opening checks every file against the manifest (IndexFormatError
+naming the file and the fix); a build repairs what is damaged and lists it in
+``BuildReport.repaired``. Vectors are rows (N x D).
 """
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import faiss
 import numpy as np
 
 from . import config as C
-from . import featstore, parallel, store
+from . import featstore, store
 from .ann import index_kind, make_faiss, read_faiss, set_search_params, train_and_add, use_mmap, write_faiss  # noqa: F401 (re-exported)
-from .errors import ImageError, IndexFormatError
+from .errors import IndexFormatError
 from .features import Extractor, Features
-from .images import file_sha1, load_image
-from .manifest import ImageEntry, buildable_manifest, entries, feature_name, read_manifest, repair_hint, write_manifest  # noqa: F401
+from .gather import BuildReport, Progress, gather  # noqa: F401 (re-exported: they lived here)
+from .manifest import (  # noqa: F401
+    ImageEntry,
+    buildable_manifest,
+    entries,
+    feature_name,
+    read_manifest,
+    repair_hint,
+    stored_config,
+    write_manifest,
+)
 
-Progress = Callable[[int, int, str], None] | None
 # Files of the stages built on top of the index (l2g.store.ensure checks each one's fingerprint and image
 # list on load, so a rebuilt index keeps their records and a stale one is rebuilt, not trusted).
 STAGE_FILES = ("graph.npz", "global.npz", "vgraph.npz", "confidence.json")
-
-
-@dataclass
-class BuildReport:
-    added: list = field(default_factory=list)      # relative paths newly indexed
-    reused: list = field(default_factory=list)     # features found on disk (resumed)
-    skipped: list = field(default_factory=list)    # already indexed, unchanged
-    failed: list = field(default_factory=list)     # (relative path, reason)
-    empty: list = field(default_factory=list)      # readable but 0 keypoints
-    ignored: list = field(default_factory=list)    # (relative path, reason): archives, other files, folder links
-    migrated: str = ""                             # what migrating an older format did ('' when none)
-    repaired: list = field(default_factory=list)   # (file in the index folder, what was wrong): rebuilt
-    stages: dict = field(default_factory=dict)     # stage -> 'loaded' | 'built' | 'extended' | 'rebuilt'
-    params: dict = field(default_factory=dict)
-    timings: dict = field(default_factory=dict)
 
 
 def index_fingerprint(cfg: C.L2GConfig) -> str:
@@ -82,8 +74,17 @@ class LocalIndex:
         self.offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         self.img_of = np.repeat(np.arange(len(images), dtype=np.int32), counts)  # (Ntot,)
         self._pos = {e.path: i for i, e in enumerate(images)}
+        self._order: str | None = None   # store.order_hash(images), once (the manifest's faiss.index 'images')
 
     # ------------------------------------------------------------------ queries
+    @property
+    def order(self) -> str:
+        """The hash of the image list in row order (``store.order_hash``; the manifest records it for
+        faiss.index and every stage): computed once, when the index was saved or opened."""
+        if self._order is None:
+            self._order = store.order_hash(self.images)
+        return self._order
+
     @property
     def n_images(self) -> int:
         return len(self.images)
@@ -133,36 +134,39 @@ class LocalIndex:
             faiss_rec = store.record(self.folder / "faiss.index", self.cfg.store)
         files = {**(carry or {}), **self.files,
                  "faiss.index": {**faiss_rec, "fingerprint": index_fingerprint(self.cfg),
-                                 "images": store.order_hash(self.images)}}
+                                 "images": self.order}}
         self.files = files
         write_manifest(self.folder, self.cfg, self.root, self.kind, self.images, self.failed, files)
 
 
-def load_index(folder: Path, root: Path | None = None, cfg: C.L2GConfig = C.DEFAULT) -> LocalIndex:
+def load_index(folder: Path, root: Path | None = None, cfg: C.L2GConfig = C.DEFAULT,
+               hashed: bool = False) -> LocalIndex:
     """Load an index folder, every file checked against the manifest (faiss.index above
-    cfg.store.full_hash_max: size + sampled hash). ``root`` overrides the stored gallery folder.
+    cfg.store.full_hash_max: size + sampled hash; ``hashed``: sizes only, the caller has just
+    hashed every file in full, as ``check`` does). ``root`` overrides the stored gallery folder.
     A build replacing files meanwhile is waited out (the check is retried on a new manifest)."""
     path = Path(folder) / store.MANIFEST
     for attempt in range(5):
         stamp = path.stat().st_mtime_ns if path.is_file() else None
         try:
-            return _load_index(Path(folder), root, cfg)
+            return _load_index(Path(folder), root, cfg, False if hashed else None)
         except IndexFormatError:
             if attempt == 4 or not path.is_file() or path.stat().st_mtime_ns == stamp:
                 raise
             time.sleep(0.2)
 
 
-def _load_index(folder: Path, root, cfg: C.L2GConfig) -> LocalIndex:
+def _load_index(folder: Path, root, cfg: C.L2GConfig, full: bool | None) -> LocalIndex:
     m = read_manifest(folder)
-    cfg = cfg.replace(features=C.FeatureConfig(**m["features"]), index=C.IndexConfig(**m["index"]))
+    cfg = stored_config(m, cfg)
     images = entries(m)
     fix = repair_hint(folder, root or m["root"])
     rec = m["files"]["faiss.index"]
-    why = store.verify(folder / "faiss.index", rec, None, cfg.store)
+    why = store.verify(folder / "faiss.index", rec, full, cfg.store)
     if why:
         raise IndexFormatError(f"{folder / 'faiss.index'}: {why}. {fix}")
-    if rec.get("images") != store.order_hash(images):
+    order = store.order_hash(images)
+    if rec.get("images") != order:
         raise IndexFormatError(f"{folder / 'manifest.json'}: its image list does not match faiss.index "
                                f"(re-ordered or edited). {fix}")
     try:
@@ -173,10 +177,11 @@ def _load_index(folder: Path, root, cfg: C.L2GConfig) -> LocalIndex:
         raise IndexFormatError(f"index at {folder} is inconsistent ({ix.ntotal} vectors, manifest says "
                                f"{m['ntotal']}). {fix}")
     set_search_params(ix, cfg.index)
-    fs = featstore.open_store(folder, images, m["files"], cfg.store, fix)
+    fs = featstore.open_store(folder, images, m["files"], cfg.store, fix, full)
     li = LocalIndex(Path(root or m["root"]), folder, cfg, images, ix, m["kind"], None,
                     [tuple(f) for f in m.get("failed", [])], fs)
     li.files = dict(featstore.shard_records(m["files"]))
+    li._order = order
     return li
 
 
@@ -196,8 +201,6 @@ def build_index(gallery: Path, out: Path, cfg: C.L2GConfig = C.DEFAULT, paths: l
 
 
 def _build(gallery: Path, out: Path, cfg: C.L2GConfig, paths, extractor, progress):
-    from .datasets import LINK_OUTSIDE, escapes, scan_gallery
-
     t0 = time.perf_counter()
     (out / "features").mkdir(parents=True, exist_ok=True)
     store.clean_temporaries(out)
@@ -206,61 +209,8 @@ def _build(gallery: Path, out: Path, cfg: C.L2GConfig, paths, extractor, progres
     old: dict[str, ImageEntry] = {e.path: e for e in entries(m)} if m else {}
     old_files = m["files"] if m else {}
     src, intact = featstore.old_sources(out, m, cfg.store, cfg.features.name, report.repaired)
-    scan = scan_gallery(gallery) if paths is None else None
-    paths = sorted(paths if paths is not None else scan.images)
-    report.failed.extend(scan.refused if scan else [])      # file symlinks leading outside the gallery
-    report.ignored.extend(scan.ignored if scan else [])
-    chosen: dict[str, ImageEntry] = {}
-    todo: list[parallel.Job] = []   # images to extract (l2g.parallel), after every image is hashed
-    redone = 0   # kept images whose stored features were damaged: taken from scratch or extracted again
-    for i, rel in enumerate(paths):
-        if progress:
-            progress(i - len(todo), len(paths), rel)
-        p = gallery / rel
-        if escapes(gallery, rel):
-            report.failed.append((rel, LINK_OUTSIDE))
-            continue
-        try:
-            sha = file_sha1(p)
-        except (OSError, ImageError) as e:
-            report.failed.append((rel, f"cannot read: {e}"))
-            continue
-        name = feature_name(sha)    # the extraction scratch
-        kept = rel in old and old[rel].sha1 == sha
-        if sha in src:              # in an intact shard (this image's, or a copy's) or in scratch already read
-            f = None if kept else src[sha]()
-        else:
-            redone += kept
-            f = featstore.scratch(out, name, old_files.get(name) if kept else None, old[rel].n if kept else None,
-                                  cfg.features.name, report.repaired)
-            if f is None:
-                todo.append(parallel.Job(rel, p, name, sha, kept))
-                continue
-            src[sha] = featstore.loader(out / name)
-        if kept:
-            chosen[rel] = old[rel]
-            report.skipped.append(rel)
-            continue
-        try:
-            img = load_image(p, max_side=cfg.features.max_side)
-        except ImageError as e:
-            report.failed.append((rel, str(e)))
-            continue
-        report.reused.append(rel)
-        _choose(report, chosen, old, rel, sha, len(f), f.size, img.scale, kept)
-    extracted_kept = 0
-    for job, r, first in parallel.extract(todo, out, cfg, extractor, progress, len(paths) - len(todo), len(paths)):
-        if isinstance(r, str):
-            report.failed.append((job.rel, r))
-            continue
-        src[job.sha] = featstore.loader(out / job.name)
-        extracted_kept += job.kept
-        (report.reused if not first and not job.kept else report.added if not job.kept else report.skipped
-         ).append(job.rel)
-        _choose(report, chosen, old, job.rel, job.sha, r.n, r.size, r.scale, job.kept)
-    at = {p: i for i, p in enumerate(paths)}   # reports in path order, as a serial build lists them
-    for lst in (report.added, report.reused, report.skipped, report.failed, report.empty):
-        lst.sort(key=lambda x: at.get(x if isinstance(x, str) else x[0], -1))
+    g = gather(gallery, out, cfg, paths, extractor, progress, report, old, old_files, src)
+    paths, chosen, redone, extracted_kept = g.paths, g.chosen, g.redone, g.extracted_kept
     if progress:
         progress(len(paths), len(paths), "building the nearest-neighbour index")
     t1 = time.perf_counter()
@@ -269,7 +219,8 @@ def _build(gallery: Path, out: Path, cfg: C.L2GConfig, paths, extractor, progres
     new = [chosen[p] for p in paths if p in chosen and chosen[p] is not old.get(p)]
     images = kept + new
     shards = featstore.pack(out, images, src, intact, cfg.store)
-    fs = featstore.open_store(out, images, shards, cfg.store)
+    # sizes only: a kept shard was hashed in full by old_sources, a new one as it was written
+    fs = featstore.open_store(out, images, shards, cfg.store, full=False)
     faiss_rec = None
     if m:
         rec = old_files["faiss.index"]
@@ -294,17 +245,11 @@ def _build(gallery: Path, out: Path, cfg: C.L2GConfig, paths, extractor, progres
     return li, report
 
 
-def _choose(report: BuildReport, chosen: dict, old: dict, rel: str, sha: str, n: int, size, scale, kept: bool):
-    if n == 0:
-        report.empty.append(rel)
-    chosen[rel] = old[rel] if kept else ImageEntry(rel, sha, n, tuple(size), float(scale))
-
-
 def add_images(out: Path, paths: list[str], cfg: C.L2GConfig = C.DEFAULT, extractor: Extractor | None = None,
                progress: Progress = None) -> tuple[LocalIndex, BuildReport]:
     """Add ``paths`` (relative to the indexed gallery) to the index in ``out``; existing images are kept."""
     m = read_manifest(out)
-    cfg = cfg.replace(features=C.FeatureConfig(**m["features"]), index=C.IndexConfig(**m["index"]))
+    cfg = stored_config(m, cfg)
     have = [e["path"] for e in m["images"]]
     return build_index(Path(m["root"]), out, cfg, have + [p for p in paths if p not in set(have)],
                        extractor, progress)

@@ -62,6 +62,12 @@ def read_manifest(folder: Path, migrating: bool = False) -> dict:
     return m
 
 
+def stored_config(m: dict, cfg: C.L2GConfig = C.DEFAULT) -> C.L2GConfig:
+    """``cfg`` with the feature and index settings the index of manifest ``m`` was built with (the
+    one place they are read back: opening, extending, repairing and searching an index)."""
+    return cfg.replace(features=C.FeatureConfig(**m["features"]), index=C.IndexConfig(**m["index"]))
+
+
 def entries(m: dict) -> list[ImageEntry]:
     return [ImageEntry(e["path"], e["sha1"], e["n"], tuple(e["size"]), e.get("scale", 1.0)) for e in m["images"]]
 

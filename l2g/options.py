@@ -67,10 +67,27 @@ def add_arguments(p: argparse.ArgumentParser, data_dir: bool = True) -> None:
         p.add_argument("--data-dir", help=f"demo, uploads and indexes (default data/; ${C.DATA_DIR_ENV})")
 
 
+def check_device(value: str) -> str:
+    """``value`` when it names a device features can be extracted on: auto, cpu, cuda or cuda:N;
+    else ConfigError (said at parse time, not by the extractor after the gallery was scanned)."""
+    kind, colon, n = str(value).partition(":")
+    if kind not in DEVICES or (colon and not (kind == "cuda" and n.isdigit())):
+        raise ConfigError(f"device must be one of {', '.join(DEVICES)} or cuda:N (N a GPU number), got {value!r}")
+    return value
+
+
+def _device_arg(value: str) -> str:
+    try:
+        return check_device(value)
+    except ConfigError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def add_device(p: argparse.ArgumentParser) -> None:
     """--device, for the commands that extract features (also `search`, which takes no other option here)."""
-    p.add_argument("--device", help="where features are extracted: auto (default: CUDA when torch sees a GPU), "
-                                    "cpu, cuda or cuda:N; $L2G_DEVICE")
+    p.add_argument("--device", type=_device_arg,
+                   help="where features are extracted: auto (default: CUDA when torch sees a GPU), "
+                        "cpu, cuda or cuda:N; $L2G_DEVICE")
 
 
 def _describe(preset: str) -> str:
@@ -101,8 +118,8 @@ def make_config(preset: str | None = None, env: dict | None = None, **options) -
             raise ConfigError(f"{dest.replace('_', '-')} must be positive, got {value}")
         if dest == "index_kind" and value not in INDEX_KINDS:
             raise ConfigError(f"index kind must be one of {INDEX_KINDS}, got {value!r}")
-        if dest == "device" and value.split(":")[0] not in DEVICES:
-            raise ConfigError(f"device must be one of {DEVICES} (or cuda:N), got {value!r}")
+        if dest == "device":
+            check_device(value)
         if dest == "backend" and value not in BACKENDS:
             raise ConfigError(f"backend must be one of {BACKENDS}, got {value!r}")
         cfg = cfg.replace(**{key: value})

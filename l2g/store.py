@@ -6,9 +6,11 @@
   temporary name.
 - ``save_npz``: byte-deterministic ``.npz`` (fixed zip timestamps), so a rebuild
   of the same content gives the same checksum.
-- ``record`` / ``verify``: a file's size and SHA-256; files over
+- ``record`` / ``verify`` (``l2g.checksum``): a file's size and SHA-256; files over
   ``StoreConfig.full_hash_max`` are verified on open by size plus a hash of
-  ``hash_samples`` blocks at fixed offsets, and in full by ``python -m l2g check``.
+  ``hash_samples`` blocks at fixed offsets, and in full by ``python -m l2g check``. ``ensure``
+  reads and hashes a stage's file once per open (its ``load`` gets the verified bytes) and records
+  a file its build wrote from the bytes written (not read back).
 - ``fingerprint``: one short hash of the settings a stored stage depends on.
 - ``folder_lock`` (``l2g.lock``): an exclusive lock on an index folder (``filelock``),
   re-entrant within a process; another build waits or fails, as ``timeout`` says.
@@ -18,7 +20,7 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
+import contextvars
 import io
 import json
 import os
@@ -29,11 +31,18 @@ from pathlib import Path
 
 import numpy as np
 
+from . import checksum
+from .checksum import fingerprint, order_hash, record, sha256_bytes, sha256_file, verify  # noqa: F401 (re-exported)
 from .config import StoreConfig
 from .errors import IndexFormatError
 from .lock import LOCK_NAME, IndexBusyError, folder_lock  # noqa: F401 (re-exported)
 
 TMP_SUFFIX = ".tmp"
+# Inside ``ensure`` only (per thread): the bytes of the file it has just read and verified, which its
+# ``load`` reads instead of the disk (so a file is read and hashed once per open), and the bytes and
+# SHA-256 of what its ``build`` writes (so the record is taken from them, not from hashing the file again).
+_VERIFIED: contextvars.ContextVar[tuple | None] = contextvars.ContextVar("l2g_store_verified", default=None)
+_WRITTEN: contextvars.ContextVar[tuple | None] = contextvars.ContextVar("l2g_store_written", default=None)
 
 
 @dataclass
@@ -76,9 +85,13 @@ def atomic_write(path: Path, mode: str = "wb", sync: bool = True):
         f.flush()
 
 
-def write_bytes(path: Path, data: bytes) -> None:
+def write_bytes(path: Path, data: bytes, sha256: str | None = None) -> None:
+    """Write ``data`` to ``path`` atomically (``sha256``: its hash, when the caller has it)."""
     with atomic_write(path) as f:
         f.write(data)
+    wanted = _WRITTEN.get()
+    if wanted is not None and wanted[0] == _key(path):   # a stage's file: ensure records it from these bytes
+        wanted[1].append((data, sha256 or checksum.sha256_bytes(data)))
 
 
 def write_text(path: Path, text: str) -> None:
@@ -99,9 +112,9 @@ def npz_bytes(**arrays) -> bytes:
 def save_npz(path: Path, **arrays) -> dict:
     """Write ``arrays`` to ``path`` atomically; returns the file's record (see ``record``)."""
     data = npz_bytes(**arrays)
-    write_bytes(path, data)
-    return {"size": len(data), "sha256": hashlib.sha256(data).hexdigest(),
-            "sample": _sample(data, len(data), StoreConfig())}
+    sha = checksum.sha256_bytes(data)
+    write_bytes(path, data, sha)
+    return {"size": len(data), "sha256": sha, "sample": checksum.sample_hash(data, len(data), StoreConfig())}
 
 
 def load_npz(path: Path, rec: dict | None = None, fix: str = "") -> dict:
@@ -111,12 +124,14 @@ def load_npz(path: Path, rec: dict | None = None, fix: str = "") -> dict:
     record, or is not a readable .npz (truncated, bit-flipped: the zip CRC fails).
     """
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise IndexFormatError(f"{path}: cannot read ({e.strerror or e}). {fix}".strip()) from None
-    if rec is not None:
-        why = _mismatch(data, rec, full=True)
+    data = _verified_bytes(path)          # ensure read and checked it against ``rec`` a moment ago
+    if data is None:
+        try:
+            data = path.read_bytes()
+        except OSError as e:
+            raise IndexFormatError(f"{path}: cannot read ({e.strerror or e}). {fix}".strip()) from None
+    if rec is not None and data is not _verified_bytes(path):
+        why = checksum.mismatch(data, rec, full=True)
         if why:
             raise IndexFormatError(f"{path}: damaged ({why}). {fix}".strip())
     try:
@@ -124,82 +139,6 @@ def load_npz(path: Path, rec: dict | None = None, fix: str = "") -> dict:
             return {k: z[k] for k in z.files}
     except Exception as e:  # noqa: BLE001 -- zipfile/numpy raise many types for damaged bytes
         raise IndexFormatError(f"{path}: damaged ({type(e).__name__}: {e}). {fix}".strip()) from None
-
-
-# --------------------------------------------------------------------------- checksums
-def _sample(data_or_file, size: int, cfg: StoreConfig) -> str:
-    """'n/block/sha256' of ``hash_samples`` blocks at fixed, evenly spaced offsets (first and last
-    included); the sampling parameters travel with the hash, so another config still verifies it."""
-    n, block = max(1, cfg.hash_samples), max(1, cfg.hash_block)
-    h = hashlib.sha256(str(size).encode())
-    for o in sorted({int(round(i * max(size - block, 0) / max(n - 1, 1))) for i in range(n)}):
-        if isinstance(data_or_file, (bytes, memoryview)):
-            h.update(data_or_file[o:o + block])
-        else:
-            data_or_file.seek(o)
-            h.update(data_or_file.read(block))
-    return f"{n}/{block}/{h.hexdigest()}"
-
-
-def _resample(f, size: int, sample: str) -> str:
-    try:
-        n, block, _ = str(sample).split("/")
-        return _sample(f, size, StoreConfig(hash_samples=int(n), hash_block=int(block)))
-    except ValueError:
-        return ""
-
-
-def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def record(path: Path, cfg: StoreConfig = StoreConfig()) -> dict:
-    """{size, sha256, sample}: what the manifest keeps about a file it depends on."""
-    path = Path(path)
-    size = path.stat().st_size
-    with open(path, "rb") as f:
-        sample = _sample(f, size, cfg)
-    return {"size": size, "sha256": sha256_file(path), "sample": sample}
-
-
-def _mismatch(data: bytes, rec: dict, full: bool) -> str:
-    if len(data) != rec.get("size"):
-        return f"{len(data)} bytes, the manifest recorded {rec.get('size')}"
-    if full and hashlib.sha256(data).hexdigest() != rec.get("sha256"):
-        return "its checksum differs from the manifest's"
-    return ""
-
-
-def verify(path: Path, rec: dict | None, full: bool | None = None, cfg: StoreConfig = StoreConfig()) -> str:
-    """'' when ``path`` matches its record, else why not. full=None: full hash up to
-    cfg.full_hash_max bytes, size + sampled hash above; True: always the full hash."""
-    path = Path(path)
-    if rec is None:
-        return "not recorded in the manifest"
-    if not path.is_file():
-        return "missing"
-    size = path.stat().st_size
-    if size != rec.get("size"):
-        return f"{size} bytes, the manifest recorded {rec.get('size')}"
-    if full or (full is None and size <= cfg.full_hash_max):
-        return "" if sha256_file(path) == rec.get("sha256") else "its checksum differs from the manifest's"
-    with open(path, "rb") as f:
-        ok = _resample(f, size, rec.get("sample", "")) == rec.get("sample")
-    return "" if ok else "its sampled checksum differs from the manifest's"
-
-
-def order_hash(images) -> str:
-    """Hash of an ordered image list (entries with .path, .sha1, .n): ties a file's rows to the manifest."""
-    return fingerprint([[e.path, e.sha1, int(e.n)] for e in images])
-
-
-def fingerprint(settings) -> str:
-    """A short stable hash of JSON-able settings: a stored stage with another fingerprint is stale."""
-    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 # --------------------------------------------------------------------------- self-checking JSON
@@ -214,7 +153,8 @@ def read_json(path: Path, fix: str = "") -> dict:
     """The object written by write_json; IndexFormatError when it is unreadable or its checksum fails."""
     path = Path(path)
     try:
-        obj = json.loads(path.read_text())
+        data = _verified_bytes(path)
+        obj = json.loads(path.read_text() if data is None else data.decode())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise IndexFormatError(f"{path}: damaged ({type(e).__name__}: {e}). {fix}".strip()) from None
     if not isinstance(obj, dict):
@@ -245,8 +185,10 @@ def ensure(folder: Path, name: str, fp: str, order: str, load, build, repair: bo
            cfg: StoreConfig = StoreConfig(), fix: str = "") -> Stage:
     """The one cache rule of every stage stored beside the index (hloc ``extract_features.main`` style).
 
-    The manifest's record of ``name`` must verify (checksum) and carry the wanted settings
-    ``fingerprint`` and image list hash ``order``; then ``load(rec)`` is returned as is.
+    The manifest's record of ``name`` must verify (size and full checksum) and carry the wanted
+    settings ``fingerprint`` and image list hash ``order``; then ``load(rec)`` is returned as is.
+    The file is read and hashed once: ``load`` gets the verified bytes (``load_npz`` / ``read_json``
+    read them instead of the disk), and a file the build wrote is recorded from the bytes written.
     Otherwise ``build(old) -> (result, action)`` runs under the folder lock (``old``: the
     stored result when it verified with the same fingerprint, for extending), and the file it
     wrote is recorded. A damaged file is rebuilt (repair=True) or raises IndexFormatError.
@@ -258,13 +200,17 @@ def ensure(folder: Path, name: str, fp: str, order: str, load, build, repair: bo
     rec = read_json(folder / MANIFEST).get("files", {}).get(name)
     action, reason, old = "built", "not built yet", None
     if rec is not None:
-        why = verify(folder / name, rec, None, cfg)
+        why, data = _read_verified(folder / name, rec)
+        token = _VERIFIED.set((_key(folder / name), data)) if data is not None else None
         try:
-            old = None if why else load(rec)
+            old = None if why else load(rec)    # reads ``data``: no second read, no second hash
         except IndexFormatError as e:
             if not repair:
                 raise
             why = str(e).split(": ", 1)[-1].split(". ", 1)[0]
+        finally:
+            if token is not None:
+                _VERIFIED.reset(token)
         if why and not repair:
             raise IndexFormatError(f"{folder / name}: {why}. {fix}".strip())
         if why:
@@ -275,10 +221,42 @@ def ensure(folder: Path, name: str, fp: str, order: str, load, build, repair: bo
             reason = "settings or images changed"
         old = old if rec.get("fingerprint") == fp else None
     with folder_lock(folder, cfg.lock_timeout, cfg):
-        result, built = build(old)
-        record_file(folder, name, {**record(folder / name, cfg), "fingerprint": fp, "images": order})
+        written: list = []
+        token = _WRITTEN.set((_key(folder / name), written))
+        try:
+            result, built = build(old)
+        finally:
+            _WRITTEN.reset(token)
+        if written:     # the bytes the build wrote (save_npz / write_json): not read back, hashed once
+            data, sha = written[-1]
+            rec = {"size": len(data), "sha256": sha, "sample": checksum.sample_hash(data, len(data), cfg)}
+        else:           # written by other means
+            rec = checksum.record(folder / name, cfg)
+        record_file(folder, name, {**rec, "fingerprint": fp, "images": order})
     return Stage(name, result, built if action == "built" else action, reason,
                  {"build": time.perf_counter() - t0})
+
+
+def _key(path: Path) -> str:
+    return os.path.abspath(path)
+
+
+def _read_verified(path: Path, rec: dict) -> tuple[str, bytes | None]:
+    """('', the bytes of ``path``) when they match ``rec`` in full (size and SHA-256), else (why not, None)."""
+    if not path.is_file():
+        return "missing", None
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        return f"cannot read ({e.strerror or e})", None
+    why = checksum.mismatch(data, rec, full=True)
+    return why, None if why else data
+
+
+def _verified_bytes(path: Path) -> bytes | None:
+    """The bytes ``ensure`` has read and verified for ``path`` (while its ``load`` runs), else None."""
+    got = _VERIFIED.get()
+    return got[1] if got is not None and got[0] == _key(path) else None
 
 
 def clean_temporaries(folder: Path) -> list[str]:

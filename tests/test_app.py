@@ -681,8 +681,14 @@ def test_gallery_selector_follows_an_upload_and_delete(small_env):
 
 
 def test_failed_background_verification_is_shown_once(small_env, monkeypatch):
+    import threading
+
+    real = M.Context.inliers
+
     def boom(*a, **kw):
-        raise RuntimeError("RANSAC exploded")
+        if threading.current_thread().name == "l2g-deferred":     # the background job (l2g.app.background)
+            raise RuntimeError("RANSAC exploded")
+        return real(*a, **kw)         # the page's verdict shares this memo (l2g.app.verdict.shared_inliers)
 
     monkeypatch.setattr(M.Context, "inliers", boom)     # the spatial verification of every g2l method
     at = _app().run()
@@ -919,3 +925,21 @@ def test_background_indexing_job_reports_rate_and_time_left():
 
     bad = background.start_indexing(broken, folder, 60, 10)
     assert bad.wait(10) and "disk full" in bad.error and "failed" in bad.text()
+
+
+def test_the_demo_order_is_read_once_per_version_of_groups_json(tmp_path):
+    """_demo_order read and parsed groups.json on every rerun of a demo page."""
+    from unittest import mock
+
+    from l2g.app import state
+
+    meta = {"groups": {"a": ["groups/a/a_1.jpg", "groups/a/a_2.jpg"]}, "distractors": ["distractors/x.jpg"]}
+    (tmp_path / "groups.json").write_text(json.dumps(meta))
+    with mock.patch.object(state, "index_order", wraps=state.index_order) as parsed:
+        first = state._demo_order(tmp_path)
+        assert state._demo_order(tmp_path) == first and set(first) == {*meta["groups"]["a"], "distractors/x.jpg"}
+        assert parsed.call_count == 1
+        meta["distractors"].append("distractors/y.jpg")             # a rebuilt demo: read again
+        (tmp_path / "groups.json").write_text(json.dumps(meta))
+        assert set(state._demo_order(tmp_path)) == {*first, "distractors/y.jpg"} and parsed.call_count == 2
+    assert state._demo_order(tmp_path / "none") == []

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from l2g.cli import main
 
 
@@ -38,3 +40,45 @@ def test_missing_index_is_a_clear_error(tmp_path, capsys):
     img.write_bytes(b"")
     assert main(["search", str(img), "--index", str(tmp_path / "none")]) == 2
     assert "no index" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("device", ["auto:3", "cpu:0", "cuda:", "cuda:x", "gpu"])
+def test_a_bad_device_is_refused_when_the_options_are_parsed(device, tmp_path, capsys, monkeypatch):
+    """'auto:3' used to pass the option check and fail later, in the extractor."""
+    (tmp_path / "g").mkdir()
+    for argv in (["index", str(tmp_path / "g"), "--device", device],
+                 ["search", "q.jpg", "--index", str(tmp_path / "ix"), "--device", device]):
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        assert e.value.code == 2
+        err = capsys.readouterr().err
+        assert "--device" in err and "cuda:N" in err and repr(device) in err
+    monkeypatch.setenv("L2G_DEVICE", device)          # the environment is checked as strictly
+    assert main(["index", str(tmp_path / "g"), "--out", str(tmp_path / "ix")]) == 2
+    assert "device must be one of" in capsys.readouterr().err and not (tmp_path / "ix").exists()
+
+
+@pytest.mark.parametrize("device", ["auto", "cpu", "cuda", "cuda:1"])
+def test_good_devices_are_taken(device):
+    from l2g import options
+
+    assert options.make_config(None, {"L2G_DEVICE": device}).build.device == device
+
+
+def test_search_extracts_with_the_index_settings_on_the_device_asked(demo_engine, demo_gallery, capsys,
+                                                                     monkeypatch):
+    """The manifest's settings are read back in one place (manifest.stored_config); search takes only
+    where to extract from its options (and the environment's other options cannot change them)."""
+    from unittest import mock
+
+    from l2g import pipeline
+    from l2g.manifest import read_manifest, stored_config
+
+    monkeypatch.setenv("L2G_NUM_FEATURES", "123")
+    query = demo_gallery / "groups/chelsea/chelsea_crop1.jpg"
+    with mock.patch.object(pipeline, "open_engine", wraps=pipeline.open_engine) as opened:
+        assert main(["search", str(query), "--index", str(demo_engine.li.folder), "--device", "cpu"]) == 0
+    cfg = opened.call_args.args[2]
+    want = stored_config(read_manifest(demo_engine.li.folder))
+    assert cfg.features == want.features == demo_engine.li.cfg.features and cfg.index == want.index
+    assert cfg.build.device == "cpu" and cfg.features.num_features != 123

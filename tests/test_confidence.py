@@ -163,3 +163,36 @@ def test_calibrate_command_prints_thresholds_and_error_rates(small_engine, capsy
     fr = next(float(r[2]) for r in rows if "false reject" in r[0])
     fa = [float(r[2]) for r in rows if "false accept" in r[0]]
     assert fr <= 0.1 and all(0 <= a <= 0.5 for a in fa), out      # the demo's views are easy matches
+
+
+@pytest.mark.timeout(900)
+def test_the_verdict_shares_the_query_s_ransac_with_global_to_local(small_engine, calibration, monkeypatch):
+    """assess verified its candidates itself; with the query's memo (methods.Context.inliers) each
+    (query, image) pair is verified once, whichever of g2l and the verdict asks first."""
+    from l2g import verify
+
+    eng = small_engine
+    members = next(m for m in eng.gt.groups.values() if len(m) > 1)
+    q = P.make_query(eng, gallery_id=eng.li.id_of(members[1]))
+    run = P.run_query(eng, q, None, ["local", "g2l"])
+    assert run.global_ids is not None
+    alone = CF.assess(calibration, eng.li, q.feats, run.local.ids, run.local.scores, eng.cfg.verify)
+    pairs = []
+    real = verify.verify_pair
+
+    def counting(qf, g, *a, **kw):
+        pairs.append(g)
+        return real(qf, g, *a, **kw)
+
+    monkeypatch.setattr(verify, "verify_pair", counting)
+    monkeypatch.setattr(CF, "verify_pair", counting)
+    top = eng.cfg.confidence.verify_top
+    shared = CF.assess(calibration, eng.li, q.feats, run.local.ids, run.local.scores, eng.cfg.verify,
+                       inliers=run.ctx.inliers)
+    done_by_g2l = {int(j) for j in run.global_ids[:eng.cfg.verify.top]}
+    assert len(pairs) == len({int(j) for j in run.local.ids[:top]} - done_by_g2l) < top
+    again = CF.assess(calibration, eng.li, q.feats, run.local.ids, run.local.scores, eng.cfg.verify,
+                      inliers=run.ctx.inliers)
+    assert len(pairs) == len({int(j) for j in run.local.ids[:top]} - done_by_g2l)      # nothing verified again
+    for v in (shared, again):
+        assert (v.confident, v.inliers, v.best_id, v.by) == (alone.confident, alone.inliers, alone.best_id, alone.by)

@@ -120,3 +120,44 @@ def test_ivf_recall_against_exact(demo_engine, tmp_path):
 def test_index_memory_per_descriptor(demo_engine):
     m = demo_engine.li.memory_bytes()
     assert m["per_descriptor"] <= 600, m
+
+
+def test_a_build_hashes_each_shard_once(tiny_gallery, tiny_cfg, tiny_extractor, tmp_path):
+    """The build used to hash the shards it had just written a second time (open_store, full hash)."""
+    from collections import Counter
+    from pathlib import Path
+    from unittest import mock
+
+    from l2g import checksum
+
+    names: Counter = Counter()
+    real = checksum.sha256_file
+
+    def count(path, *a, **kw):
+        names[Path(path).name] += 1
+        return real(path, *a, **kw)
+
+    cfg = tiny_cfg.replace(store__shard_images=4)          # two shards
+    with mock.patch.object(checksum, "sha256_file", count):
+        build_index(tiny_gallery, tmp_path / "ix", cfg, extractor=tiny_extractor)
+    shards = [k.split("/")[-1] for k in _shards(tmp_path / "ix")]
+    assert len(shards) == 2 and all(names[s] == 1 for s in shards), names
+    names.clear()
+    with mock.patch.object(checksum, "sha256_file", count):     # a re-run hashes each kept shard once too
+        build_index(tiny_gallery, tmp_path / "ix", cfg, extractor=tiny_extractor)
+    assert all(names[s] == 1 for s in shards), names
+
+
+def test_the_image_list_hash_is_computed_once_when_opened(tiny_gallery, tiny_cfg, tiny_extractor, tmp_path):
+    """The app's verdict keyed its calibration on store.order_hash(li.images), hashed on every search:
+    LocalIndex.order is the one computed (and checked against the manifest) when the index was opened."""
+    from unittest import mock
+
+    from l2g import store
+
+    li, _ = build_index(tiny_gallery, tmp_path / "ix", tiny_cfg, extractor=tiny_extractor)
+    opened = load_index(tmp_path / "ix")
+    want = read_manifest(tmp_path / "ix")["files"]["faiss.index"]["images"]
+    with mock.patch.object(store, "order_hash", wraps=store.order_hash) as hashed:
+        assert li.order == opened.order == opened.order == want
+    assert hashed.call_count == 0

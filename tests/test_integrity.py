@@ -487,3 +487,91 @@ def test_a_format_2_folder_is_refused_on_open_and_migrated_by_a_build(how, clean
     assert read_manifest(folder)["files"] == manifest["files"]        # the files of a clean format-3 build
     assert not list((folder / "features").glob("*.npz")) and check_index(folder) == []
     assert answers(eng) == want
+
+
+# --------------------------------------------------------------------------- each file hashed once
+def _hashes(folder: Path):
+    """A recorder of every full hash (checksum.sha256_bytes / sha256_file) and every whole-file read, by name."""
+    from unittest import mock
+
+    seen: list = []
+    sizes = {p.stat().st_size: p.name for p in folder.iterdir() if p.suffix == ".npz"}
+    from l2g import checksum
+
+    real_bytes, real_file, real_read = checksum.sha256_bytes, checksum.sha256_file, Path.read_bytes
+
+    def by_bytes(data):
+        seen.append(("hash", sizes.get(len(data), "?")))
+        return real_bytes(data)
+
+    def by_file(path, *a, **kw):
+        seen.append(("hash file", Path(path).name))
+        return real_file(path, *a, **kw)
+
+    def read(self):
+        seen.append(("read", self.name))
+        return real_read(self)
+
+    patches = (mock.patch.object(checksum, "sha256_bytes", by_bytes),
+               mock.patch.object(checksum, "sha256_file", by_file), mock.patch.object(Path, "read_bytes", read))
+    return seen, patches
+
+
+def test_each_stage_file_is_read_and_hashed_once_per_open(clean, tiny_gallery, tiny_cfg, tiny_extractor, tmp_path):
+    """Opening verified graph.npz / global.npz in full and then load_npz hashed (and read) them again."""
+    import contextlib
+
+    src, _, want = clean
+    folder = tmp_path / "ix"
+    shutil.copytree(src, folder)
+    seen, patches = _hashes(folder)
+    with contextlib.ExitStack() as stack:
+        for p in patches:
+            stack.enter_context(p)
+        open_engine(tiny_gallery, folder, tiny_cfg, extractor=tiny_extractor, sync=False)
+    for name in ("graph.npz", "global.npz"):
+        assert sum(k[0].startswith("hash") and k[1] == name for k in seen) == 1, (name, seen)
+        assert seen.count(("read", name)) == 1, (name, seen)
+
+
+def test_a_stage_just_written_is_recorded_without_hashing_the_file_again(clean, tiny_gallery, tiny_cfg,
+                                                                        tiny_extractor, tmp_path):
+    import contextlib
+
+    src, manifest, _ = clean
+    folder = tmp_path / "ix"
+    shutil.copytree(src, folder)
+    _bitflip(folder / "graph.npz")
+    seen, patches = _hashes(folder)
+    with contextlib.ExitStack() as stack:
+        for p in patches:
+            stack.enter_context(p)
+        eng = open_engine(tiny_gallery, folder, tiny_cfg, extractor=tiny_extractor)
+    assert eng.report.stages["graph.npz"] == "rebuilt"
+    # the damaged file is read and hashed once (found damaged), the rebuilt one hashed once, from the
+    # bytes written: never read back
+    assert ("hash file", "graph.npz") not in seen and seen.count(("read", "graph.npz")) == 1, seen
+    assert seen.count(("hash", "graph.npz")) == 2, seen
+    assert read_manifest(folder)["files"] == manifest["files"]      # the same record as hashing the file
+
+
+def test_check_hashes_every_file_once(clean, tmp_path):
+    """`check` hashed every file in full, then opened the index, which hashed them again."""
+    from collections import Counter
+    from unittest import mock
+
+    src, manifest, _ = clean
+    folder = tmp_path / "ix"
+    shutil.copytree(src, folder)
+    from l2g import checksum
+
+    names: Counter = Counter()
+    real = checksum.sha256_file
+
+    def count(path, *a, **kw):
+        names[Path(path).relative_to(folder).as_posix()] += 1
+        return real(path, *a, **kw)
+
+    with mock.patch.object(checksum, "sha256_file", count):
+        assert check_index(folder) == []
+    assert names == Counter(dict.fromkeys(manifest["files"], 1))

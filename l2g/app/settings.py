@@ -10,7 +10,7 @@ The page never takes a server path as text: galleries are picked from a list
 built here, and every candidate is resolved and checked to lie inside an
 allowed root (a folder symlink leading outside is refused). Inside a gallery,
 file symlinks leading outside its folder are not indexed and are reported
-(``datasets.scan_gallery``, the build report's failed list).
+(``scan.scan_gallery``, the build report's failed list).
 """
 from __future__ import annotations
 

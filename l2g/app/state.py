@@ -1,4 +1,4 @@
-"""Shared Streamlit plumbing: settings, the cached engine, gallery choice, thumbnails.
+"""Shared Streamlit plumbing: settings, the cached engine, gallery choice (thumbnails: l2g.app.thumbs).
 
 The Engine (index, graph, global descriptors, extractor) is shared by every
 browser session through ``st.cache_resource``; everything about one user's
@@ -6,8 +6,6 @@ query lives in ``st.session_state`` under keys starting with ``l2g_``.
 """
 from __future__ import annotations
 
-import base64
-import io
 import json
 import sys
 import threading
@@ -16,19 +14,19 @@ from pathlib import Path
 
 import numpy as np
 import streamlit as st
-from PIL import Image
 
 from .. import confidence
 from .. import config as C
 from .. import pipeline as P
-from ..datasets import build_demo, list_images
+from ..datasets import build_demo
 from ..demo import demo_is_complete
 from ..demo_tour import FIRST_N, index_order  # FIRST_N: demo images indexed before the Query page opens
 from ..errors import IndexFormatError, L2GError
 from ..features import Extractor
-from ..images import ImageError, load_image, thumbnail
+from ..scan import list_images
 from . import background, fmt
 from .settings import DEMO, Gallery, Settings, check_gallery, list_galleries, parse_settings
+from .thumbs import data_uri, gallery_rgb, thumb, thumb_of, thumb_uri, thumb_uri_of  # noqa: F401 (re-exported)
 
 
 @st.cache_resource(show_spinner=False)
@@ -113,11 +111,21 @@ def _index_ready(index_dir: Path) -> bool:
 
 
 def _demo_order(path: Path) -> list[str]:
-    """The demo's images in first-start order (l2g.demo_tour.index_order); [] when unreadable."""
+    """The demo's images in first-start order (l2g.demo_tour.index_order); [] when unreadable. Read once
+    per version of its groups.json (size and time key the cache), not on every rerun of a page."""
     try:
-        return index_order(json.loads((path / "groups.json").read_text(encoding="utf-8")))
-    except (OSError, ValueError, AttributeError, TypeError, KeyError):
+        stat = (path / "groups.json").stat()
+    except OSError:
         return []
+    return list(_order_of(str(path), stat.st_mtime_ns, stat.st_size))
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def _order_of(path: str, mtime_ns: int, size: int) -> tuple:
+    try:
+        return tuple(index_order(json.loads((Path(path) / "groups.json").read_text(encoding="utf-8"))))
+    except (OSError, ValueError, AttributeError, TypeError, KeyError):
+        return ()
 
 
 def _extend_in_background(path: Path, index_dir: Path, s: Settings, eng: P.Engine, order: list) -> None:
@@ -251,48 +259,3 @@ def pick_gallery(sidebar=True) -> tuple[Gallery, P.Engine | None]:
     box.caption(f"{eng.li.n_images} images, {eng.li.ntotal:,} descriptors, "
                 f"preset `{eng.cfg.features.name}`" + (", ground truth: groups.json" if eng.gt else ""))
     return g, eng
-
-
-# ----------------------------------------------------------------------------- images
-
-
-@st.cache_data(show_spinner=False, max_entries=4000)
-def thumb(path: str, mtime: float, size: int = 160) -> np.ndarray:
-    try:
-        return thumbnail(load_image(path, max_side=max(size * 2, 256)).rgb, size)
-    except ImageError:
-        return np.full((size, size, 3), 200, np.uint8)
-
-
-def _path_mtime(eng: P.Engine, j: int) -> tuple[str, float]:
-    """Gallery image j's path and modification time (the cache key of its thumbnails)."""
-    p = eng.li.image_path(int(j))
-    try:
-        return str(p), p.stat().st_mtime
-    except OSError:
-        return str(p), 0.0
-
-
-def thumb_of(eng: P.Engine, j: int, size: int = 160) -> np.ndarray:
-    return thumb(*_path_mtime(eng, j), size)
-
-
-def data_uri(rgb: np.ndarray) -> str:
-    buf = io.BytesIO()
-    Image.fromarray(rgb).save(buf, "JPEG", quality=80)
-    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
-
-
-@st.cache_data(show_spinner=False, max_entries=4000)
-def thumb_uri(path: str, mtime: float, size: int = 64) -> str:
-    return data_uri(thumb(path, mtime, size))
-
-
-def thumb_uri_of(eng: P.Engine, j: int, size: int = 64) -> str:
-    return thumb_uri(*_path_mtime(eng, j), size)
-
-
-@st.cache_data(show_spinner=False, max_entries=64)
-def gallery_rgb(path: str, mtime: float, max_side: int) -> np.ndarray:
-    """A gallery image at the feature resolution (its keypoints' pixel frame)."""
-    return load_image(path, max_side=max_side).rgb

@@ -25,12 +25,10 @@ def calibration(eng: P.Engine) -> CF.Calibration | None:
     """The engine's calibration; None while a background build extends the index (its thread
     calibrates the whole gallery when done: part of a gallery is a poor null) or when it cannot be made:
     the page then judges nothing."""
-    from ..store import order_hash
-
     if background.index_job(eng.li.folder) is not None:
         return None
     try:
-        return _calibration(str(eng.li.folder), order_hash(eng.li.images), _eng=eng)
+        return _calibration(str(eng.li.folder), eng.li.order, _eng=eng)    # hashed once, when opened
     except (L2GError, OSError):
         return None
 
@@ -46,9 +44,19 @@ def verdict(eng: P.Engine, run: P.QueryRun) -> CF.Verdict | None:
     if cal is None:
         return None
     v = CF.assess(cal, eng.li, run.query.feats, run.local.ids, run.local.scores, eng.cfg.verify,
-                  eng.cfg.confidence.verify_top)     # v.timings['confidence']: the stages line shows it
+                  eng.cfg.confidence.verify_top, shared_inliers(eng, run))   # v.timings['confidence']: shown
     ss[VERDICT_KEY] = (key, v)
     return v
+
+
+def shared_inliers(eng: P.Engine, run: P.QueryRun):
+    """The query's inlier counts as its methods compute them (``l2g.methods.Context.inliers``: one
+    RANSAC per (query, image) pair, shared with global-to-local and the background job), when they
+    are the ones the calibration expects (same query features, same VerifyConfig); else None."""
+    ctx = run.ctx
+    if ctx is not None and ctx.feats is run.query.feats and ctx.cfg.verify == eng.cfg.verify:
+        return ctx.inliers
+    return None
 
 
 def show(eng: P.Engine, v: CF.Verdict | None) -> bool:
@@ -80,13 +88,9 @@ def pair_text(eng: P.Engine, v: CF.Verdict | None, run: P.QueryRun, j: int, show
         return (f"No confident match for this query in this gallery ({v.evidence()}). The {shown_inliers} "
                 f"inliers among the tentative matches drawn below are what non-matching images of this "
                 f"gallery reach too.")
-    key = (st.session_state.get("l2g_run_key"), j)
-    memo = st.session_state.setdefault("l2g_pair_inliers", {})
-    if key not in memo:
-        memo.clear()
-        memo[key] = CF.max_inliers(run.query.feats, eng.li, [j], eng.cfg.verify)[0]
+    n = CF.max_inliers(run.query.feats, eng.li, [j], eng.cfg.verify, shared_inliers(eng, run))[0]
     cal = CF.Calibration(v.score_threshold, v.inlier_threshold, [], [], "pair", v.params)
-    pv = CF.judge(cal, score, memo[key], j)
+    pv = CF.judge(cal, score, n, j)
     if pv.confident:
         return None
     return (f"Not a confident match: {pv.evidence()} for this pair. The lines below are tentative matches; "

@@ -1,0 +1,88 @@
+"""What a gallery folder holds: its images (recursively, sorted), and what is skipped and why.
+
+``scan_gallery`` lists the image files under a folder by extension (config.IMAGE_EXTENSIONS) and
+reports the rest: archives (unpack them first), other files, folder symlinks (not followed) and file
+symlinks leading outside the folder (refused). A build (l2g.index) indexes what it lists.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from l2g import config
+from l2g.errors import DatasetError
+
+ARCHIVE_EXTENSIONS = (".zip", ".tar", ".gz", ".tgz", ".bz2", ".xz", ".7z", ".rar")
+LINK_OUTSIDE = "a symbolic link to a file outside the gallery folder: refused"
+
+
+@dataclass
+class GalleryScan:
+    """What a gallery folder holds (relative POSIX paths, sorted).
+
+    images:  image files to index (a symlink is followed only when it stays inside the folder);
+    refused: (path, reason) image files that are symlinks leading outside the folder;
+    ignored: (path, reason) other files and folder symlinks, which are not indexed.
+    """
+
+    images: list[str] = field(default_factory=list)
+    refused: list[tuple[str, str]] = field(default_factory=list)
+    ignored: list[tuple[str, str]] = field(default_factory=list)
+
+
+def escapes(root: str | os.PathLike, rel: str) -> bool:
+    """True when ``root/rel``, symlinks followed, does not lie inside ``root`` (symlinks followed)."""
+    try:
+        (Path(root) / rel).resolve().relative_to(Path(root).resolve())
+        return False
+    except (OSError, ValueError, RuntimeError):
+        return True
+
+
+def _ignored_reason(fname: str) -> str:
+    ext = os.path.splitext(fname)[1].lower()
+    if ext in ARCHIVE_EXTENSIONS:
+        return f"an archive ({ext}): not opened, extract it into the folder to index its images"
+    return f"not an image file (extension {ext or 'none'}; indexed: {', '.join(config.IMAGE_EXTENSIONS)})"
+
+
+def scan_gallery(folder: str | os.PathLike) -> GalleryScan:
+    """Walk ``folder`` recursively: images by extension (config.IMAGE_EXTENSIONS, any case), file
+    symlinks leading outside refused, folder symlinks not followed, other files listed as ignored.
+    Hidden files and folders (name starting with '.') are skipped silently."""
+    root = Path(folder)
+    if not root.exists():
+        raise DatasetError(f"{root}: no such folder")
+    if not root.is_dir():
+        raise DatasetError(f"{root}: not a folder")
+    exts = {e.lower() for e in config.IMAGE_EXTENSIONS}
+    scan = GalleryScan()
+    for dirpath, dirnames, filenames in os.walk(root):
+        rel_dir = Path(dirpath).relative_to(root)
+        for d in dirnames:
+            if not d.startswith(".") and os.path.islink(os.path.join(dirpath, d)):
+                scan.ignored.append(((rel_dir / d).as_posix(), "a symbolic link to a folder: not followed"))
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        for fname in filenames:
+            rel = (rel_dir / fname).as_posix()
+            if fname.startswith("."):
+                continue
+            if os.path.splitext(fname)[1].lower() not in exts:
+                scan.ignored.append((rel, _ignored_reason(fname)))
+            elif escapes(root, rel):
+                scan.refused.append((rel, LINK_OUTSIDE))
+            else:
+                scan.images.append(rel)
+    scan.images.sort()
+    scan.refused.sort()
+    scan.ignored.sort()
+    return scan
+
+
+def list_images(folder: str | os.PathLike) -> list[str]:
+    """Relative POSIX paths of the image files under ``folder`` (recursive, sorted); see scan_gallery.
+
+    File symlinks that lead outside ``folder`` are left out (scan_gallery reports them).
+    """
+    return scan_gallery(folder).images

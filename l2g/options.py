@@ -59,7 +59,7 @@ def add_arguments(p: argparse.ArgumentParser, data_dir: bool = True) -> None:
     add_device(p)
     p.add_argument("--backend", choices=list(BACKENDS),
                    help="Kornia SIFT backend: pyramid (default), patch (~8x faster batched on a GPU, 3.3 points of "
-                        "realbench-dev l2g mAP less), pyramid-nd (no doubled first octave: ~2.5x faster on the CPU, "
+                        "realbench-dev l2g mAP less), pyramid-nd (no doubled first octave: ~1.8x faster on the CPU, "
                         "3.5 points less); part of the index folder's name; $L2G_BACKEND")
     p.add_argument("--upright", action="store_const", const=True,
                    help="SIFT without orientation estimation (its own index folder)")

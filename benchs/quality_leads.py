@@ -3,6 +3,8 @@
     python benchs/quality_leads.py cache                 # per-query blocks from data/quality/ (needs its 'cache')
     python benchs/quality_leads.py table [--only NAME..]  # every lead: tune on A, score on B and the reverse
     python benchs/quality_leads.py queries               # where l2g wins and loses against local, and why
+    python benchs/quality_leads.py cv [--only NAME..]     # each lead's tuning over 200 random group splits
+    python benchs/quality_leads.py check                 # the shipped hub guard's rule == l2g.rerank, every query
 
 Each lead is a scoring rule for the top k = 100 of a query's local shortlist, computed from the query's
 local scores q (k,) and the raw graph block G[head][:, head] (k, k); the rest of the list keeps the local
@@ -55,7 +57,8 @@ def cache() -> None:
                       "npos": len(pos), "q": res.all_scores[head].astype(np.float64),
                       "B": G[np.ix_(head, head)], "row_max": np.maximum(rows, cols)})
         for rule, method in ((score_classical, "classical"), (metric_smacof, "smacof")):
-            ref = rerank(res, b.graph, C.RerankConfig(method=method, symmetric="max", local_w=0.3))
+            ref = rerank(res, b.graph, C.RerankConfig(method=method, symmetric="max", local_w=0.3, diffuse_a=0.0,
+                                                      hub_n=0))
             mine = np.argsort(-rule(items[-1]["q"][:K], items[-1]["B"][:K, :K]), kind="stable")
             assert np.array_equal(ref.ids[:K], head[:K][mine]), f"query {qq['id']}: {method} rule != l2g.rerank"
         assert abs(ap(items[-1]["rel"], len(pos)) - b.ap(list(F), qq)) < 1e-12, "ap != l2g.metrics"
@@ -77,9 +80,13 @@ def ap(rel: np.ndarray, npos: int) -> float:
 
 
 def score(d: dict, fn, k: int = K, **kw) -> np.ndarray:
-    """(n_queries,) AP of the rule fn(q (k,), B (k, k), it=item, **kw) -> (k,) scores, higher first."""
+    """(n_queries,) AP of the rule fn(q (k,), B (k, k), it=item, **kw) -> (k,) scores, higher first;
+    a rule marked full (fn.full) gets the whole item and k, and returns the new order of it["F"]."""
     out = []
     for it in d["items"]:
+        if getattr(fn, "full", False):
+            out.append(ap(it["rel"][fn(it, k, **kw)], it["npos"]))
+            continue
         kk = min(k, len(it["q"]))
         order = np.argsort(-fn(it["q"][:kk], it["B"][:kk, :kk], it=it, **kw), kind="stable")
         out.append(ap(np.concatenate([it["rel"][:kk][order], it["rel"][kk:]]), it["npos"]))
@@ -235,12 +242,58 @@ def metric_smacof(q, B, it=None, w=0.3, dim=32):
     return guarded(cosine_to_first(m.X), s, w)
 
 
+def diffused(s, a) -> np.ndarray:
+    """One diffusion step on a normalised block, as diffuse() above (a = 0: s)."""
+    if not a:
+        return s
+    T = s @ (s / s.sum(1, keepdims=True)).T
+    T = T / np.sqrt(np.outer(np.diag(T), np.diag(T)))
+    s2 = (1 - a) * s + a * T
+    np.fill_diagonal(s2, 1.0)
+    return s2
+
+
+def hub_term(q, it, n, beta, norm="max", s0=None) -> np.ndarray:
+    """(k,) hubness-normalised local score q / mu ** beta over its maximum ('max'), or the shipped
+    guard term s0 scaled by (mean(mu) / mu) ** beta and clipped at 1 ('rel')."""
+    mu = np.maximum(hub_mu(it, n, len(q)), 1e-12)
+    if norm == "rel":
+        return np.minimum(s0 * (mu.mean() / mu) ** beta, 1.0)
+    h = q / mu ** beta
+    return h / h.max()
+
+
+def hub_guard(q, B, it=None, n=30, beta=1.0, w=0.5, norm="max", a=0.0):
+    """Issue 12, round 2, leads 1 and 3: MDS of the (optionally diffused) shipped block, the guard's
+    local share hubness-normalised: (1 - w) cos_mds + w hub_term."""
+    s = diffused(normalise(block(q, B), "p99"), a)
+    return (1 - w) * mds_cos(s) + w * hub_term(q, it, n, beta, norm, s[0, 1:])
+
+
+def hub_order(it, k, n=20, beta=0.5, w=0.5, guard="hub", a=0.0):
+    """Lead 2: the whole list re-ordered by q / mu ** beta, then MDS (block diffused by a) on that
+    order's top k with the shipped ('plain') or the hub guard; the rest keeps the hub order."""
+    mu = np.maximum(-np.sort(-it["row_max"], axis=1)[:, :n].mean(1), 1e-12)
+    h = it["q"] / mu ** beta
+    oh = np.argsort(-h, kind="stable")
+    top = oh[:k]
+    s = diffused(normalise(block(it["q"][top], it["B"][np.ix_(top, top)]), "p99"), a)
+    g = s[0, 1:] if guard == "plain" else h[top] / h[top].max()
+    sc = (1 - w) * mds_cos(s) + w * g
+    head = top[np.argsort(-sc, kind="stable")]
+    return np.concatenate([head, oh[k:], np.arange(len(it["q"]), len(it["F"]))])
+
+
+hub_order.full = True
+
+
 def grid(fn, **axes) -> list:
     keys = list(axes)
     return [(", ".join(f"{k}={v}" for k, v in zip(keys, vals)), fn, dict(zip(keys, vals)))
             for vals in itertools.product(*axes.values())]
 
 
+HUB_N, HUB_BETA, HUB_W = (10, 20, 30, 50), (0.25, 0.5, 0.75, 1.0), (0.2, 0.3, 0.4, 0.5, 0.6)
 LEADS = {  # name -> [(label, rule, kwargs)]; 'k' in kwargs is the re-ranked head size
     "shipped (classical MDS, max block, local_w=0.3)": grid(score_classical),
     "adaptive local_w: top-1/top-2 ratio": grid(adaptive, kind=("ratio",), a=(0.1, 0.2, 0.3), b=(0.2, 0.5, 1.0)),
@@ -261,6 +314,16 @@ LEADS = {  # name -> [(label, rule, kwargs)]; 'k' in kwargs is the re-ranked hea
     "manifold ranking instead of MDS": grid(manifold, alpha=(0.5, 0.8, 0.9), w=(0.0, 0.3, 0.5), n=(0, 10)),
     "SMACOF, same block and guard": grid(metric_smacof, w=(0.2, 0.3, 0.4), dim=(16, 32)),
     "weighted SMACOF on top-n pairs": grid(knn_smacof, n=(10, 20, 40), w0=(0.0, 0.1)),
+    # round 2: the guard's local term hubness-normalised (w, n, beta, its scale tuned per half)
+    "1. hub guard, MDS of the shipped block": grid(hub_guard, n=HUB_N, beta=HUB_BETA, w=HUB_W, norm=("max", "rel")),
+    "3. hub guard + one diffusion step (a=0.25)": grid(hub_guard, n=HUB_N, beta=HUB_BETA, w=HUB_W,
+                                                       norm=("max", "rel"), a=(0.25,)),
+    "3'. the same, n >= 20 (more than the largest group's 9 matches)": grid(
+        hub_guard, n=HUB_N[1:], beta=HUB_BETA, w=HUB_W, norm=("max", "rel"), a=(0.25,)),
+    "2. hub-normalised order, MDS on its top k": grid(hub_order, n=HUB_N, beta=HUB_BETA[1:], w=(0.3, 0.5),
+                                                      guard=("plain", "hub")),
+    "2+3. hub-normalised order, diffused MDS on its top k": grid(hub_order, n=HUB_N, beta=HUB_BETA[1:],
+                                                                 w=(0.3, 0.5), guard=("plain", "hub"), a=(0.25,)),
 }
 BASE = "shipped (classical MDS, max block, local_w=0.3)"
 
@@ -340,12 +403,69 @@ def queries() -> None:
               f"| {Q.mean(v, d['pair']):.1f} |")
 
 
+def groups(d: dict) -> np.ndarray:
+    """(n_queries,) group index of each query (its relevant images and itself)."""
+    g = [frozenset(set(it["F"][it["rel"]].tolist()) | {it["id"]}) for it in d["items"]]
+    keys = {k: i for i, k in enumerate(sorted(set(g), key=min))}
+    return np.array([keys[k] for k in g])
+
+
+def cv(only=None, n_splits: int = 200) -> None:
+    """Each lead's two-fold tuning over the official split and n_splits random splits by group: the gain
+    over the shipped rule on each half (tuned on the other) and over all queries (x-fold)."""
+    d = load()
+    gi, A0 = groups(d), d["fold"]
+    assert all(len(set(A0[gi == g])) == 1 for g in set(gi)), "the official split is not by group"
+    rng = np.random.default_rng(0)
+    splits = [A0] + [rng.permutation(gi.max() + 1)[gi] <= gi.max() // 2 for _ in range(n_splits)]
+    base = run_grid(d, LEADS[BASE])[""]
+    print("| lead | official: gain on A, on B, x-fold | random splits: mean x-fold gain (sd) | P(x-fold > 0) "
+          "| P(both halves >= +0.5) |\n|---|---|---|---|---|")
+    for name, g in LEADS.items():
+        if name == BASE or (only and name not in only):
+            continue
+        M = np.array(list(run_grid(d, g).values()))           # (grid points, queries)
+        r = []
+        for A in splits:
+            ba, bb = M[:, A].mean(1).argmax(), M[:, ~A].mean(1).argmax()
+            r.append((100 * (M[bb, A].mean() - base[A].mean()), 100 * (M[ba, ~A].mean() - base[~A].mean()),
+                      100 * (np.where(A, M[bb], M[ba]).mean() - base.mean())))
+        r = np.array(r)
+        print(f"| {name} | {r[0, 0]:+.2f}, {r[0, 1]:+.2f}, {r[0, 2]:+.2f} | {r[1:, 2].mean():+.2f} "
+              f"({r[1:, 2].std():.2f}) | {np.mean(r[1:, 2] > 0):.2f} "
+              f"| {np.mean((r[1:, 0] >= 0.5) & (r[1:, 1] >= 0.5)):.2f} |", flush=True)
+
+
+def check() -> None:
+    """l2g.rerank with RerankConfig's defaults orders every query's head as hub_guard at those defaults,
+    and its time per query against the previous default (diffuse_a 0, hub_n 0, local_w 0.3)."""
+    import time
+
+    d, b, rc = load(), Q.Bench(), C.RerankConfig()
+    old = C.RerankConfig(diffuse_a=0.0, hub_n=0, local_w=0.3)
+    t = {"default": [], "previous": []}
+    for it, qq in zip(d["items"], b.q):
+        res = b.local[qq["id"]]
+        for key, cfg in (("previous", old), ("default", rc)):
+            t0 = time.perf_counter()
+            ref = rerank(res, b.graph, cfg, exclude=qq["id"])
+            t[key].append(time.perf_counter() - t0)
+        q, B = it["q"][:K], it["B"][:K, :K]
+        mine = np.argsort(-hub_guard(q, B, it, rc.hub_n, rc.hub_beta, rc.local_w, a=rc.diffuse_a), kind="stable")
+        assert np.array_equal(ref.ids[:K], it["F"][:K][mine]), f"query {qq['id']}: hub_guard != l2g.rerank"
+    print(f"{len(b.q)} queries: l2g.rerank's default == hub_guard(n={rc.hub_n}, beta={rc.hub_beta}, "
+          f"w={rc.local_w}, a={rc.diffuse_a}) on every one")
+    for key, v in t.items():
+        print(f"rerank time per query, {key}: median {1e3 * np.median(v):.2f} ms, mean {1e3 * np.mean(v):.2f} ms")
+
+
 def main(argv=None):
     ap_ = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap_.add_argument("step", choices=("cache", "table", "queries"))
+    ap_.add_argument("step", choices=("cache", "table", "queries", "cv", "check"))
     ap_.add_argument("--only", nargs="*", help="leads to run (default: all)")
     a = ap_.parse_args(argv)
-    {"cache": cache, "table": lambda: table(a.only), "queries": queries}[a.step]()
+    {"cache": cache, "table": lambda: table(a.only), "queries": queries, "cv": lambda: cv(a.only),
+     "check": check}[a.step]()
 
 
 if __name__ == "__main__":

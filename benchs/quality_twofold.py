@@ -199,7 +199,7 @@ class Bench:
         out = []
         for qq in self.q:
             res = self.local[qq["id"]]
-            rr = rerank(res, graph, rcfg, vgraph=vg)
+            rr = rerank(res, graph, rcfg, vgraph=vg, exclude=qq["id"])
             out.append(self.ap(full_ranking(rr.ids, res.all_scores, self.prank, qq["id"]), qq))
         return np.array(out)
 
@@ -221,8 +221,8 @@ def mean(x, m=None) -> float:
 
 
 # every idea is measured alone against the pre-issue-12 re-ranking; SHIPPED are the fields changed since
-OLD = C.RerankConfig(symmetric="mean", local_w=0.0)
-SHIPPED = ("symmetric", "local_w")
+OLD = C.RerankConfig(symmetric="mean", local_w=0.0, diffuse_a=0.0, hub_n=0)
+SHIPPED = ("symmetric", "local_w", "diffuse_a", "hub_n", "hub_beta")
 
 IDEAS = {  # idea -> list of (label, RerankConfig overrides, verify_sat or None)
     "l2g (old default)": [("", {}, None)],

@@ -129,6 +129,12 @@ class RerankConfig:
     local_w: float = 0.3            # guard: final = (1 - local_w) cos_mds + local_w * normalised local score
     # symmetric and local_w: chosen by a two-fold split of realbench-dev by group (README, issue 12);
     # 'max' + local_w 0.3 beat 'mean' + 0 on both halves (69.3 vs 68.4 on A, 68.6 vs 67.5 on B)
+    diffuse_a: float = 0.0          # one diffusion step on the normalised block: (1 - a) s + a * walk (0: off)
+    hub_n: int = 0                  # guard's local score hubness-normalised: q_j / mu_j ** hub_beta, mu_j the mean
+    hub_beta: float = 1.0           #   of image j's hub_n strongest graph similarities (0: off)
+    # off: diffuse_a 0.25 + hub_n 30 + local_w 0.5 scores 71.5 / 71.9 on halves A / B of realbench-dev (69.2 /
+    # 69.2 now) but was chosen looking at both halves; tuned on one half it gains only +0.1 on B
+    # (benchs/quality_leads.py, issue 12 round 2)
     keep_head: float = 0.0          # guard: the local top-1 keeps rank 1 when its local score is at least
                                     #   keep_head times the second's (0: off)
     mutual_k: int = 0               # reciprocal weighting: block edges not among both ends' top mutual_k

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.linalg
+from scipy.spatial.distance import pdist, squareform
 
 from .config import RerankConfig
 
@@ -52,73 +53,43 @@ class MDSResult:
 
 # --------------------------------------------------------------------------- validation
 
-def _check_dim(dim) -> int:
-    if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim < 1:
-        raise ValueError(f"dim must be an integer >= 1, got {dim!r}")
-    return int(dim)
+def _check_int(value, name: str, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    return int(value)
 
 
-def _check_dissimilarity(D) -> np.ndarray:
-    """Validate D: (n, n) and return a symmetric float64 copy with an exact zero diagonal."""
-    D = np.array(D, dtype=np.float64, copy=True)
-    if D.ndim != 2 or D.shape[0] != D.shape[1]:
-        raise ValueError(f"D must be a square (n, n) matrix, got shape {D.shape}")
-    if D.size == 0:
-        return D
-    if not np.all(np.isfinite(D)):
-        raise ValueError("D must be finite (found NaN or inf)")
-    if np.any(D < 0):
-        raise ValueError(f"D must be non-negative (min {D.min():.3g})")
-    scale = float(D.max())
-    tol = SYM_TOL * max(scale, np.finfo(np.float64).tiny)
-    asym = float(np.abs(D - D.T).max())
+def _check_square(M, name: str = "D", n: int | None = None) -> np.ndarray:
+    """Validate M: (n, n) finite, non-negative and symmetric (to SYM_TOL relative); return a symmetric float64
+    copy with a zero diagonal. A dissimilarity D must have a zero diagonal; a weight matrix's is ignored."""
+    M = np.array(M, dtype=np.float64, copy=True)
+    if M.ndim != 2 or M.shape[0] != M.shape[1] or (n is not None and M.shape != (n, n)):
+        raise ValueError(f"{name} must be a square {'(n, n)' if n is None else (n, n)} matrix, got shape {M.shape}")
+    if M.size == 0:
+        return M
+    if not np.all(np.isfinite(M)):
+        raise ValueError(f"{name} must be finite (found NaN or inf)")
+    if np.any(M < 0):
+        raise ValueError(f"{name} must be non-negative (min {M.min():.3g})")
+    tol = SYM_TOL * max(float(M.max()), np.finfo(np.float64).tiny)
+    asym = float(np.abs(M - M.T).max())
     if asym > tol:
-        raise ValueError(f"D must be symmetric: max |D - D.T| = {asym:.3g} > {tol:.3g}")
-    diag = float(np.abs(np.diag(D)).max())
-    if diag > tol:
+        raise ValueError(f"{name} must be symmetric: max |{name} - {name}.T| = {asym:.3g} > {tol:.3g}")
+    diag = float(np.abs(np.diag(M)).max())
+    if name == "D" and diag > tol:
         raise ValueError(f"D must have a zero diagonal: max |diag| = {diag:.3g} > {tol:.3g}")
-    D = 0.5 * (D + D.T)
-    np.fill_diagonal(D, 0.0)
-    return D
-
-
-def _check_weights(weights, n: int) -> np.ndarray | None:
-    """weights: (n, n) non-negative symmetric, or None (all ones). Diagonal is ignored."""
-    if weights is None:
-        return None
-    W = np.array(weights, dtype=np.float64, copy=True)
-    if W.shape != (n, n):
-        raise ValueError(f"weights must have shape {(n, n)}, got {W.shape}")
-    if not np.all(np.isfinite(W)) or np.any(W < 0):
-        raise ValueError("weights must be finite and non-negative")
-    if np.abs(W - W.T).max(initial=0.0) > SYM_TOL * max(W.max(initial=0.0), 1e-300):
-        raise ValueError("weights must be symmetric")
-    W = 0.5 * (W + W.T)
-    np.fill_diagonal(W, 0.0)
-    return W
+    M = 0.5 * (M + M.T)
+    np.fill_diagonal(M, 0.0)
+    return M
 
 
 # --------------------------------------------------------------------------- helpers
 
-def _distances(X: np.ndarray) -> np.ndarray:
-    """X: (n, k) -> (n, n) Euclidean distances via the Gram matrix, exact zero diagonal."""
-    sq = np.einsum("ij,ij->i", X, X)
-    G = X @ X.T
-    G *= -2.0
-    G += sq[:, None]
-    G += sq[None, :]
-    np.maximum(G, 0.0, out=G)
-    np.sqrt(G, out=G)
-    np.fill_diagonal(G, 0.0)
-    return G
-
-
-def _raw_stress(d: np.ndarray, D: np.ndarray, W: np.ndarray | None) -> float:
-    diff = d - D
+def _raw_stress(X: np.ndarray, D: np.ndarray, W: np.ndarray | None) -> float:
+    """sum_{i<j} w_ij (|x_i - x_j| - delta_ij)^2 for X: (n, k), D and W: (n, n)."""
+    diff = squareform(pdist(X)) - D
     diff *= diff
-    if W is not None:
-        diff *= W
-    return 0.5 * float(diff.sum())
+    return 0.5 * float((diff if W is None else diff * W).sum())
 
 
 def _fill_and_stress(X: np.ndarray, G: np.ndarray, left: np.ndarray, right: np.ndarray,
@@ -203,13 +174,13 @@ def classical_mds(D, dim: int) -> MDSResult:
     eigenvalues (negatives clipped to 0).
     """
     t0 = time.perf_counter()
-    dim = _check_dim(dim)
-    D = _check_dissimilarity(D)
+    dim = _check_int(dim, "dim", 1)
+    D = _check_square(D)
     early = _tiny(D, dim, "classical", t0)
     if early is not None:
         return early
     X, lam = _classical(D, dim)
-    raw = _raw_stress(_distances(X), D, None)
+    raw = _raw_stress(X, D, None)
     denom = 0.5 * float((D * D).sum())
     return MDSResult(X=X, stress=raw, stress1=_stress1(raw, denom), n_iter=0,
                      params={"method": "classical", "dim": dim, "n": D.shape[0],
@@ -241,15 +212,13 @@ def smacof(D, dim: int, init=None, max_iter: int = 300, eps: float = 1e-6,
     stress of the start and after every update (non-increasing).
     """
     t0 = time.perf_counter()
-    dim = _check_dim(dim)
-    if isinstance(max_iter, bool) or not isinstance(max_iter, (int, np.integer)) or max_iter < 0:
-        raise ValueError(f"max_iter must be an integer >= 0, got {max_iter!r}")
+    dim = _check_int(dim, "dim", 1)
+    max_iter = _check_int(max_iter, "max_iter", 0)
     if not isinstance(eps, (int, float, np.floating)) or not np.isfinite(eps) or eps < 0:
         raise ValueError(f"eps must be finite and >= 0, got {eps!r}")
-    max_iter = int(max_iter)
-    D = _check_dissimilarity(D)
+    D = _check_square(D)
     n = D.shape[0]
-    W = _check_weights(weights, n)
+    W = None if weights is None else _check_square(weights, "weights", n)
     early = _tiny(D, dim, "smacof", t0)
     if early is not None:
         return early
@@ -299,7 +268,7 @@ def smacof(D, dim: int, init=None, max_iter: int = 300, eps: float = 1e-6,
             history.append(stress)
             if decrease <= eps * history[-2]:
                 break
-    stress = _raw_stress(_distances(X), D, W)   # report the exact value, not the expansion
+    stress = _raw_stress(X, D, W)   # report the exact value, not the expansion
     timings["smacof"] = time.perf_counter() - t1
     timings["total"] = time.perf_counter() - t0
     params["stress_history"] = history

@@ -104,7 +104,7 @@ class Context:
         if key not in self.memo:   # keep one embedding: sliders change the config often
             for k in [k for k in self.memo if k[0] == "embedding"]:
                 del self.memo[k]
-        return self.shared(key, lambda: rerank(self.local, self.graph, rcfg))
+        return self.shared(key, lambda: rerank(self.local, self.graph, rcfg, exclude=self.exclude))
 
     def inliers(self, ids: np.ndarray) -> np.ndarray:
         """(len(ids),) RANSAC inlier counts of the query against each gallery id (each verified once)."""

@@ -10,6 +10,8 @@ For a query and the top k of its local-search shortlist:
    by its within-row rank ('rank'); the diagonal is 1.
 3. Dissimilarity: delta = 1 - s ('1-s', default), sqrt(1 - s), or -log(s)
    (clipped at s = 1e-3).
+   Before that, optionally one diffusion step (diffuse_a = a): s <- (1 - a) s + a T,
+   T a cosine-normalised one-step random walk on s (``diffuse``).
 4. Embed delta with MDS in d dimensions (classical, then SMACOF).
 5. Score candidates by cosine to the query in that space, optionally blended:
    (1 - w) cos_mds + w cos_global. Re-order the top k; the rest keeps its order.
@@ -20,15 +22,20 @@ neighbour weighting (mutual_k, mutual_w); verified graph edges from l2g.vgraph
 (verified_w); SMACOF weights 0 for pairs with no local similarity (weighted);
 and a guard for isolated true matches: a share local_w of the normalised local
 score in the final score, and keep_head, which keeps the local top-1 first when
-its local score dominates the second's.
+its local score dominates the second's. With hub_n > 0 the guard's local score is
+hubness-normalised (contextual dissimilarity, Jegou et al. 2007): q_j / mu_j ** hub_beta,
+mu_j the mean of candidate j's hub_n strongest gallery-graph similarities, divided
+by its maximum over the head; images similar to everything (hubs) lose weight.
 """
 from __future__ import annotations
 
 import dataclasses
 import time
+import weakref
 from dataclasses import dataclass, field
 
 import numpy as np
+import scipy.sparse as sp
 from threadpoolctl import ThreadpoolController
 
 from .config import RerankConfig
@@ -122,6 +129,72 @@ def similarity_block(res: SearchResult, graph: Graph, k: int, cfg: RerankConfig 
     return S, ids
 
 
+def diffuse(s: np.ndarray, a: float) -> np.ndarray:
+    """(n, n) normalised similarities -> (1 - a) s + a T, T_ij = sum_k s_ik s_jk / d_j (d the row
+    sums) over sqrt(T_ii T_jj); unit diagonal, not symmetric (MDS symmetrises 1 - s). a = 0: s."""
+    if not 0 <= a <= 1:
+        raise ValueError(f"diffuse_a must be in [0, 1], got {a}")
+    if a == 0:
+        return s
+    T = s @ (s / np.maximum(s.sum(1, keepdims=True), 1e-12)).T
+    dg = np.sqrt(np.maximum(np.diag(T), 1e-12))
+    out = (1.0 - a) * s + a * T / np.outer(dg, dg)
+    np.fill_diagonal(out, 1.0)
+    return out
+
+
+_HUB: dict = {}    # (id(G), n) -> (weakref to G, (N, n+1) strongest similarities, (N, n+1) their columns)
+
+
+def _hub_table(G: sp.csr_matrix, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every gallery image's n + 1 strongest similarities in max(G, G^T), itself left out, strongest
+    first (0-padded, column -1), computed once per graph and n: one query may be one of them."""
+    key = (id(G), n)
+    hit = _HUB.get(key)
+    if hit is not None and hit[0]() is G:
+        return hit[1], hit[2]
+    M = G.maximum(G.T.tocsr()).tocsr()    # (G is read, never changed, once a query has used it)
+    N, m = M.shape[0], n + 1
+    vals, cols = np.zeros((N, m)), np.full((N, m), -1, np.int64)
+    for a in range(0, N, 4096):   # rows padded to a dense (chunk, widest row) block
+        R = M[a:a + 4096]
+        rows = np.repeat(np.arange(R.shape[0]), np.diff(R.indptr))
+        D = np.full((R.shape[0], max(int(np.diff(R.indptr).max(initial=0)), m)), -1.0)
+        C = np.full(D.shape, -1, np.int64)
+        pos = np.arange(len(rows)) - R.indptr[rows]
+        D[rows, pos], C[rows, pos] = np.where(R.indices == a + rows, -1.0, R.data), R.indices
+        top = np.argsort(-D, axis=1, kind="stable")[:, :m]
+        vals[a:a + len(D)] = np.maximum(np.take_along_axis(D, top, 1), 0)
+        cols[a:a + len(D)] = np.take_along_axis(C, top, 1)
+    if len(_HUB) >= 4:
+        _HUB.clear()
+    _HUB[key] = (weakref.ref(G), vals, cols)
+    return vals, cols
+
+
+def hub_means(graph: Graph, ids: np.ndarray, n: int, exclude: int | None = None) -> np.ndarray:
+    """(m,) mean of each gallery id's n strongest graph similarities, max(S, S^T), itself and
+    the gallery id exclude (the query, when it is a gallery image) left out; 0 with no edges."""
+    if n < 1:
+        raise ValueError(f"hub_means needs n >= 1, got {n}")
+    vals, cols = _hub_table(graph.G, n)
+    v, c = vals[np.asarray(ids, np.int64)], cols[np.asarray(ids, np.int64)]
+    if exclude is not None:   # drop the query's entry; the (n+1)-th takes its place
+        v = np.where(c == int(exclude), -1.0, v)
+        v = -np.sort(-v, axis=1)
+    return np.maximum(v[:, :n], 0).sum(1) / n
+
+
+def hub_local(local: np.ndarray, mu: np.ndarray, beta: float) -> np.ndarray:
+    """(k,) local scores >= 0 and their candidates' hub means -> q / mu ** beta over its maximum,
+    in [0, 1]. A candidate without graph edges (mu 0) takes the smallest positive mu of the head."""
+    local, mu = np.maximum(np.asarray(local, np.float64), 0), np.asarray(mu, np.float64)
+    pos = mu[mu > 0]
+    h = local if pos.size == 0 else local / np.maximum(mu, pos.min()) ** beta
+    top = h.max(initial=0.0)
+    return h / top if top > 0 else h
+
+
 def guard(cos_mds: np.ndarray, s_query: np.ndarray, local: np.ndarray,
           cfg: RerankConfig) -> tuple[np.ndarray, np.ndarray]:
     """Final scores and order of the head, guarded for isolated true matches.
@@ -145,12 +218,13 @@ class RerankResult:
     scores: np.ndarray            # (k,) final scores of the re-ranked head, in new order
     head: np.ndarray              # (k,) candidate ids in local-search order (rows 1.. of X)
     X: np.ndarray
-    S: np.ndarray                 # (k+1, k+1) normalised similarities
+    S: np.ndarray                 # (k+1, k+1) normalised similarities (before the diffusion step)
     cos_mds: np.ndarray           # (k,) in head order
     cos_global: np.ndarray | None
     stress1: float
     params: dict = field(default_factory=dict)
     timings: dict = field(default_factory=dict)
+    local_term: np.ndarray | None = None   # (k,) the guard's local score in head order (None: S[0, 1:])
 
     def rank_change(self) -> dict:
         """candidate id -> old rank minus new rank (positive = moved up)."""
@@ -159,12 +233,13 @@ class RerankResult:
 
 
 def rerank(res: SearchResult, graph: Graph, cfg: RerankConfig = RerankConfig(),
-           global_sim: np.ndarray | None = None, vgraph=None) -> RerankResult:
+           global_sim: np.ndarray | None = None, vgraph=None, exclude: int | None = None) -> RerankResult:
     """Re-rank the head of a local-search shortlist by MDS similarity embeddings.
 
     global_sim: optional (n_images,) cosine of the query's global descriptor to
     every gallery image, used when cfg.w > 0.
     vgraph: optional verified graph (l2g.vgraph.VGraph), used when cfg.verified_w > 0.
+    exclude: the query's own gallery id, if any, left out of the hub means (cfg.hub_n > 0).
     """
     t0 = time.perf_counter()
     if cfg.symmetric not in ("mean", "max"):
@@ -174,7 +249,11 @@ def rerank(res: SearchResult, graph: Graph, cfg: RerankConfig = RerankConfig(),
     params = {"k": cfg.k, "dim": cfg.dim, "method": cfg.method, "transform": cfg.transform,
               "normalise": cfg.normalise, "w": cfg.w, "symmetric": cfg.symmetric, "local_w": cfg.local_w,
               "keep_head": cfg.keep_head, "mutual_k": cfg.mutual_k, "mutual_w": cfg.mutual_w,
-              "weighted": cfg.weighted, "verified_w": cfg.verified_w if vgraph is not None else 0.0}
+              "weighted": cfg.weighted, "verified_w": cfg.verified_w if vgraph is not None else 0.0,
+              "diffuse_a": cfg.diffuse_a, "hub_n": cfg.hub_n, "hub_beta": cfg.hub_beta}
+    if cfg.hub_n < 0 or cfg.hub_beta < 0 or not 0 <= cfg.diffuse_a <= 1:
+        raise ValueError(f"hub_n and hub_beta must be >= 0 and diffuse_a in [0, 1], got {cfg.hub_n}, "
+                         f"{cfg.hub_beta} and {cfg.diffuse_a}")
     k = min(cfg.k, len(res.ids))
     if k < 3:  # nothing to embed: keep the local order
         X = np.zeros((k + 1, cfg.dim))
@@ -182,7 +261,10 @@ def rerank(res: SearchResult, graph: Graph, cfg: RerankConfig = RerankConfig(),
                             np.eye(k + 1), np.zeros(k), None, 0.0, {**params, "skipped": "k < 3"}, {})
     S_raw, head = similarity_block(res, graph, k, cfg, vgraph)
     s = normalise(S_raw, cfg.normalise)
-    delta = dissimilarity(s, cfg.transform)
+    sd = diffuse(s, cfg.diffuse_a)
+    delta = dissimilarity(sd, cfg.transform)
+    local = sd[0, 1:] if cfg.hub_n == 0 else hub_local(S_raw[0, 1:], hub_means(graph, head, cfg.hub_n, exclude),
+                                                         cfg.hub_beta)
     W = None
     if cfg.weighted:  # absent pairs carry no information: drop them from the stress
         W = ((S_raw + S_raw.T) > 0).astype(np.float64)
@@ -193,10 +275,10 @@ def rerank(res: SearchResult, graph: Graph, cfg: RerankConfig = RerankConfig(),
                   weights=W)
     t2 = time.perf_counter()
     cos_mds = cosine_to_first(m.X)
-    final, order = guard(cos_mds, s[0, 1:], res.scores[:k], cfg)
+    final, order = guard(cos_mds, local, res.scores[:k], cfg)
     ids = np.concatenate([head[order], res.ids[k:]])
     rr = RerankResult(ids, final[order], head, m.X, s, cos_mds, None, float(m.stress1), params,
-                      {"similarity": t1 - t0, "mds": t2 - t1, "rerank": time.perf_counter() - t0})
+                      {"similarity": t1 - t0, "mds": t2 - t1, "rerank": time.perf_counter() - t0}, local)
     return rr if global_sim is None else blend(rr, res, global_sim, cfg.w)
 
 
@@ -210,6 +292,7 @@ def blend(rr: RerankResult, res: SearchResult, global_sim: np.ndarray, w: float)
         return dataclasses.replace(rr, params=params)
     cos_g = np.asarray(global_sim, np.float64)[rr.head]
     gcfg = RerankConfig(local_w=rr.params.get("local_w", 0.0), keep_head=rr.params.get("keep_head", 0.0))
-    final, order = guard((1.0 - w) * rr.cos_mds + w * cos_g, rr.S[0, 1:], res.scores[:len(rr.head)], gcfg)
+    local = rr.S[0, 1:] if rr.local_term is None else rr.local_term
+    final, order = guard((1.0 - w) * rr.cos_mds + w * cos_g, local, res.scores[:len(rr.head)], gcfg)
     ids = np.concatenate([rr.head[order], res.ids[len(rr.head):]])
     return dataclasses.replace(rr, ids=ids, scores=final[order], cos_global=cos_g, params=params)

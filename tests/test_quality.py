@@ -12,7 +12,7 @@ import torch
 from l2g import config as C
 from l2g.errors import ExtractorUnavailable
 from l2g.graph import Graph
-from l2g.rerank import reciprocal_weights, rerank
+from l2g.rerank import diffuse, hub_local, hub_means, normalise, reciprocal_weights, rerank
 from l2g.search import SearchResult
 
 # --------------------------------------------------------------------------- guard
@@ -34,36 +34,39 @@ def _isolated_match_case(cluster: float = 0.2):
     return SearchResult(ids, q, paths, q.copy(), 1000), Graph(sp.csr_matrix(G), paths), n
 
 
+PLAIN = {"diffuse_a": 0.0, "hub_n": 0}    # plain MDS of the block and the plain local share (issue 12, round 1)
+
+
 def test_isolated_true_match_is_demoted_without_the_guard():
     res, g, n = _isolated_match_case()
     for method in ("classical", "smacof"):
-        rr = rerank(res, g, C.RerankConfig(k=n, method=method, local_w=0.0, keep_head=0.0))
-        assert list(rr.ids).index(0) > 0, method   # the failure mode the guard exists for
+        rr = rerank(res, g, C.RerankConfig(k=n, method=method, local_w=0.0, keep_head=0.0, **PLAIN))
+        assert list(rr.ids).index(0) > 0, method   # the failure mode the guard exists for (plain MDS)
 
 
 @pytest.mark.parametrize("method", ["classical", "smacof"])
 def test_keep_head_guard_keeps_the_isolated_match_first(method):
     res, g, n = _isolated_match_case()
-    rr = rerank(res, g, C.RerankConfig(k=n, method=method, keep_head=1.05))
+    rr = rerank(res, g, C.RerankConfig(k=n, method=method, keep_head=1.05, local_w=0.3, **PLAIN))
     assert rr.ids[0] == 0
     assert sorted(rr.ids.tolist()) == list(range(n))      # a permutation: nothing lost
     # a head that does not dominate (the second is within the ratio) is not protected
-    rr = rerank(res, g, C.RerankConfig(k=n, method=method, keep_head=1.2))
+    rr = rerank(res, g, C.RerankConfig(k=n, method=method, keep_head=1.2, local_w=0.3, **PLAIN))
     assert rr.ids[0] != 0
 
 
 def test_local_share_moves_the_order_towards_local_search():
     res, g, n = _isolated_match_case()
-    ranks = [list(rerank(res, g, C.RerankConfig(k=n, method="smacof", local_w=w)).ids).index(0)
+    ranks = [list(rerank(res, g, C.RerankConfig(k=n, method="smacof", local_w=w, **PLAIN)).ids).index(0)
              for w in (0.0, 0.5, 1.0)]
     assert ranks[0] > 0 and ranks[2] == 0 and ranks[0] >= ranks[1] >= ranks[2]
-    full = rerank(res, g, C.RerankConfig(k=n, local_w=1.0))
+    full = rerank(res, g, C.RerankConfig(k=n, local_w=1.0, **PLAIN))
     assert np.array_equal(full.ids, res.ids)             # local_w 1: the local order
 
 
 def test_shipped_default_keeps_the_isolated_match_first():
     res, g, n = _isolated_match_case(cluster=0.3)
-    old = rerank(res, g, C.RerankConfig(k=n, symmetric="mean", local_w=0.0))   # the pre-issue-12 default
+    old = rerank(res, g, C.RerankConfig(k=n, symmetric="mean", local_w=0.0, **PLAIN))   # the pre-issue-12 default
     assert list(old.ids).index(0) > 0
     rr = rerank(res, g, dataclasses.replace(C.RerankConfig(), k=n))
     assert C.RerankConfig().local_w > 0 and rr.ids[0] == 0
@@ -180,3 +183,74 @@ def test_aliked_with_weights_gives_unit_128d_descriptors():
     assert np.allclose(np.linalg.norm(f.desc, axis=1), 1.0, atol=1e-3)
     assert (f.xy >= 0).all() and (f.xy[:, 0] <= 255).all() and (f.xy[:, 1] <= 255).all()
     assert np.all(np.diff(f.kpts[:, 4]) <= 0)                  # strongest first
+
+
+# --------------------------------------------------------------------------- hubness-normalised guard
+
+def _hub_case():
+    """t0..t2: the query's true matches (mutual graph score 0.25), t0 second by local score; h: a hub,
+    first by local score, as similar to the true matches as they are to each other and similar (0.1)
+    to every background image; 30 background images, faint (< 0.04) to each other."""
+    rng = np.random.default_rng(1)
+    nb = 30
+    n = 4 + nb                                   # ids: 0 = hub, 1..3 = true matches, 4.. = background
+    G = (rng.random((n, n)) * 0.04).astype(np.float32)
+    G[1:4, 1:4] = 0.25
+    G[0, 4:] = G[4:, 0] = 0.1
+    G[0, 1:4] = G[1:4, 0] = 0.25
+    np.fill_diagonal(G, 0)
+    q = np.concatenate([[0.3, 0.2, 0.18, 0.16], np.linspace(0.1, 0.02, nb)]).astype(np.float32)
+    paths = [f"c{i}.jpg" for i in range(n)]
+    return SearchResult(np.arange(n), q, paths, q.copy(), 1000), Graph(sp.csr_matrix(G), paths), n
+
+
+def test_hub_guard_puts_the_true_match_above_a_hub():
+    res, g, n = _hub_case()
+    cfg = C.RerankConfig(k=n, diffuse_a=0.25, hub_n=30, hub_beta=1.0, local_w=0.5)   # quality_leads' lead 3
+    old = rerank(res, g, dataclasses.replace(cfg, local_w=0.3, **PLAIN))
+    assert old.ids[0] == 0                               # round 1's default: the hub first
+    plain = rerank(res, g, dataclasses.replace(cfg, hub_n=0))
+    assert list(plain.ids).index(0) < list(plain.ids).index(3)    # not normalised: the hub above t2
+    rr = rerank(res, g, cfg)
+    assert sorted(rr.ids[:3]) == [1, 2, 3]               # normalised: the true matches lead, the hub after
+    assert list(rr.ids).index(0) > 2 and sorted(rr.ids.tolist()) == list(range(n))
+    assert rr.local_term.shape == (n,) and rr.local_term.max() == pytest.approx(1.0)
+    assert rr.local_term[0] < rr.local_term[1]           # head order: the hub's term below t0's
+
+
+def test_hub_means_leave_out_the_image_itself_and_the_query():
+    G = np.array([[0, 4, 3, 0, 0],
+                  [1, 0, 0, 2, 0],
+                  [0, 0, 0, 0, 5],
+                  [0, 0, 0, 0, 0],
+                  [0, 0, 0, 0, 0]], np.float32)
+    g = Graph(sp.csr_matrix(G), [f"{i}" for i in range(5)])
+    # max(G, G^T): 0 -> {1: 4, 2: 3}, 1 -> {0: 4, 3: 2}, 2 -> {0: 3, 4: 5}, 3 -> {1: 2}
+    assert np.allclose(hub_means(g, np.array([0, 1, 2, 3]), 2), [3.5, 3.0, 4.0, 1.0])
+    assert np.allclose(hub_means(g, np.array([0, 2]), 1), [4.0, 5.0])
+    assert np.allclose(hub_means(g, np.array([0, 2]), 2, exclude=4), [3.5, 1.5])    # 4 left out of 2's
+    assert np.allclose(hub_means(g, np.array([0]), 1, exclude=1), [3.0])            # the next takes its place
+    G2 = G.copy()
+    G2[0, 1] = 8                                          # a new graph is not served the old one's table
+    assert np.allclose(hub_means(Graph(sp.csr_matrix(G2), g.paths), np.array([0]), 1), [8.0])
+    with pytest.raises(ValueError, match="n >= 1"):
+        hub_means(g, np.array([0]), 0)
+
+
+def test_hub_local_and_diffuse_stay_in_range_and_refuse_bad_options():
+    h = hub_local(np.array([0.3, 0.2, 0.1]), np.array([0.0, 0.1, 0.2]), 1.0)   # mu 0: the smallest positive mu
+    assert np.allclose(h, [1.0, 2 / 3, 1 / 6])
+    assert np.allclose(hub_local(np.array([0.3, 0.1]), np.zeros(2), 1.0), [1.0, 1 / 3])
+    s = normalise(np.random.default_rng(0).uniform(0, 0.4, (6, 6)) * (1 - np.eye(6)), "p99")
+    s = 0.5 * (s + s.T)
+    assert diffuse(s, 0.0) is s
+    d = diffuse(s, 0.25)            # a walk step from each row: not symmetric (MDS symmetrises 1 - d)
+    assert np.allclose(np.diag(d), 1) and not np.allclose(d, s)
+    assert np.allclose(diffuse(s, 1.0) * (1 - np.eye(6)), (d - 0.75 * s) / 0.25 * (1 - np.eye(6)))
+    assert d.min() >= 0 and d.max() <= 1 + 1e-12
+    res, g, n = _hub_case()
+    for bad in ({"diffuse_a": 1.5}, {"diffuse_a": -0.1}, {"hub_n": -1}, {"hub_beta": -1.0}):
+        with pytest.raises(ValueError, match="hub_n|diffuse_a"):
+            rerank(res, g, C.RerankConfig(**bad))
+    with pytest.raises(ValueError, match="diffuse_a"):
+        diffuse(s, 2.0)

@@ -52,10 +52,11 @@ TOUR: tuple[TourStop, ...] = (
         "l2g-hurts", "groups/rocket/rocket_crop4.jpg",
         "When l2g hurts: a dark crop with little to match",
         "Night sky and two tower tops: few distinctive keypoints, so the query's local similarities are "
-        "weak. The clock and retina photos match each other strongly; the embedding follows that tight "
-        "cluster, and l2g lifts a clock image above a view of the rocket (rocket_crop1): its AP falls "
-        "below local search's. With weak evidence, re-ranking trusts the nearest strong cluster.",
-        focus="groups/rocket/rocket_crop1.jpg"),
+        "weak. Other scenes' views (camera crops, text and clock textures) match each other strongly; the "
+        "embedding follows those clusters, and l2g lifts them above a whole view of the rocket "
+        "(rocket_homography): its AP falls below local search's. With weak evidence, re-ranking trusts "
+        "the strong clusters nearby.",
+        focus="groups/rocket/rocket_homography.jpg"),
 )
 
 

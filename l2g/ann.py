@@ -24,19 +24,31 @@ KINDS = {
     "ivfhnsw": "IVF{nlist}_HNSW32,Flat",    # 520 B, HNSW coarse quantizer (many lists, cheap assignment)
     "ivfhnsw_sq8": "IVF{nlist}_HNSW32,SQ8",  # 136 B
     "ivfhnsw_sq6": "IVF{nlist}_HNSW32,SQ6",  # 104 B
+    # fast-scan PQ (4-bit codes, SIMD scan); the kNN re-scores rescore_factor*k candidates exactly (rescore)
+    "ivfpq32_rs": "IVF{nlist}_HNSW32,PQ32x4fs",   # 16 B codes + 8 B ids
+    "ivfpq64_rs": "IVF{nlist}_HNSW32,PQ64x4fs",   # 32 B codes + 8 B ids
 }
-HNSW_QUANTIZER = ("ivfhnsw", "ivfhnsw_sq8", "ivfhnsw_sq6")
+HNSW_QUANTIZER = ("ivfhnsw", "ivfhnsw_sq8", "ivfhnsw_sq6", "ivfpq32_rs", "ivfpq64_rs")
+RESCORED = ("ivfpq32_rs", "ivfpq64_rs")   # kinds whose candidates are re-scored from the feature store
 
 
 def index_kind(n_total: int, cfg: C.IndexConfig) -> str:
-    """The index kind used for n_total vectors: cfg.kind, or for 'auto' Flat up to exact_max, cfg.auto_kind above."""
+    """The index kind used for n_total vectors: cfg.kind, or for 'auto' Flat up to exact_max, cfg.auto_kind
+    up to compact_min, cfg.compact_kind above (compact_min 0: never)."""
     if cfg.kind != "auto":
         if cfg.kind not in KINDS:
             raise ValueError(f"unknown index kind {cfg.kind!r}; expected 'auto' or one of {sorted(KINDS)}")
         return cfg.kind
     if n_total <= cfg.exact_max:
         return "flat"
-    return cfg.auto_kind
+    return cfg.compact_kind if 0 < cfg.compact_min < n_total else cfg.auto_kind
+
+
+def train_rows(n_total: int, cfg: C.IndexConfig) -> np.ndarray:
+    """The fixed-seed training sample of an IVF index over n_total rows: sorted row ids (m,), m =
+    min(cfg.train_sample, n_total), drawn without replacement with cfg.seed."""
+    rng = np.random.default_rng(cfg.seed)
+    return np.sort(rng.choice(n_total, min(cfg.train_sample, n_total), replace=False))
 
 
 def nlist_for(n_total: int, kind: str, cfg: C.IndexConfig) -> int:
@@ -85,6 +97,39 @@ def train_and_add(ix: faiss.Index, xb_chunks, n_total: int, cfg: C.IndexConfig, 
     for xb in xb_chunks:
         for s in range(0, len(xb), cfg.add_chunk):
             ix.add(np.ascontiguousarray(xb[s:s + cfg.add_chunk], dtype=np.float32))
+
+
+def rescore(xq: np.ndarray, I: np.ndarray, rows, k: int, chunk: int = 2048) -> tuple[np.ndarray, np.ndarray]:
+    """Exact k nearest of each query among its candidates.
+
+    xq (nq, d) float32; I (nq, K) int64 candidate rows (-1: none); rows(ids (m,)) -> (m, d) float32 the
+    indexed vectors (the feature store's). Returns D (nq, k) squared L2 and I (nq, k), nearest first,
+    ties by row id, -1 / inf where fewer than k candidates. Done in chunks of ``chunk`` queries.
+    """
+    nq, K = I.shape
+    k = min(k, K)
+    Do, Io = np.full((nq, k), np.inf, np.float32), np.full((nq, k), -1, np.int64)
+    for s in range(0, nq, chunk):
+        Ic = I[s:s + chunk]
+        ok = Ic >= 0
+        X = rows(np.where(ok, Ic, 0).reshape(-1)).reshape(len(Ic), K, -1)
+        X -= xq[s:s + chunk, None, :]
+        d2 = np.where(ok, np.einsum("nkd,nkd->nk", X, X), np.float32(np.inf)).astype(np.float32)
+        o = np.lexsort((Ic, d2), axis=1)[:, :k]
+        Do[s:s + chunk], Io[s:s + chunk] = np.take_along_axis(d2, o, 1), np.take_along_axis(Ic, o, 1)
+    Io[~np.isfinite(Do)] = -1
+    return Do, Io
+
+
+def search(ix: faiss.Index, kind: str, xq: np.ndarray, k: int, cfg: C.IndexConfig, rows=None):
+    """k nearest rows of xq (nq, d) -> D (nq, k) squared L2, I (nq, k). A RESCORED kind takes
+    cfg.rescore_factor * k candidates from ix and re-scores them exactly with ``rows`` (see rescore)."""
+    if kind not in RESCORED:
+        return ix.search(xq, k)
+    if rows is None:
+        raise ValueError(f"a {kind!r} index re-scores its candidates from the feature store, and none was given")
+    _, I = ix.search(xq, min(max(1, cfg.rescore_factor) * k, ix.ntotal))
+    return rescore(xq, I, rows, k)
 
 
 def write_faiss(ix: faiss.Index, path) -> None:

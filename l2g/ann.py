@@ -25,11 +25,11 @@ KINDS = {
     "ivfhnsw_sq8": "IVF{nlist}_HNSW32,SQ8",  # 136 B
     "ivfhnsw_sq6": "IVF{nlist}_HNSW32,SQ6",  # 104 B
     # fast-scan PQ (4-bit codes, SIMD scan); the kNN re-scores rescore_factor*k candidates exactly (rescore)
-    "ivfpq32_rs": "IVF{nlist}_HNSW32,PQ32x4fs",   # 16 B codes + 8 B ids
-    "ivfpq64_rs": "IVF{nlist}_HNSW32,PQ64x4fs",   # 32 B codes + 8 B ids
+    "ivfpq64_rs": "IVF{nlist}_HNSW32,PQ64x4fs",    # 32 B codes + 8 B ids
+    "ivfpq128_rs": "IVF{nlist}_HNSW32,PQ128x4fs",  # 64 B codes + 8 B ids
 }
-HNSW_QUANTIZER = ("ivfhnsw", "ivfhnsw_sq8", "ivfhnsw_sq6", "ivfpq32_rs", "ivfpq64_rs")
-RESCORED = ("ivfpq32_rs", "ivfpq64_rs")   # kinds whose candidates are re-scored from the feature store
+HNSW_QUANTIZER = ("ivfhnsw", "ivfhnsw_sq8", "ivfhnsw_sq6", "ivfpq64_rs", "ivfpq128_rs")
+RESCORED = ("ivfpq64_rs", "ivfpq128_rs")   # kinds whose candidates are re-scored from the feature store
 
 
 def index_kind(n_total: int, cfg: C.IndexConfig) -> str:
@@ -68,13 +68,14 @@ def factory_key(kind: str, n_total: int, cfg: C.IndexConfig) -> str:
 
 
 def set_search_params(ix: faiss.Index, cfg: C.IndexConfig) -> faiss.Index:
-    """Set nprobe (IVF) and the HNSW coarse quantizer's efSearch from cfg; returns ix."""
+    """Set nprobe (IVF; a fast-scan one, as the RESCORED kinds are: cfg.rescore_nprobe) and the HNSW
+    coarse quantizer's efSearch from cfg; returns ix."""
     ivf = faiss.try_extract_index_ivf(ix)
     if ivf is not None:
-        ivf.nprobe = cfg.nprobe
+        ivf.nprobe = cfg.rescore_nprobe if isinstance(ivf, faiss.IndexIVFFastScan) else cfg.nprobe
         q = faiss.downcast_index(ivf.quantizer)
         if isinstance(q, faiss.IndexHNSW):
-            q.hnsw.efSearch = max(cfg.hnsw_ef, cfg.nprobe)
+            q.hnsw.efSearch = max(cfg.hnsw_ef, ivf.nprobe)
     return ix
 
 
@@ -99,24 +100,29 @@ def train_and_add(ix: faiss.Index, xb_chunks, n_total: int, cfg: C.IndexConfig, 
             ix.add(np.ascontiguousarray(xb[s:s + cfg.add_chunk], dtype=np.float32))
 
 
-def rescore(xq: np.ndarray, I: np.ndarray, rows, k: int, chunk: int = 2048) -> tuple[np.ndarray, np.ndarray]:
+def rescore(xq: np.ndarray, I: np.ndarray, rows, k: int, chunk: int = 1024) -> tuple[np.ndarray, np.ndarray]:
     """Exact k nearest of each query among its candidates.
 
     xq (nq, d) float32; I (nq, K) int64 candidate rows (-1: none); rows(ids (m,)) -> (m, d) float32 the
-    indexed vectors (the feature store's). Returns D (nq, k) squared L2 and I (nq, k), nearest first,
-    ties by row id, -1 / inf where fewer than k candidates. Done in chunks of ``chunk`` queries.
+    indexed vectors (the feature store's). Returns D (nq, k) squared L2 (computed directly, by FAISS's
+    fvec_L2sqr_by_idx) and I (nq, k), nearest first, ties by row id, -1 / inf where fewer than k
+    candidates. Done in chunks of ``chunk`` queries.
     """
+    xq = np.ascontiguousarray(xq, np.float32)
     nq, K = I.shape
     k = min(k, K)
     Do, Io = np.full((nq, k), np.inf, np.float32), np.full((nq, k), -1, np.int64)
     for s in range(0, nq, chunk):
         Ic = I[s:s + chunk]
-        ok = Ic >= 0
-        X = rows(np.where(ok, Ic, 0).reshape(-1)).reshape(len(Ic), K, -1)
-        X -= xq[s:s + chunk, None, :]
-        d2 = np.where(ok, np.einsum("nkd,nkd->nk", X, X), np.float32(np.inf)).astype(np.float32)
+        n, ok = len(Ic), Ic >= 0
+        X = np.ascontiguousarray(rows(np.where(ok, Ic, 0).reshape(-1)), np.float32)    # (n K, d)
+        d2 = np.empty((n, K), np.float32)
+        at = np.arange(n * K, dtype=np.int64).reshape(n, K)
+        faiss.fvec_L2sqr_by_idx(faiss.swig_ptr(d2), faiss.swig_ptr(xq[s:s + n]), faiss.swig_ptr(X),
+                                faiss.swig_ptr(at), xq.shape[1], n, K)
+        d2[~ok] = np.inf
         o = np.lexsort((Ic, d2), axis=1)[:, :k]
-        Do[s:s + chunk], Io[s:s + chunk] = np.take_along_axis(d2, o, 1), np.take_along_axis(Ic, o, 1)
+        Do[s:s + n], Io[s:s + n] = np.take_along_axis(d2, o, 1), np.take_along_axis(Ic, o, 1)
     Io[~np.isfinite(Do)] = -1
     return Do, Io
 

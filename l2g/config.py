@@ -86,8 +86,9 @@ class IndexConfig:
     seed: int = 0
     mmap_min_mb: int = 256          # faiss.index of at least this many MiB is memory-mapped (0 always, <0 never)
     compact_min: int = 4_000_000    # 'auto': compact_kind above this many descriptors (0: never); up to it auto_kind
-    compact_kind: str = "ivfpq32_rs"  # fast-scan PQ, candidates re-scored exactly from the feature store (issue 8)
-    rescore_factor: int = 4         # re-scored kinds: rescore_factor * knn candidates per query descriptor
+    compact_kind: str = "ivfpq128_rs"  # fast-scan PQ, candidates re-scored exactly from the feature store (issue 8)
+    rescore_factor: int = 2         # re-scored kinds: rescore_factor * knn candidates per query descriptor
+    rescore_nprobe: int = 32        # nprobe of the re-scored (fast-scan) kinds
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from l2g.ann import KINDS, factory_key, index_kind, make_faiss, read_faiss, trai
 from l2g.errors import IndexFormatError
 from l2g.features import DESC_DIM
 
-SHIPPED = ["ivf", "ivfhnsw", "ivfpq32_rs"]   # the shipped "auto" kinds and the HNSW-coarse variant
+SHIPPED = ["ivf", "ivfhnsw", "ivfpq128_rs"]   # the shipped "auto" kinds and the HNSW-coarse variant
 
 
 def _rows(n: int, seed: int = 0) -> np.ndarray:
@@ -121,8 +121,8 @@ def test_auto_rule_by_size():
     assert index_kind(2_000_000, cfg) == cfg.auto_kind == "ivf"  # 1,000 images
     assert index_kind(60_000, dataclasses.replace(cfg, auto_kind="ivfhnsw")) == "ivfhnsw"
     assert index_kind(cfg.compact_min, cfg) == "ivf"                       # up to ~2,000 images: today's index
-    assert index_kind(cfg.compact_min + 1, cfg) == cfg.compact_kind == "ivfpq32_rs"
-    assert index_kind(10_000_000, cfg) == "ivfpq32_rs"                      # 10,000 images x 1,000
+    assert index_kind(cfg.compact_min + 1, cfg) == cfg.compact_kind == "ivfpq128_rs"
+    assert index_kind(10_000_000, cfg) == "ivfpq128_rs"                      # 10,000 images x 1,000
     assert index_kind(10**9, dataclasses.replace(cfg, compact_min=0)) == "ivf"   # 0: never compact
     assert index_kind(10, dataclasses.replace(cfg, kind="ivfsq8")) == "ivfsq8"
     with pytest.raises(ValueError, match="unknown index kind"):

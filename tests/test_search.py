@@ -122,11 +122,11 @@ def test_rescored_index_searches_like_exact(tiny_gallery, tiny_cfg, tmp_path):
     from l2g.index import build_index, load_index
 
     flat, _ = build_index(tiny_gallery, tmp_path / "flat", tiny_cfg.replace(index__kind="flat"))
-    cfg = tiny_cfg.replace(index__kind="ivfpq32_rs", index__nlist=8, index__nprobe=8, index__rescore_factor=20,
+    cfg = tiny_cfg.replace(index__kind="ivfpq128_rs", index__nlist=8, index__rescore_nprobe=8, index__rescore_factor=20,
                            index__mmap_min_mb=0)
     built, _ = build_index(tiny_gallery, tmp_path / "pq", cfg)
     loaded = load_index(tmp_path / "pq")
-    assert built.kind == loaded.kind == "ivfpq32_rs" and loaded.cfg.index.rescore_factor == 20
+    assert built.kind == loaded.kind == "ivfpq128_rs" and loaded.cfg.index.rescore_factor == 20
     scfg = C.SearchConfig(shortlist=100)
     for i in range(flat.n_images):
         q = flat.features(i)

@@ -228,7 +228,8 @@ def scaling(sizes: list, rows: int, kinds: list, words: np.ndarray, tmp: Path, q
         for kind in kinds:
             ix, b = _build(ann.factory_key(kind, len(raw), icfg), raw, icfg, coarse)
             ann.set_search_params(ix, icfg)
-            st = _time([(_with(base, ix, kind), f"nprobe={icfg.nprobe}", 0)], qs, truth, exact, scfg)[0]
+            nprobe = icfg.rescore_nprobe if kind in ann.RESCORED else icfg.nprobe      # the kind's default
+            st = _time([(_with(base, ix, kind), f"nprobe={nprobe}", 0)], qs, truth, exact, scfg)[0]
             s["kinds"][kind] = {"build": b, "bytes": index_bytes(ix, len(raw), d), "search": st}
             print(f"{size} images x {rows}: {kind} {b['factory']} p50 {st['p50_s']:.3f} s p95 {st['p95_s']:.3f} s "
                   f"recall@100 {st['recall@100']:.3f} {s['kinds'][kind]['bytes']['per_descriptor']:.0f} B/desc "

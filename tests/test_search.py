@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from l2g import config as C
 from l2g.datasets import load_eval_dataset
@@ -139,3 +140,9 @@ def test_rescored_index_searches_like_exact(tiny_gallery, tiny_cfg, tmp_path):
     D, _ = loaded.ix.search(q.desc, 20)                          # the codes' own distances
     Dx, _ = ann.search(loaded.ix, loaded.kind, q.desc, 20, loaded.cfg.index, loaded.descriptors)
     assert np.abs(D - Dx).max() > 1e-3
+    from l2g.errors import IndexFormatError
+
+    f = tmp_path / "pq" / "faiss.index"
+    f.write_bytes(f.read_bytes()[:-100])                           # truncated: refused like any other kind
+    with pytest.raises(IndexFormatError, match="faiss.index"):
+        load_index(tmp_path / "pq")

@@ -157,7 +157,8 @@ def use_mmap(path, cfg: C.IndexConfig) -> bool:
 def _mmap_flags(path: Path) -> int:
     """FAISS read flags that memory-map the file at ``path``: IVF inverted lists as read-only on-disk lists
     (``IO_FLAG_MMAP``: it checks every list against the file's end, where ``IO_FLAG_MMAP_IFC`` let a file
-    1-7 bytes short open), every other kind's codes with ``IO_FLAG_MMAP_IFC``."""
+    1-7 bytes short open), every other kind's codes with ``IO_FLAG_MMAP_IFC``. FAISS reads a fast-scan
+    IVF's block lists (the RESCORED kinds) into memory even so: ~76 B per descriptor resident."""
     with open(path, "rb") as f:
         head = f.read(4)
     if head[:2] in (b"Iw", b"Iv"):       # the fourcc of every IndexIVF* (IwFl, IwSq, IvPQ, ...)

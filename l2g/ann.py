@@ -72,7 +72,7 @@ def set_search_params(ix: faiss.Index, cfg: C.IndexConfig) -> faiss.Index:
     coarse quantizer's efSearch from cfg; returns ix."""
     ivf = faiss.try_extract_index_ivf(ix)
     if ivf is not None:
-        ivf.nprobe = cfg.rescore_nprobe if isinstance(ivf, faiss.IndexIVFFastScan) else cfg.nprobe
+        ivf.nprobe = cfg.rescore_nprobe if isinstance(faiss.downcast_index(ivf), faiss.IndexIVFFastScan) else cfg.nprobe
         q = faiss.downcast_index(ivf.quantizer)
         if isinstance(q, faiss.IndexHNSW):
             q.hnsw.efSearch = max(cfg.hnsw_ef, ivf.nprobe)

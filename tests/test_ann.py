@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import faiss
 import numpy as np
 import pytest
 
@@ -124,6 +125,15 @@ def test_auto_rule_by_size():
     assert index_kind(cfg.compact_min + 1, cfg) == cfg.compact_kind == "ivfpq128_rs"
     assert index_kind(10_000_000, cfg) == "ivfpq128_rs"                      # 10,000 images x 1,000
     assert index_kind(10**9, dataclasses.replace(cfg, compact_min=0)) == "ivf"   # 0: never compact
+
+
+def test_search_params_per_kind():
+    cfg = C.IndexConfig(nprobe=16, rescore_nprobe=32, hnsw_ef=8)
+    for kind, nprobe in (("ivf", 16), ("ivfhnsw", 16), ("ivfpq128_rs", 32), ("ivfpq64_rs", 32)):
+        ix, _ = make_faiss(100_000, dataclasses.replace(cfg, kind=kind))
+        assert ix.nprobe == nprobe, kind
+        if kind != "ivf":
+            assert faiss.downcast_index(faiss.extract_index_ivf(ix).quantizer).hnsw.efSearch == nprobe
     assert index_kind(10, dataclasses.replace(cfg, kind="ivfsq8")) == "ivfsq8"
     with pytest.raises(ValueError, match="unknown index kind"):
         index_kind(10, dataclasses.replace(cfg, kind="hnsw"))

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import resource
+import tempfile
 import time
 from pathlib import Path
 
@@ -22,11 +23,10 @@ import numpy as np
 import scipy.sparse as sp
 
 from benchs.common import Stage, n_threads, parser, threads, write_json
-from benchs.galleries import Synth, plan, sized_runs
+from benchs.galleries import StoreRows, Synth, plan, sized_runs
 from l2g import config as C
-from l2g.features import Features
 from l2g.graph import graph_rows, rows_one_at_a_time
-from l2g.index import ImageEntry, LocalIndex, index_kind, make_faiss, train_and_add
+from l2g.index import ImageEntry, LocalIndex, index_kind, make_faiss, train_and_add, train_rows
 
 SIZES = [1000, 10_000]
 TARGET_S_PER_IMAGE = 0.18       # issue 8: a 10,000-image graph in <= 30 min on 2 cores
@@ -36,42 +36,37 @@ def gplan(size: int, quick: bool) -> dict:
     """Work done at one size: rows per image, index kind and nlist, images timed per mode, caps measured."""
     big, p = size >= 10_000, plan(size, quick)
     per_img = 100 if quick else 1000 if big else 2000
-    return dict(per_img=per_img, kind="ivfsq8" if big else index_kind(size * per_img, C.IndexConfig()),
-                nlist=p["nlist"], train_sample=p["train_sample"], single=10 if quick else 4 if big else 20,
+    return dict(per_img=per_img, kind=index_kind(size * per_img, C.IndexConfig()),   # what l2g builds
+                nlist=0, train_sample=p["train_sample"], single=10 if quick else 4 if big else 20,
                 batched=min(size, 200 if quick else 8 if big else 100), caps=[50] if quick else [500, 250],
                 two_threads=not quick and not big)
 
 
 class SynthIndex(LocalIndex):
-    """A LocalIndex over a Synth gallery: features(i) regenerates image i's rows (kpts are zeros)."""
+    """A LocalIndex over a Synth gallery held as l2g's feature store (benchs.galleries.StoreRows, uint8
+    rows, zero keypoints): features(i) and the re-scored kinds' candidates come from the store."""
 
-    def __init__(self, syn: Synth, ix: faiss.Index, kind: str):
-        images = [ImageEntry(f"{j:05d}.jpg", "", syn.per_img, (0, 0)) for j in range(syn.n_images)]
-        super().__init__(Path("."), Path("."), C.DEFAULT, images, ix, kind,
-                         np.zeros((syn.n_images * syn.per_img, 5), np.float32))
-        self.syn = syn
-
-    def features(self, i: int) -> Features:
-        return Features(np.zeros((self.syn.per_img, 5), np.float32), self.syn.image(int(i)), (0, 0))
+    def __init__(self, rows: StoreRows, ix: faiss.Index, kind: str):
+        images = [ImageEntry(f"{j:05d}.jpg", "", int(c), (0, 0)) for j, c in enumerate(rows.counts)]
+        super().__init__(Path("."), Path("."), C.DEFAULT, images, ix, kind, fstore=rows.fstore)
+        self.rows = rows
 
 
-def build(syn: Synth, g: dict) -> tuple[SynthIndex, dict]:
-    """The index over every row of syn: make_faiss + train on a fixed-seed sample of whole images + add."""
+def build(syn: Synth, g: dict, tmp: Path) -> tuple[SynthIndex, dict]:
+    """The index over every row of syn, written to a store in tmp: make_faiss + train on ann.train_rows + add."""
     n_total = syn.n_images * syn.per_img
-    icfg = dataclasses.replace(C.IndexConfig(), kind=g["kind"], nlist=g["nlist"])
+    icfg = dataclasses.replace(C.IndexConfig(), kind=g["kind"], nlist=g["nlist"], train_sample=g["train_sample"])
+    rows = StoreRows.write(tmp / "graph-store.npy", (syn.image(j) for j in range(syn.n_images)),
+                           np.full(syn.n_images, syn.per_img))
     ix, kind = make_faiss(n_total, icfg)
     t0 = time.perf_counter()
     if not ix.is_trained:
-        pick = np.random.default_rng(0).choice(syn.n_images, max(1, min(syn.n_images,
-                                                                         g["train_sample"] // syn.per_img)), False)
-        train_and_add(ix, [], n_total, icfg, np.concatenate([syn.image(int(j)) for j in np.sort(pick)]))
+        train_and_add(ix, [], n_total, icfg, rows.take(train_rows(n_total, icfg)))
     t1 = time.perf_counter()
-    chunk = max(1, icfg.add_chunk // syn.per_img)
-    train_and_add(ix, (np.concatenate([syn.image(j) for j in range(s, min(s + chunk, syn.n_images))])
-                       for s in range(0, syn.n_images, chunk)), n_total, icfg)
-    return SynthIndex(syn, ix, kind), {"kind": kind, "nlist": int(getattr(ix, "nlist", 0)),
-                                       "nprobe": int(getattr(ix, "nprobe", 0)), "train_s": t1 - t0,
-                                       "add_s": time.perf_counter() - t1}
+    train_and_add(ix, rows.chunks(icfg.add_chunk), n_total, icfg)
+    return SynthIndex(rows, ix, kind), {"kind": kind, "nlist": int(getattr(ix, "nlist", 0)),
+                                        "nprobe": int(getattr(ix, "nprobe", 0)), "train_s": t1 - t0,
+                                        "add_s": time.perf_counter() - t1}
 
 
 _LI = None   # the index a forked worker searches (inherited, not pickled)
@@ -121,12 +116,12 @@ def _agreement(a: tuple, b: tuple, rows: int, n: int) -> dict:
             "rows_same_neighbours": float(np.mean(same)), "neighbours_per_row": A.nnz / max(rows, 1)}
 
 
-def run_size(size: int, quick: bool, words: np.ndarray, base_threads: int) -> dict:
+def run_size(size: int, quick: bool, words: np.ndarray, base_threads: int, tmp: Path) -> dict:
     """One gallery size: build, then time graph rows per mode on the first images; extrapolate to the gallery."""
     g, scfg, gcfg = gplan(size, quick), C.SearchConfig(), C.GraphConfig()
     syn, out = Synth(words, size, g["per_img"]), {"plan": g}
     with Stage(out.setdefault("build", {})) as b:
-        li, info = build(syn, g)
+        li, info = build(syn, g, tmp)
     b.update(info)
     single, batched = range(g["single"]), range(g["batched"])
     modes = {"one_at_a_time": (lambda: rows_one_at_a_time(li, single, scfg, gcfg), g["single"], base_threads),
@@ -152,12 +147,13 @@ def run_size(size: int, quick: bool, words: np.ndarray, base_threads: int) -> di
     return out
 
 
-def run(quick: bool, words: np.ndarray, sizes=None, base_threads: int = 1) -> dict:
+def run(quick: bool, words: np.ndarray, sizes=None, base_threads: int = 1, tmp: Path | None = None) -> dict:
     """The report's 'graph' entry: {sizes: {size: run_size}, target_s_per_image}."""
     sizes = ([500] if quick else SIZES) if sizes is None else sizes
     res = {"target_s_per_image": TARGET_S_PER_IMAGE, "sizes": {}}
     for size in sizes:
-        res["sizes"][str(size)] = run_size(int(size), quick, words, base_threads)
+        with tempfile.TemporaryDirectory(prefix="l2g-bench-graph-", dir=tmp) as d:   # the store: 1.5 GB at 10k
+            res["sizes"][str(size)] = run_size(int(size), quick, words, base_threads, Path(d))
     return res
 
 
@@ -188,8 +184,8 @@ def summary(res: dict) -> list:
 def main(argv=None) -> int:
     args = parser(__doc__.splitlines()[0], "graph.json", sizes=SIZES).parse_args(argv)
     sizes = None if args.quick and args.sizes == SIZES else args.sizes
-    with sized_runs("graph", args.quick) as (_, out, _, words):
-        out.update(run(args.quick, words, sizes, n_threads()))
+    with sized_runs("graph", args.quick) as (tmp, out, _, words):
+        out.update(run(args.quick, words, sizes, n_threads(), tmp))
     print("\n".join(summary(out)))
     print(f"wrote {write_json(args.out, out)}")
     return 0

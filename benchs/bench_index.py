@@ -12,35 +12,29 @@ import time
 from pathlib import Path
 
 import faiss
-import numpy as np
 
 from benchs.common import Stage, parser, write_json
-from benchs.galleries import RawStore, gallery, plan, sized_runs
+from benchs.galleries import gallery, plan, sized_runs
 from l2g import ann
 from l2g import config as C
-from l2g.features import DESC_DIM
 from l2g.index import train_and_add
 
 
 def factory_key(kind: str, n_total: int, icfg: C.IndexConfig) -> str:
-    """The index_factory string of an index kind over n_total rows ('Flat', 'IVF{nlist},Flat', 'IVF{nlist},SQ8',
-    'IVF{nlist}_HNSW32,SQ6', ...): l2g.ann's, with its nlist rule, so the benchmark measures what l2g builds."""
+    """The index_factory string of an index kind over n_total rows: l2g.ann's (with its nlist rule)."""
     return ann.factory_key(kind, n_total, icfg)
 
 
-def build(kind: str, raw: RawStore, icfg: C.IndexConfig) -> tuple[faiss.Index, dict]:
-    """index_factory + train (IVF: fixed-seed sample of raw) + add chunk by chunk; timings in the dict."""
-    key = factory_key(kind, len(raw), icfg)
-    ix = faiss.index_factory(DESC_DIM, key, faiss.METRIC_L2)
-    ann.set_search_params(ix, icfg)
+def build(kind: str, raw, icfg: C.IndexConfig) -> tuple[faiss.Index, dict]:
+    """ann.make_faiss + train (IVF: ann.train_rows of raw) + add chunk by chunk; timings in the dict."""
+    ix, _ = ann.make_faiss(len(raw), dataclasses.replace(icfg, kind=kind))
     t0 = time.perf_counter()
     if not ix.is_trained:
-        take = np.random.default_rng(icfg.seed).choice(len(raw), min(icfg.train_sample, len(raw)), replace=False)
-        train_and_add(ix, [], len(raw), icfg, raw.take(np.sort(take)))
+        train_and_add(ix, [], len(raw), icfg, raw.take(ann.train_rows(len(raw), icfg)))
     t1 = time.perf_counter()
     train_and_add(ix, raw.chunks(icfg.add_chunk), len(raw), icfg)
-    return ix, {"factory": key, "nlist": int(getattr(ix, "nlist", 0)), "train_s": t1 - t0,
-                "add_s": time.perf_counter() - t1}
+    return ix, {"factory": ann.factory_key(kind, len(raw), icfg), "nlist": int(getattr(ix, "nlist", 0)),
+                "train_s": t1 - t0, "add_s": time.perf_counter() - t1}
 
 
 def index_bytes(ix: faiss.Index, n: int, tmp: Path) -> dict:
@@ -49,7 +43,8 @@ def index_bytes(ix: faiss.Index, n: int, tmp: Path) -> dict:
     faiss.write_index(ix, str(path))
     fb = path.stat().st_size
     path.unlink()
-    return {"faiss": fb, "kpts": n * 20, "img_of": n * 4, "per_descriptor": (fb + n * 24) / n}
+    return {"faiss": fb, "kpts": n * 20, "img_of": n * 4, "per_descriptor": (fb + n * 24) / n,
+            "faiss_and_row_map_per_descriptor": (fb + n * 4) / n}   # keypoints live in the feature store
 
 
 def index_config(p: dict) -> C.IndexConfig:
@@ -57,7 +52,7 @@ def index_config(p: dict) -> C.IndexConfig:
     return dataclasses.replace(C.IndexConfig(), nlist=p["nlist"], train_sample=p["train_sample"])
 
 
-def build_entry(kind: str, raw: RawStore, n_images: int, icfg: C.IndexConfig, tmp: Path) -> tuple[faiss.Index, dict]:
+def build_entry(kind: str, raw, n_images: int, icfg: C.IndexConfig, tmp: Path) -> tuple[faiss.Index, dict]:
     """Build one kind -> (index, {"build": time, rate and peak memory, "bytes": size})."""
     b = {}
     with Stage(b):

@@ -64,10 +64,12 @@ def exact_knn(raw: RawStore, xq: np.ndarray, k: int, chunk: int = 500_000) -> tu
     return knn_ground_truth(np.ascontiguousarray(xq, np.float32), raw.chunks(chunk), k, ngpu=0)
 
 
-def _gallery(counts: np.ndarray) -> LocalIndex:
-    """A LocalIndex shell (no index yet) over images with counts (n,) rows each; kpts (N, 5) zeros."""
+def _gallery(counts: np.ndarray, fstore=None) -> LocalIndex:
+    """A LocalIndex shell (no index yet) over images with counts (n,) rows each; kpts (N, 5) zeros, or the
+    feature store ``fstore`` (re-scored kinds read their candidates there)."""
     images = [ImageEntry(f"{j:05d}", "", int(c), (0, 0)) for j, c in enumerate(counts)]
-    return LocalIndex(Path("."), Path("."), C.DEFAULT, images, None, "", np.zeros((int(counts.sum()), 5), np.float32))
+    kpts = None if fstore is not None else np.zeros((int(counts.sum()), 5), np.float32)
+    return LocalIndex(Path("."), Path("."), C.DEFAULT, images, None, "", kpts, fstore=fstore)
 
 
 def _with(li: LocalIndex, ix, kind: str) -> LocalIndex:
@@ -123,13 +125,14 @@ def eval_size(raw: RawStore, counts: np.ndarray, queries: list, positives: list,
     """Build each of p['kinds'] over raw (N, 128) (counts (n,) rows per image), then time and score the queries."""
     scfg, n_img, N = C.SearchConfig(), len(counts), len(raw)
     icfg = index_config(p)
-    ks, base = [k for k in (10, 100) if k < n_img], _gallery(counts)
+    ks, base = [k for k in (10, 100) if k < n_img], _gallery(counts, getattr(raw, "fstore", None))
     n_exact = min(p["exact"], len(queries))
     out = {"images": n_img, "descriptors": N, "query_descriptors_mean": float(np.mean([len(q) for q in queries])),
            "queries": len(queries), "exact_queries": n_exact, "auto_kind": index_kind(N, C.IndexConfig()),
            "default_nlist": int(getattr(make_faiss(N, C.IndexConfig(kind="ivf"))[0], "nlist", 0)), "kinds": {}}
     truth, exact = None, []
-    for kind in dict.fromkeys(p["kinds"] + [out["auto_kind"]]):   # what l2g would build is always measured
+    # what l2g would build is always measured (at >= 10k images among the candidates)
+    for kind in dict.fromkeys(p["kinds"] + ([] if p.get("big") else [out["auto_kind"]])):
         ix, r = build_entry(kind, raw, n_img, icfg, tmp)
         out["kinds"][kind] = r
         if kind == "flat":

@@ -2,7 +2,8 @@
 
 Galleries of <= 100 images are real (random views of the scikit-image photographs, indexed by
 ``build_index``); larger ones are synthetic RootSIFT-like rows drawn around real descriptors ("visual
-words"), written chunk by chunk to a raw float32 file on disk (up to 5 GB at 10k images, under $TMPDIR).
+words"), written chunk by chunk as one uint8 shard of l2g's feature store (148 B a row: 1.5 GB at 10M rows,
+under $TMPDIR; StoreRows), which re-scored index kinds read their candidates from.
 Rows are vectors: xb (N, 128), xq (nq, 128).
 """
 from __future__ import annotations
@@ -30,9 +31,10 @@ MATCH_FRAC = 0.4             # share of a query's rows copied from its source im
 def plan(size: int, quick: bool) -> dict:
     """Work done at one gallery size (quick: a smoke run). nprobe 0 = every list.
 
-    At >= 10k images: 1000 rows/image, IVF-SQ8 only (plain at the default nprobe, re-scored at every nprobe),
-    nlist = the power of 2 that leaves FAISS's minimum of 39 training rows per list (4096 for 200k), exact
-    truth (brute force) on 2 queries: what fits ~10 minutes on 2 loaded cores.
+    At >= 10k images: 1000 rows/image, only the side-by-side candidates (benchs/bench_candidates.py: one
+    shared coarse k-means; the kinds list is empty), exact truth (brute force) on 2 queries. ``nlist`` (the
+    power of 2 that leaves FAISS's minimum of 39 training rows per list, 4096 for 200k) is what the
+    IVF-SQ8 graph benchmark of earlier sessions used.
     """
     real, big, train = size <= 100, size >= 10_000, 50_000 if quick else 200_000
     nprobes = [1, 16, 64] if quick else [8, 16, 32]
@@ -40,9 +42,10 @@ def plan(size: int, quick: bool) -> dict:
                 queries=4 if quick else 5 if big else 12, exact=2 if big else 4 if quick else 12 if real else 8,
                 side=160 if quick else DEMO_MAX_SIDE, feats=300 if quick else 2000, nprobes=nprobes,
                 plain_nprobes=[C.IndexConfig().nprobe] if big and not quick else nprobes,
-                kinds=["ivfsq8"] if big else ["flat", "ivf"] + (["ivfsq8"] if quick and not real else []),
+                kinds=[] if big else ["flat", "ivf"] + (["ivfsq8"] if quick and not real else []),
                 nlist=2 ** int(np.log2(train / 39)) if big else 0, train_sample=train,
-                quick=quick, candidates=not real and not big)   # benchs/bench_candidates.py side by side
+                quick=quick, big=big, candidates=not real,   # benchs/bench_candidates.py side by side
+                graph_images=40 if big and not quick else 0)  # ... and graph rows timed on the shipped kind
 
 
 class RawStore:
@@ -89,6 +92,56 @@ class RawStore:
                 f.write(np.ascontiguousarray(xb, np.float32).tobytes())
                 n += len(xb)
         return cls(path, n)
+
+
+class StoreRows:
+    """(N, d) rows held as l2g's feature store holds them: one memory-mapped shard of uint8 RootSIFT rows
+    (148 B a row with the zero keypoints, l2g.featstore), read back decoded to float32. The index is built
+    from these decoded rows, so re-scoring from ``fstore`` is exact. Same reads as RawStore."""
+
+    def __init__(self, path: Path, counts: np.ndarray):
+        from l2g.featstore import FeatureStore, Shard
+
+        self.path, self.counts, self.d = Path(path), np.asarray(counts, np.int64), DESC_DIM
+        arr = np.load(self.path, mmap_mode="r")
+        self.n = len(arr)
+        offsets = np.concatenate([[0], np.cumsum(self.counts)]).astype(np.int64)
+        self.fstore = FeatureStore([Shard(self.path.name, 0, len(self.counts), 0, arr)], offsets)
+
+    def __len__(self) -> int:
+        return self.n
+
+    @property
+    def nbytes(self) -> int:
+        return self.fstore.nbytes
+
+    def chunk(self, s: int, e: int) -> np.ndarray:
+        return self.fstore.descriptors(slice(s, min(e, self.n)))
+
+    def chunks(self, size: int = 200_000):
+        return (self.chunk(s, s + size) for s in range(0, self.n, size))
+
+    def rows(self, idx: np.ndarray) -> np.ndarray:
+        return self.fstore.descriptors(np.asarray(idx, np.int64))
+
+    def take(self, rows: np.ndarray, size: int = 500_000) -> np.ndarray:
+        return self.rows(rows)
+
+    @classmethod
+    def write(cls, path: Path, blocks, counts: np.ndarray) -> StoreRows:
+        """Rows of ``blocks`` ((n_i, d) float32 in [0, 1], counts.sum() in all) encoded as uint8, chunk by chunk."""
+        from l2g.featstore import encode, row_dtype
+
+        arr = np.lib.format.open_memmap(path, mode="w+", dtype=row_dtype(np.uint8, DESC_DIM),
+                                        shape=(int(np.sum(counts)),))
+        r = 0
+        for xb in blocks:
+            arr["desc"][r:r + len(xb)] = encode(np.clip(xb, 0, 1), np.uint8)
+            r += len(xb)
+        assert r == len(arr), (r, len(arr))
+        arr.flush()
+        del arr
+        return cls(path, counts)
 
 
 def _noisy(x: np.ndarray, sigma, rng: np.random.Generator) -> np.ndarray:
@@ -152,14 +205,14 @@ def synth_gallery(n: int, p: dict, words: np.ndarray, tmp: Path) -> tuple:
     """
     syn, g = Synth(words, n, p["per_img"]), {}
     with Stage(g):
-        raw = RawStore.write(tmp / "raw.f32", (syn.image(j) for j in range(n)))
+        raw = StoreRows.write(tmp / "store.npy", (syn.image(j) for j in range(n)), np.full(n, p["per_img"]))
     rng = np.random.default_rng(2)
     src = rng.choice(n, p["queries"], replace=False)
     queries = [Features(np.zeros((p["q_desc"], 5), np.float32), syn.query(int(s), p["q_desc"], rng), (0, 0))
                for s in src]
     return raw, np.full(n, p["per_img"]), queries, [{int(s)} for s in src], {
         "words": len(words), "rows_per_image": p["per_img"], "sigma_word": SIGMA_WORD, "sigma_match": SIGMA_MATCH,
-        "match_frac": MATCH_FRAC, "generate": g, "raw_bytes_on_disk": len(raw) * 4 * DESC_DIM}
+        "match_frac": MATCH_FRAC, "generate": g, "raw_bytes_on_disk": raw.nbytes, "rows": "uint8 feature store"}
 
 
 def gallery(size: int, p: dict, pics: list, words: np.ndarray, tmp: Path) -> tuple:

@@ -63,7 +63,7 @@ def notes(size: int, p: dict, s: dict) -> list:
         out.append(f"{size}: IVF nlist {p['nlist']} instead of the default {s['default_nlist']} (the "
                    f"{p['train_sample']:,}-row training sample gives >= 39 rows per list); the default's add "
                    f"would take ~{add:.0f} s")
-    if s["auto_kind"] not in s["kinds"]:
+    if s["auto_kind"] not in s["kinds"] and s["auto_kind"] not in s.get("candidates", {}):
         out.append(f"{size}: 'auto' picks {s['auto_kind']!r}, not built here (~{4 * DESC_DIM + 32} B/descriptor "
                    f"in RAM); measured: {', '.join(s['kinds'])}")
     return out

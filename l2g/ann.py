@@ -24,19 +24,31 @@ KINDS = {
     "ivfhnsw": "IVF{nlist}_HNSW32,Flat",    # 520 B, HNSW coarse quantizer (many lists, cheap assignment)
     "ivfhnsw_sq8": "IVF{nlist}_HNSW32,SQ8",  # 136 B
     "ivfhnsw_sq6": "IVF{nlist}_HNSW32,SQ6",  # 104 B
+    # fast-scan PQ (4-bit codes, SIMD scan); the kNN re-scores rescore_factor*k candidates exactly (rescore)
+    "ivfpq64_rs": "IVF{nlist}_HNSW32,PQ64x4fs",    # 32 B codes + 8 B ids
+    "ivfpq128_rs": "IVF{nlist}_HNSW32,PQ128x4fs",  # 64 B codes + 8 B ids
 }
-HNSW_QUANTIZER = ("ivfhnsw", "ivfhnsw_sq8", "ivfhnsw_sq6")
+HNSW_QUANTIZER = ("ivfhnsw", "ivfhnsw_sq8", "ivfhnsw_sq6", "ivfpq64_rs", "ivfpq128_rs")
+RESCORED = ("ivfpq64_rs", "ivfpq128_rs")   # kinds whose candidates are re-scored from the feature store
 
 
 def index_kind(n_total: int, cfg: C.IndexConfig) -> str:
-    """The index kind used for n_total vectors: cfg.kind, or for 'auto' Flat up to exact_max, cfg.auto_kind above."""
+    """The index kind used for n_total vectors: cfg.kind, or for 'auto' Flat up to exact_max, cfg.auto_kind
+    up to compact_min, cfg.compact_kind above (compact_min 0: never)."""
     if cfg.kind != "auto":
         if cfg.kind not in KINDS:
             raise ValueError(f"unknown index kind {cfg.kind!r}; expected 'auto' or one of {sorted(KINDS)}")
         return cfg.kind
     if n_total <= cfg.exact_max:
         return "flat"
-    return cfg.auto_kind
+    return cfg.compact_kind if 0 < cfg.compact_min < n_total else cfg.auto_kind
+
+
+def train_rows(n_total: int, cfg: C.IndexConfig) -> np.ndarray:
+    """The fixed-seed training sample of an IVF index over n_total rows: sorted row ids (m,), m =
+    min(cfg.train_sample, n_total), drawn without replacement with cfg.seed."""
+    rng = np.random.default_rng(cfg.seed)
+    return np.sort(rng.choice(n_total, min(cfg.train_sample, n_total), replace=False))
 
 
 def nlist_for(n_total: int, kind: str, cfg: C.IndexConfig) -> int:
@@ -56,13 +68,14 @@ def factory_key(kind: str, n_total: int, cfg: C.IndexConfig) -> str:
 
 
 def set_search_params(ix: faiss.Index, cfg: C.IndexConfig) -> faiss.Index:
-    """Set nprobe (IVF) and the HNSW coarse quantizer's efSearch from cfg; returns ix."""
+    """Set nprobe (IVF; a fast-scan one, as the RESCORED kinds are: cfg.rescore_nprobe) and the HNSW
+    coarse quantizer's efSearch from cfg; returns ix."""
     ivf = faiss.try_extract_index_ivf(ix)
     if ivf is not None:
-        ivf.nprobe = cfg.nprobe
+        ivf.nprobe = cfg.rescore_nprobe if isinstance(faiss.downcast_index(ivf), faiss.IndexIVFFastScan) else cfg.nprobe
         q = faiss.downcast_index(ivf.quantizer)
         if isinstance(q, faiss.IndexHNSW):
-            q.hnsw.efSearch = max(cfg.hnsw_ef, cfg.nprobe)
+            q.hnsw.efSearch = max(cfg.hnsw_ef, ivf.nprobe)
     return ix
 
 
@@ -87,6 +100,44 @@ def train_and_add(ix: faiss.Index, xb_chunks, n_total: int, cfg: C.IndexConfig, 
             ix.add(np.ascontiguousarray(xb[s:s + cfg.add_chunk], dtype=np.float32))
 
 
+def rescore(xq: np.ndarray, I: np.ndarray, rows, k: int, chunk: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+    """Exact k nearest of each query among its candidates.
+
+    xq (nq, d) float32; I (nq, K) int64 candidate rows (-1: none); rows(ids (m,)) -> (m, d) float32 the
+    indexed vectors (the feature store's). Returns D (nq, k) squared L2 (computed directly, by FAISS's
+    fvec_L2sqr_by_idx) and I (nq, k), nearest first, ties by row id, -1 / inf where fewer than k
+    candidates. Done in chunks of ``chunk`` queries.
+    """
+    xq = np.ascontiguousarray(xq, np.float32)
+    nq, K = I.shape
+    k = min(k, K)
+    Do, Io = np.full((nq, k), np.inf, np.float32), np.full((nq, k), -1, np.int64)
+    for s in range(0, nq, chunk):
+        Ic = I[s:s + chunk]
+        n, ok = len(Ic), Ic >= 0
+        X = np.ascontiguousarray(rows(np.where(ok, Ic, 0).reshape(-1)), np.float32)    # (n K, d)
+        d2 = np.empty((n, K), np.float32)
+        at = np.arange(n * K, dtype=np.int64).reshape(n, K)
+        faiss.fvec_L2sqr_by_idx(faiss.swig_ptr(d2), faiss.swig_ptr(xq[s:s + n]), faiss.swig_ptr(X),
+                                faiss.swig_ptr(at), xq.shape[1], n, K)
+        d2[~ok] = np.inf
+        o = np.lexsort((Ic, d2), axis=1)[:, :k]
+        Do[s:s + n], Io[s:s + n] = np.take_along_axis(d2, o, 1), np.take_along_axis(Ic, o, 1)
+    Io[~np.isfinite(Do)] = -1
+    return Do, Io
+
+
+def search(ix: faiss.Index, kind: str, xq: np.ndarray, k: int, cfg: C.IndexConfig, rows=None):
+    """k nearest rows of xq (nq, d) -> D (nq, k) squared L2, I (nq, k). A RESCORED kind takes
+    cfg.rescore_factor * k candidates from ix and re-scores them exactly with ``rows`` (see rescore)."""
+    if kind not in RESCORED:
+        return ix.search(xq, k)
+    if rows is None:
+        raise ValueError(f"a {kind!r} index re-scores its candidates from the feature store, and none was given")
+    _, I = ix.search(xq, min(max(1, cfg.rescore_factor) * k, ix.ntotal))
+    return rescore(xq, I, rows, k)
+
+
 def write_faiss(ix: faiss.Index, path) -> None:
     """Serialise ix to ``path`` (callers write to a temporary path and rename: l2g.store.atomic_path)."""
     faiss.write_index(ix, str(path))
@@ -106,7 +157,8 @@ def use_mmap(path, cfg: C.IndexConfig) -> bool:
 def _mmap_flags(path: Path) -> int:
     """FAISS read flags that memory-map the file at ``path``: IVF inverted lists as read-only on-disk lists
     (``IO_FLAG_MMAP``: it checks every list against the file's end, where ``IO_FLAG_MMAP_IFC`` let a file
-    1-7 bytes short open), every other kind's codes with ``IO_FLAG_MMAP_IFC``."""
+    1-7 bytes short open), every other kind's codes with ``IO_FLAG_MMAP_IFC``. FAISS reads a fast-scan
+    IVF's block lists (the RESCORED kinds) into memory even so: ~76 B per descriptor resident."""
     with open(path, "rb") as f:
         head = f.read(4)
     if head[:2] in (b"Iw", b"Iv"):       # the fourcc of every IndexIVF* (IwFl, IwSq, IvPQ, ...)

@@ -96,17 +96,20 @@ class FeatureStore:
                 return self._field(np.arange(start, stop, step), field)
             parts = [sh.arr[field][max(start - sh.r0, 0):stop - sh.r0] for sh in self.shards
                      if sh.r0 < stop and start < sh.r0 + len(sh.arr)]
-        else:
+        else:      # gathered shard by shard into one array of the stored type, decoded once
             idx = np.asarray(rows, np.int64).reshape(-1)
-            which = np.searchsorted(self._starts, idx, side="right") - 1
-            order = np.argsort(which, kind="stable")
-            parts, back = [], np.empty_like(order)
-            back[order] = np.arange(len(order))
-            for s in np.unique(which):
-                parts.append(self.shards[s].arr[field][idx[order][which[order] == s] - self.shards[s].r0])
-            if parts:
-                out = np.concatenate([p if field == "kpts" else decode(np.asarray(p)) for p in parts])
-                return np.ascontiguousarray(out[back], np.float32)
+            if len(idx) and self.shards:
+                which = np.searchsorted(self._starts, idx, side="right") - 1
+                out = np.empty((len(idx), width), self.shards[0].arr.dtype[field].base)
+                for s in np.unique(which):
+                    sh = self.shards[s]
+                    if len(self.shards) == 1:
+                        out[:] = sh.arr[field][idx - sh.r0]
+                    else:
+                        at = which == s
+                        out[at] = sh.arr[field][idx[at] - sh.r0]
+                return np.ascontiguousarray(out if field == "kpts" else decode(out), np.float32)
+            parts = []
         if not parts:
             return np.zeros((0, width), np.float32)
         out = [np.asarray(p, np.float32) if field == "kpts" else decode(np.asarray(p)) for p in parts]

@@ -27,7 +27,7 @@ import numpy as np
 
 from . import config as C
 from . import featstore, store
-from .ann import index_kind, make_faiss, read_faiss, set_search_params, train_and_add, use_mmap, write_faiss  # noqa: F401 (re-exported)
+from .ann import index_kind, make_faiss, read_faiss, set_search_params, train_and_add, train_rows, use_mmap, write_faiss  # noqa: F401 (re-exported)
 from .errors import IndexFormatError
 from .features import Extractor, Features
 from .gather import BuildReport, Progress, gather  # noqa: F401 (re-exported: they lived here)
@@ -268,11 +268,7 @@ def _assemble(gallery, out, cfg, images, failed, reuse_prefix: bool, fs: featsto
     if ix is None:
         ix, kind = make_faiss(n_total, cfg.index)
         start = 0
-        sample = None
-        if not ix.is_trained:
-            rng = np.random.default_rng(cfg.index.seed)
-            take = rng.choice(n_total, min(cfg.index.train_sample, n_total), replace=False)
-            sample = fs.descriptors(np.sort(take))
+        sample = None if ix.is_trained else fs.descriptors(train_rows(n_total, cfg.index))
         train_and_add(ix, [], n_total, cfg.index, sample)
     step = max(1, cfg.index.add_chunk)
     train_and_add(ix, (fs.descriptors(slice(a, min(a + step, n_total))) for a in range(start, n_total, step)),

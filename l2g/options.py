@@ -53,7 +53,8 @@ def add_arguments(p: argparse.ArgumentParser, data_dir: bool = True) -> None:
     p.add_argument("--extractor", help="local feature extractor: sift (default) or disk (weights must be on disk)")
     p.add_argument("--index-kind", choices=list(INDEX_KINDS),
                    help=f"nearest-neighbour index (default auto: exact up to {d.index.exact_max:,} descriptors, "
-                        "IVF above)")
+                        f"IVF above, {d.index.compact_kind} (fast-scan PQ re-scored exactly from the feature store) "
+                        f"above {d.index.compact_min:,})")
     p.add_argument("--workers", type=int, help="feature-extraction processes of a build, one torch thread each "
                                                "(default all cores; 1 = in the build's own process)")
     add_device(p)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import ann
 from .config import SearchConfig
 from .errors import IndexFormatError
 from .features import Features, NoKeypointsError
@@ -46,7 +47,8 @@ def knn(li: LocalIndex, xq: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]
     k = int(min(k, max(li.ntotal, 1)))
     if xq.shape[0] == 0 or li.ntotal == 0:
         return np.zeros((xq.shape[0], 0), np.float32), np.zeros((xq.shape[0], 0), np.int64)
-    D, I = li.ix.search(xq, k)
+    rows = li.descriptors if li.fstore is not None else None
+    D, I = ann.search(li.ix, li.kind, xq, k, li.cfg.index, rows)   # a re-scored kind: exact from the store
     return np.sqrt(np.maximum(D, 0)), I
 
 

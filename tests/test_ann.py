@@ -9,15 +9,17 @@ import subprocess
 import sys
 from pathlib import Path
 
+import faiss
 import numpy as np
 import pytest
 
+from l2g import ann
 from l2g import config as C
 from l2g.ann import KINDS, factory_key, index_kind, make_faiss, read_faiss, train_and_add, use_mmap, write_faiss
 from l2g.errors import IndexFormatError
 from l2g.features import DESC_DIM
 
-SHIPPED = ["ivf", "ivfhnsw"]   # the shipped 'auto' kind, and the HNSW-coarse variant measured beside it
+SHIPPED = ["ivf", "ivfhnsw", "ivfpq128_rs"]   # the shipped "auto" kinds and the HNSW-coarse variant
 
 
 def _rows(n: int, seed: int = 0) -> np.ndarray:
@@ -119,6 +121,19 @@ def test_auto_rule_by_size():
     assert index_kind(320_000, cfg) == "ivf"                    # realbench-dev's size: as measured there
     assert index_kind(2_000_000, cfg) == cfg.auto_kind == "ivf"  # 1,000 images
     assert index_kind(60_000, dataclasses.replace(cfg, auto_kind="ivfhnsw")) == "ivfhnsw"
+    assert index_kind(cfg.compact_min, cfg) == "ivf"                       # up to ~2,000 images: today's index
+    assert index_kind(cfg.compact_min + 1, cfg) == cfg.compact_kind == "ivfpq128_rs"
+    assert index_kind(10_000_000, cfg) == "ivfpq128_rs"                      # 10,000 images x 1,000
+    assert index_kind(10**9, dataclasses.replace(cfg, compact_min=0)) == "ivf"   # 0: never compact
+
+
+def test_search_params_per_kind():
+    cfg = C.IndexConfig(nprobe=16, rescore_nprobe=32, hnsw_ef=8)
+    for kind, nprobe in (("ivf", 16), ("ivfhnsw", 16), ("ivfpq128_rs", 32), ("ivfpq64_rs", 32)):
+        ix, _ = make_faiss(100_000, dataclasses.replace(cfg, kind=kind))
+        assert ix.nprobe == nprobe, kind
+        if kind != "ivf":
+            assert faiss.downcast_index(faiss.extract_index_ivf(ix).quantizer).hnsw.efSearch == nprobe
     assert index_kind(10, dataclasses.replace(cfg, kind="ivfsq8")) == "ivfsq8"
     with pytest.raises(ValueError, match="unknown index kind"):
         index_kind(10, dataclasses.replace(cfg, kind="hnsw"))
@@ -151,3 +166,45 @@ def test_load_index_mmapped_equals_loaded(tiny_gallery, tiny_cfg, tmp_path, monk
         a, b = local_search(mapped, q, exclude=i), local_search(li, q, exclude=i)
         np.testing.assert_array_equal(a.ids, b.ids)
         np.testing.assert_array_equal(a.all_scores, b.all_scores)
+
+
+def test_train_rows_are_a_fixed_seed_sample():
+    cfg = C.IndexConfig(train_sample=100)
+    a = ann.train_rows(10_000, cfg)
+    assert len(a) == 100 == len(set(a.tolist())) and (np.diff(a) > 0).all() and a.max() < 10_000
+    np.testing.assert_array_equal(a, ann.train_rows(10_000, cfg))
+    assert not np.array_equal(a, ann.train_rows(10_000, dataclasses.replace(cfg, seed=1)))
+    np.testing.assert_array_equal(ann.train_rows(50, cfg), np.arange(50))
+
+
+@pytest.mark.parametrize("kind", ann.RESCORED)
+def test_rescored_search_is_exact_over_its_candidates(kind, data, tmp_path):
+    """A re-scored kind returns the exact kNN (Flat's rows and distances) when its candidates hold them
+    (every list probed, many candidates), also memory-mapped; its own compressed distances are not exact,
+    so a search that skipped the re-scoring would fail here."""
+    xb, xq = data
+    ix = _built(kind, xb)
+    ix.nprobe = 64                                            # every list
+    cfg = C.IndexConfig(rescore_factor=150)                   # 3,000 of the 12,000 rows: random rows are all far
+    D0, I0 = _built("flat", xb).search(xq, 20)
+    write_faiss(ix, tmp_path / "faiss.index")
+    for jx in (ix, read_faiss(tmp_path / "faiss.index", mmap=True)):
+        jx.nprobe = 64
+        D, I = ann.search(jx, kind, xq, 20, cfg, rows=lambda ids: xb[ids])
+        np.testing.assert_array_equal(I, I0)
+        np.testing.assert_allclose(D, D0, rtol=1e-5, atol=1e-6)
+    Dc, Ic = ix.search(xq, 20)                                # the codes' own distances: approximate
+    assert np.abs(Dc - D0).max() > 1e-3 and (Ic != I0).any()
+    few = ann.search(ix, kind, xq, 20, C.IndexConfig(rescore_factor=1), rows=lambda ids: xb[ids])
+    assert np.isin(few[1], I0).mean() < np.isin(I0, I0).mean()   # 1x the candidates: some true neighbours missed
+    with pytest.raises(ValueError, match="feature store"):
+        ann.search(ix, kind, xq, 20, cfg)
+
+
+def test_rescore_handles_missing_candidates_and_ties():
+    xb = np.array([[0, 0], [1, 0], [0, 1], [2, 0]], np.float32)
+    xq = np.array([[0, 0], [1, 1]], np.float32)
+    I = np.array([[3, -1, 1, 0], [2, 1, -1, -1]], np.int64)
+    D, J = ann.rescore(xq, I, lambda ids: xb[ids], 3, chunk=1)
+    np.testing.assert_array_equal(J, [[0, 1, 3], [1, 2, -1]])          # the tie 1 = 1 broken by row id
+    np.testing.assert_array_equal(D, [[0, 1, 4], [1, 1, np.inf]])

@@ -69,6 +69,17 @@ def ivf_index(small_index):
     return _with_index(small_index, small_index.images, ix, kind)
 
 
+@pytest.fixture(scope="module")
+def pq_index(small_index):
+    """The same gallery behind the compact kind (fast-scan PQ, 4 of its lists probed), its candidates
+    re-scored from the feature store."""
+    xb = small_index.ix.reconstruct_n(0, small_index.ntotal)
+    cfg = C.IndexConfig(kind="ivfpq128_rs", rescore_nprobe=4)
+    ix, kind = make_faiss(len(xb), cfg)
+    train_and_add(ix, [xb], len(xb), cfg, sample=xb)
+    return _with_index(small_index, small_index.images, ix, kind)
+
+
 @pytest.fixture
 def direct_distances():
     """FAISS computes every distance directly (never by BLAS): then a descriptor's neighbours do not depend on
@@ -95,13 +106,13 @@ def _assert_same_rows(A: sp.csr_matrix, B: sp.csr_matrix):
     np.testing.assert_allclose(A.toarray(), B.toarray(), rtol=1e-6, atol=1e-7)
 
 
-@pytest.mark.parametrize("which", ["flat", "ivf"])
+@pytest.mark.parametrize("which", ["flat", "ivf", "ivfpq128_rs"])
 @pytest.mark.parametrize("top_n,batch_rows,query_max", [(200, 50_000, 0), (4, 700, 0), (6, 1, 150)])
-def test_batched_graph_equals_one_at_a_time(small_index, ivf_index, which, top_n, batch_rows, query_max,
+def test_batched_graph_equals_one_at_a_time(small_index, ivf_index, pq_index, which, top_n, batch_rows, query_max,
                                             direct_distances):
     """Batched rows (one FAISS call for the whole gallery, for a few images, or per image) equal one
     local_search per image, with the top_n cut and the query cap applied the same way."""
-    li = small_index if which == "flat" else ivf_index
+    li = {"flat": small_index, "ivf": ivf_index, "ivfpq128_rs": pq_index}[which]
     n = li.n_images
     cfg = C.GraphConfig(top_n=top_n, batch_rows=batch_rows, query_max=query_max)
     ref = _csr(rows_one_at_a_time(li, range(n), SCFG, cfg), n)

@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from l2g import config as C
 from l2g.datasets import load_eval_dataset
@@ -112,3 +113,36 @@ def test_query_cap_searches_with_the_strongest_descriptors():
         np.testing.assert_array_equal(capped.matches[j][:, 0], rows[alone.matches[j][:, 0]])
         np.testing.assert_array_equal(capped.matches[j][:, 1], alone.matches[j][:, 1])
         assert set(capped.matches[j][:, 0]) <= set(rows)
+
+
+def test_rescored_index_searches_like_exact(tiny_gallery, tiny_cfg, tmp_path):
+    """The compact kind (fast-scan PQ, candidates re-scored from the feature store) built, loaded and
+    memory-mapped gives exact search's shortlist and scores when its candidates hold the true neighbours
+    (every list probed, 20x the candidates); with the codes' own distances the scores would differ."""
+    from l2g import ann
+    from l2g.index import build_index, load_index
+
+    flat, _ = build_index(tiny_gallery, tmp_path / "flat", tiny_cfg.replace(index__kind="flat"))
+    cfg = tiny_cfg.replace(index__kind="ivfpq128_rs", index__nlist=8, index__rescore_nprobe=8, index__rescore_factor=20,
+                           index__mmap_min_mb=0)
+    built, _ = build_index(tiny_gallery, tmp_path / "pq", cfg)
+    loaded = load_index(tmp_path / "pq")
+    assert built.kind == loaded.kind == "ivfpq128_rs" and loaded.cfg.index.rescore_factor == 20
+    scfg = C.SearchConfig(shortlist=100)
+    for i in range(flat.n_images):
+        q = flat.features(i)
+        ref = local_search(flat, q, scfg, exclude=i)
+        for li in (built, loaded):
+            got = local_search(li, q, scfg, exclude=i)
+            np.testing.assert_array_equal(got.ids, ref.ids)
+            np.testing.assert_allclose(got.all_scores, ref.all_scores, rtol=1e-5, atol=1e-6)
+    q = flat.features(0)
+    D, _ = loaded.ix.search(q.desc, 20)                          # the codes' own distances
+    Dx, _ = ann.search(loaded.ix, loaded.kind, q.desc, 20, loaded.cfg.index, loaded.descriptors)
+    assert np.abs(D - Dx).max() > 1e-3
+    from l2g.errors import IndexFormatError
+
+    f = tmp_path / "pq" / "faiss.index"
+    f.write_bytes(f.read_bytes()[:-100])                           # truncated: refused like any other kind
+    with pytest.raises(IndexFormatError, match="faiss.index"):
+        load_index(tmp_path / "pq")

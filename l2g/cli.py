@@ -12,7 +12,6 @@ from . import commands as K
 from . import config as C
 from . import methods as M
 from . import options
-from .commands import Bar, print_repairs  # noqa: F401 (re-exported: they lived here)
 from .errors import L2GError
 
 

@@ -6,6 +6,7 @@ on stderr. The engine is imported inside each command, so ``python -m l2g --help
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -119,7 +120,8 @@ def cmd_search(args) -> int:
     method = M.get(args.method)
     # the query is extracted with the index's own feature settings, not the defaults; the options
     # (--device, $L2G_DEVICE) only say where
-    cfg = C.for_extractor(stored_config(m, C.DEFAULT.replace(build=_cfg(args).build)))
+    device = options.check_device(getattr(args, "device", None) or os.environ.get("L2G_DEVICE") or "auto")
+    cfg = C.for_extractor(stored_config(m, C.DEFAULT.replace(build__device=device)))
     eng = open_engine(Path(m["root"]), Path(args.index), cfg, sync=False, with_global=method.needs_global)
     if method.needs_global and eng.gi is None:
         print(f"error: {args.method} needs global descriptors; re-run `index` without --no-global",

@@ -100,13 +100,15 @@ class FeatureStore:
             idx = np.asarray(rows, np.int64).reshape(-1)
             if len(idx) and self.shards:
                 which = np.searchsorted(self._starts, idx, side="right") - 1
-                out = np.empty((len(idx), width), self.shards[0].arr.dtype[field].base)
-                for s in np.unique(which):
-                    sh = self.shards[s]
-                    if len(self.shards) == 1:
-                        out[:] = sh.arr[field][idx - sh.r0]
-                    else:
-                        at = which == s
+                if len(self.shards) == 1:
+                    out = self.shards[0].arr[field][idx - self.shards[0].r0]
+                else:              # sorted by shard once, then one slice of the order per shard
+                    out = np.empty((len(idx), width), self.shards[0].arr.dtype[field].base)
+                    order = np.argsort(which, kind="stable")
+                    bounds = np.searchsorted(which[order], np.arange(len(self.shards) + 1))
+                    for s in np.flatnonzero(np.diff(bounds)):
+                        at = order[bounds[s]:bounds[s + 1]]
+                        sh = self.shards[s]
                         out[at] = sh.arr[field][idx[at] - sh.r0]
                 return np.ascontiguousarray(out if field == "kpts" else decode(out), np.float32)
             parts = []

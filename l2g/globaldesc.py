@@ -184,7 +184,7 @@ def ensure_global(folder, li, cfg: GlobalConfig = GlobalConfig(), progress: Prog
         save_global(folder, gi)
         return gi, "built"
 
-    return store.ensure(folder, GLOBAL_FILE, global_fingerprint(cfg), store.order_hash(li.images),
+    return store.ensure(folder, GLOBAL_FILE, global_fingerprint(cfg), li.order,
                         lambda rec: _read(Path(folder) / GLOBAL_FILE, rec), build, repair, li.cfg.store, FIX)
 
 

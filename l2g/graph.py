@@ -234,5 +234,5 @@ def ensure_graph(folder: Path, li: LocalIndex, cfg: GraphConfig = GraphConfig(),
         save_graph(folder, g)
         return g, action
 
-    return store.ensure(folder, GRAPH_FILE, store.fingerprint(graph_params(cfg, scfg)), store.order_hash(li.images),
+    return store.ensure(folder, GRAPH_FILE, store.fingerprint(graph_params(cfg, scfg)), li.order,
                         lambda rec: load_graph(folder, rec=rec), build, repair, li.cfg.store, FIX)

@@ -20,7 +20,7 @@ from PIL import Image, UnidentifiedImageError
 
 from l2g.config import ImageConfig
 from l2g.errors import ImageError
-from l2g.pixels import HIGH_DEPTH_MODES, STRIP_ROWS, finite_range, reducible_mode, shrink, to_rgb_array  # noqa: F401
+from l2g.pixels import HIGH_DEPTH_MODES, finite_range, reducible_mode, shrink, to_rgb_array  # noqa: F401
 
 # Pillow plugins we let parse untrusted files (no EPS/PDF: those shell out). JPEG covers MPO.
 ALLOWED_FORMATS = ("JPEG", "PNG", "BMP", "TIFF", "WEBP", "GIF", "PPM")

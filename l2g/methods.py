@@ -102,7 +102,8 @@ class Context:
         rcfg = dataclasses.replace(self.cfg.rerank, w=0.0)
         key = ("embedding", rcfg)
         if key not in self.memo:   # keep one embedding: sliders change the config often
-            for k in [k for k in self.memo if k[0] == "embedding"]:
+            # list(): one atomic copy, the app's background job may add entries meanwhile
+            for k in [k for k in list(self.memo) if k[0] == "embedding"]:
                 del self.memo[k]
         return self.shared(key, lambda: rerank(self.local, self.graph, rcfg, exclude=self.exclude))
 

@@ -155,17 +155,14 @@ def _hub_table(G: sp.csr_matrix, n: int) -> tuple[np.ndarray, np.ndarray]:
         return hit[1], hit[2]
     M = G.maximum(G.T.tocsr()).tocsr()    # (G is read, never changed, once a query has used it)
     N, m = M.shape[0], n + 1
+    rows = np.repeat(np.arange(N), np.diff(M.indptr))
+    data = np.where(M.indices == rows, -1.0, M.data)       # itself last among its row's entries
+    o = np.lexsort((-data, rows))         # by row, strongest first; ties keep the stored order (stable)
+    rank = np.arange(len(o)) - M.indptr[rows[o]]
+    keep = o[rank < m]                    # memory grows with the edges, not with the widest row
+    at = (rows[keep], rank[rank < m])
     vals, cols = np.zeros((N, m)), np.full((N, m), -1, np.int64)
-    for a in range(0, N, 4096):   # rows padded to a dense (chunk, widest row) block
-        R = M[a:a + 4096]
-        rows = np.repeat(np.arange(R.shape[0]), np.diff(R.indptr))
-        D = np.full((R.shape[0], max(int(np.diff(R.indptr).max(initial=0)), m)), -1.0)
-        C = np.full(D.shape, -1, np.int64)
-        pos = np.arange(len(rows)) - R.indptr[rows]
-        D[rows, pos], C[rows, pos] = np.where(R.indices == a + rows, -1.0, R.data), R.indices
-        top = np.argsort(-D, axis=1, kind="stable")[:, :m]
-        vals[a:a + len(D)] = np.maximum(np.take_along_axis(D, top, 1), 0)
-        cols[a:a + len(D)] = np.take_along_axis(C, top, 1)
+    vals[at], cols[at] = np.maximum(data[keep], 0), M.indices[keep]
     if len(_HUB) >= 4:
         _HUB.clear()
     _HUB[key] = (weakref.ref(G), vals, cols)

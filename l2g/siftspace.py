@@ -151,7 +151,7 @@ class Detector(_SIFTScaleSpaceDetector):
             small = levels.shape[1] < 4 or min(levels.shape[-2:]) < 11
             lazy = self._lazy(levels)
             found.append(None if small else strict_extrema(levels if lazy else levels.diff(dim=1), gaussian=lazy))
-        if self.refine > 0:
+        if self.refine > 0 and any(f is not None for f in found):   # (an image too small for any octave: none)
             budget = int(math.ceil(self.refine * self.num_features))
             for i in range(pyramid[0].shape[0]):      # each image's budget-th largest |DoG|
                 mags = torch.cat([f[4][f[0] == i].abs() for f in found if f is not None])

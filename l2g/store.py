@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from . import checksum
-from .checksum import fingerprint, order_hash, record, sha256_bytes, sha256_file, verify  # noqa: F401 (re-exported)
+from .checksum import fingerprint, order_hash, record, sha256_file, verify  # noqa: F401 (re-exported)
 from .config import StoreConfig
 from .errors import IndexFormatError
 from .lock import LOCK_NAME, IndexBusyError, folder_lock  # noqa: F401 (re-exported)
@@ -124,13 +124,13 @@ def load_npz(path: Path, rec: dict | None = None, fix: str = "") -> dict:
     record, or is not a readable .npz (truncated, bit-flipped: the zip CRC fails).
     """
     path = Path(path)
-    data = _verified_bytes(path)          # ensure read and checked it against ``rec`` a moment ago
+    data = verified = _verified_bytes(path)   # ensure read and checked it against ``rec`` a moment ago
     if data is None:
         try:
             data = path.read_bytes()
         except OSError as e:
             raise IndexFormatError(f"{path}: cannot read ({e.strerror or e}). {fix}".strip()) from None
-    if rec is not None and data is not _verified_bytes(path):
+    if rec is not None and verified is None:
         why = checksum.mismatch(data, rec, full=True)
         if why:
             raise IndexFormatError(f"{path}: damaged ({why}). {fix}".strip())

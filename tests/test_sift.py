@@ -179,3 +179,11 @@ def test_settings_are_in_the_name_and_checked():
         m.detector.scale_pyr = siftspace.Pyramid()      # a pyramid without the detector's hook: never the
         with pytest.raises(RuntimeError, match="forward hook"):   # extrema of the image before
             m(torch.rand(1, 1, 64, 64))
+
+
+@pytest.mark.parametrize("backend,side", [("pyramid", 5), ("pyramid-nd", 10)])
+def test_an_image_too_small_for_any_octave_has_no_keypoints(backend, side):
+    """Every octave skipped as too small: no keypoints, not a torch.cat error from the refine budget."""
+    cfg = C.FeatureConfig(backend=backend)
+    kpts, desc = sift.run(sift.build(cfg), np.full((side, side, 3), 128, np.uint8), cfg)
+    assert kpts.shape[0] == desc.shape[0] == 0

@@ -21,6 +21,7 @@ from benchs import bench_candidates
 from benchs.bench_index import build_entry, index_config
 from benchs.common import Stage, parser, pct, write_json
 from benchs.galleries import RawStore, gallery, plan, sized_runs
+from l2g import ann
 from l2g import config as C
 from l2g.features import DESC_DIM
 from l2g.index import ImageEntry, LocalIndex, index_kind, make_faiss
@@ -34,19 +35,16 @@ class Rescored:
         self.ix, self.raw, self.factor, self.d, self.ntotal = ix, raw, factor, ix.d, ix.ntotal
 
     def search(self, xq: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """xq (nq, d) -> D (nq, k) squared L2, I (nq, k) int64 (-1 where missing)."""
-        D, I = self.ix.search(xq, self.factor * k)
-        ok = I >= 0
-        if not ok.any():
-            return D[:, :k], I[:, :k]
-        rows = np.unique(I[ok])
-        X = self.raw.rows(rows)                                        # (u, d) read from disk
-        diff = X[np.searchsorted(rows, np.where(ok, I, rows[0]))] - xq[:, None, :]
-        D2 = np.where(ok, np.einsum("qkd,qkd->qk", diff, diff), np.inf)
-        o = np.argsort(D2, axis=1, kind="stable")[:, :k]
-        D2, I = np.take_along_axis(D2, o, 1), np.take_along_axis(I, o, 1)
-        I[~np.isfinite(D2)] = -1
-        return np.minimum(D2, np.finfo(np.float32).max).astype(np.float32), I
+        """xq (nq, d) -> D (nq, k) squared L2, I (nq, k) int64 (-1 where missing): l2g.ann.rescore, the
+        product's re-scorer, over rows read from disk once each."""
+        _, I = self.ix.search(xq, self.factor * k)
+
+        def rows(ids: np.ndarray) -> np.ndarray:
+            u, inv = np.unique(ids, return_inverse=True)
+            return self.raw.rows(u)[inv]
+
+        D, I = ann.rescore(xq, I, rows, k)
+        return np.minimum(D, np.finfo(np.float32).max).astype(np.float32), I
 
 
 class _Known:

@@ -35,6 +35,8 @@ class Graph:
     paths: list                      # gallery paths, row order
     params: dict = field(default_factory=dict)
     timings: dict = field(default_factory=dict)
+    derived: dict = field(default_factory=dict, init=False, repr=False, compare=False)   # tables computed from
+    #                                   G once per graph (l2g.rerank's hub table); a new or replaced Graph starts empty
 
     def block(self, ids: np.ndarray, symmetric: str = "mean") -> np.ndarray:
         """Dense (m, m) similarities among gallery ids (m,); missing pairs are 0.

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-import weakref
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -143,18 +142,20 @@ def diffuse(s: np.ndarray, a: float) -> np.ndarray:
     return out
 
 
-_HUB: dict = {}    # (id(G), n) -> (weakref to G, (N, n+1) strongest similarities, (N, n+1) their columns)
-
-
-def _hub_table(G: sp.csr_matrix, n: int) -> tuple[np.ndarray, np.ndarray]:
+def _hub_table(graph: Graph, n: int) -> tuple[np.ndarray, np.ndarray]:
     """Every gallery image's n + 1 strongest similarities in max(G, G^T), itself left out, strongest
-    first (0-padded, column -1), computed once per graph and n: one query may be one of them."""
-    key = (id(G), n)
-    hit = _HUB.get(key)
-    if hit is not None and hit[0]() is G:
-        return hit[1], hit[2]
+    first (0-padded, column -1), computed once per graph and n (kept in graph.derived): one query
+    may be one of them."""
+    hit = graph.derived.get(("hub", n))
+    if hit is None:
+        hit = graph.derived[("hub", n)] = _strongest(graph.G, n + 1)
+    return hit
+
+
+def _strongest(G: sp.csr_matrix, m: int) -> tuple[np.ndarray, np.ndarray]:
+    """(N, m) strongest similarities of each row of max(G, G^T) without its diagonal, and their columns."""
     M = G.maximum(G.T.tocsr()).tocsr()    # (G is read, never changed, once a query has used it)
-    N, m = M.shape[0], n + 1
+    N = M.shape[0]
     rows = np.repeat(np.arange(N), np.diff(M.indptr))
     data = np.where(M.indices == rows, -1.0, M.data)       # itself last among its row's entries
     o = np.lexsort((-data, rows))         # by row, strongest first; ties keep the stored order (stable)
@@ -163,9 +164,6 @@ def _hub_table(G: sp.csr_matrix, n: int) -> tuple[np.ndarray, np.ndarray]:
     at = (rows[keep], rank[rank < m])
     vals, cols = np.zeros((N, m)), np.full((N, m), -1, np.int64)
     vals[at], cols[at] = np.maximum(data[keep], 0), M.indices[keep]
-    if len(_HUB) >= 4:
-        _HUB.clear()
-    _HUB[key] = (weakref.ref(G), vals, cols)
     return vals, cols
 
 
@@ -174,7 +172,7 @@ def hub_means(graph: Graph, ids: np.ndarray, n: int, exclude: int | None = None)
     the gallery id exclude (the query, when it is a gallery image) left out; 0 with no edges."""
     if n < 1:
         raise ValueError(f"hub_means needs n >= 1, got {n}")
-    vals, cols = _hub_table(graph.G, n)
+    vals, cols = _hub_table(graph, n)
     v, c = vals[np.asarray(ids, np.int64)], cols[np.asarray(ids, np.int64)]
     if exclude is not None:   # drop the query's entry; the (n+1)-th takes its place
         v = np.where(c == int(exclude), -1.0, v)

@@ -97,6 +97,11 @@ class IndexConfig:
     rescore_nprobe: int = 32        # nprobe of the re-scored (fast-scan) kinds
 
 
+# IndexConfig fields that do not shape the stored faiss.index (applied when it is opened or searched, or only
+# pace the build): changing one reuses the index (l2g.index.index_fingerprint leaves them out)
+INDEX_RUNTIME_FIELDS = ("nprobe", "hnsw_ef", "mmap_min_mb", "rescore_factor", "rescore_nprobe", "add_chunk")
+
+
 @dataclass(frozen=True)
 class SearchConfig:
     knn: int = 20                   # neighbours per query descriptor; each image counts its first hit only

@@ -47,10 +47,15 @@ from .manifest import (  # noqa: F401
 STAGE_FILES = ("graph.npz", "global.npz", "vgraph.npz", "confidence.json")
 
 
-def index_fingerprint(cfg: C.L2GConfig) -> str:
+def index_fingerprint(cfg: C.L2GConfig, legacy: bool = False) -> str:
     """The settings faiss.index depends on (l2g.store.fingerprint): another one rebuilds it. Its
-    vectors are the feature store's (decoded) descriptors, so the store's codec is one of them."""
-    return store.fingerprint({"features": C.asdict(cfg.features), "index": C.asdict(cfg.index),
+    vectors are the feature store's (decoded) descriptors, so the store's codec is one of them; the
+    search-time knobs (C.INDEX_RUNTIME_FIELDS) are not (set_search_params applies them on open).
+    ``legacy``: the fingerprint of indexes saved before that rule (every IndexConfig field)."""
+    index = C.asdict(cfg.index)
+    if not legacy:
+        index = {k: v for k, v in index.items() if k not in C.INDEX_RUNTIME_FIELDS}
+    return store.fingerprint({"features": C.asdict(cfg.features), "index": index,
                               "desc_dtype": cfg.store.desc_dtype})
 
 
@@ -229,7 +234,8 @@ def _build(gallery: Path, out: Path, cfg: C.L2GConfig, paths, extractor, progres
             report.repaired.append(("faiss.index", why))
         else:
             faiss_rec = rec
-    reuse = (faiss_rec is not None and not redone and faiss_rec.get("fingerprint") == index_fingerprint(cfg)
+    same = (index_fingerprint(cfg), index_fingerprint(cfg, legacy=True))
+    reuse = (faiss_rec is not None and not redone and faiss_rec.get("fingerprint") in same
              and len(kept) == len(old) and bool(kept))
     li = _assemble(gallery, out, cfg, images, report.failed, reuse, fs)
     li.files = shards

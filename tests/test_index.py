@@ -161,3 +161,32 @@ def test_the_image_list_hash_is_computed_once_when_opened(tiny_gallery, tiny_cfg
     with mock.patch.object(store, "order_hash", wraps=store.order_hash) as hashed:
         assert li.order == opened.order == opened.order == want
     assert hashed.call_count == 0
+
+
+def test_a_search_time_knob_reuses_faiss_index_and_a_build_setting_rebuilds_it(tiny_gallery, tiny_cfg,
+                                                                                tiny_extractor, tmp_path):
+    """nprobe (and the other C.INDEX_RUNTIME_FIELDS) are applied when the index is opened: changing one
+    must not rebuild faiss.index (minutes at 10k images) but must be in effect, and stay with the index
+    (the manifest records it, so a later open uses it); nlist shapes the index
+    and rebuilds it. An index saved with the older fingerprint (every IndexConfig field) is reused too."""
+    import faiss
+
+    from l2g import store
+    from l2g.index import index_fingerprint
+
+    cfg = tiny_cfg.replace(index__kind="ivf", index__nlist=4, index__nprobe=1)
+    ix = tmp_path / "ix"
+    build_index(tiny_gallery, ix, cfg, extractor=tiny_extractor)
+    stamp = (ix / "faiss.index").stat().st_mtime_ns
+    li, _ = build_index(tiny_gallery, ix, cfg.replace(index__nprobe=3), extractor=tiny_extractor)
+    assert (ix / "faiss.index").stat().st_mtime_ns == stamp
+    assert faiss.extract_index_ivf(li.ix).nprobe == 3
+    assert faiss.extract_index_ivf(load_index(ix).ix).nprobe == 3 and read_manifest(ix)["index"]["nprobe"] == 3
+    m = read_manifest(ix)                       # the older fingerprint: still this index, reused and re-recorded
+    m["files"]["faiss.index"]["fingerprint"] = index_fingerprint(cfg, legacy=True)
+    store.write_json(ix / store.MANIFEST, m)
+    build_index(tiny_gallery, ix, cfg, extractor=tiny_extractor)
+    assert (ix / "faiss.index").stat().st_mtime_ns == stamp
+    assert read_manifest(ix)["files"]["faiss.index"]["fingerprint"] == index_fingerprint(cfg)
+    li, _ = build_index(tiny_gallery, ix, cfg.replace(index__nlist=8), extractor=tiny_extractor)
+    assert (ix / "faiss.index").stat().st_mtime_ns != stamp and faiss.extract_index_ivf(li.ix).nlist == 8

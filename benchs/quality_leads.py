@@ -4,18 +4,21 @@
     python benchs/quality_leads.py table [--only NAME..]  # every lead: tune on A, score on B and the reverse
     python benchs/quality_leads.py queries               # where l2g wins and loses against local, and why
     python benchs/quality_leads.py cv [--only NAME..]     # each lead's tuning over 200 random group splits
-    python benchs/quality_leads.py check                 # lead 3's rule == l2g.rerank (opt-in), every query
+    python benchs/quality_leads.py check                 # hub_guard, expand == l2g.rerank on every query
+    python benchs/quality_leads.py targets [--only NAME]  # issue 12's targets table, halves tuned over a grid
 
 Each lead is a scoring rule for the top k = 100 of a query's local shortlist, computed from the query's
 local scores q (k,) and the raw graph block G[head][:, head] (k, k); the rest of the list keeps the local
-order, as in l2g.rerank. The shipped rule (classical MDS of the max-symmetrised block, local_w 0.3) and its
+order, as in l2g.rerank. Round 1's default (classical MDS of the max-symmetrised block, local_w 0.3) and its
 SMACOF twin are rebuilt from l2g's own functions and checked against l2g.rerank.rerank on every query before
-anything is scored. Every lead changes the shipped rule in one respect. A lead is a grid: the value best on
+anything is scored ('check' does the same for the shipped rule and the graph expansion). Every lead changes
+one rule (round 2: round 1's default; round 3: the shipped rule) in one respect. A lead is a grid: the value best on
 half A is scored on half B and the reverse; "x-fold" scores every query with the other half's choice.
 Set OMP_NUM_THREADS=1 on a shared machine (~2 s a grid point).
 
-Round 2 (hubness-normalised guard), measured on realbench-dev (142 queries; local 65.0, shipped 69.2 / 69.2 on
-halves A / B). Two-fold on the official split, then 'cv': 200 random splits by group, gain over the shipped rule.
+Round 2 (hubness-normalised guard), measured on realbench-dev before the refine budget (142 queries; local 65.0,
+round 1's default 69.2 / 69.2 on halves A / B). Two-fold on the official split, then 'cv': 200 random splits by
+group, gain over round 1's default (cv --base 'previous default (classical MDS, max block, local_w=0.3)').
 
 | lead | tuned on A -> B | tuned on B -> A | x-fold | x-fold 2-img | cv mean gain (sd) | P(>0) | P(both >= +0.5) |
 |---|---|---|---|---|---|---|---|
@@ -26,7 +29,46 @@ halves A / B). Two-fold on the official split, then 'cv': 200 random splits by g
 | 2+3. the same, diffused block | 69.9 | 69.8 | 69.9 | 47.4 | -0.09 (0.76) | 0.52 | 0.06 |
 
 Lead 3 at one setting (HUB: n 30, beta 1, w 0.5, a 0.25) scores 71.5 / 71.9 (full 71.7, 2-img 50.5) but was
-picked looking at both halves; it is opt-in in RerankConfig (diffuse_a, hub_n, hub_beta), not the default.
+picked looking at both halves; it became RerankConfig's default (diffuse_a, hub_n, hub_beta, local_w).
+
+Round 3 (issue 12: half B tuned on A), on the shipped features (refine budget -r2; local 63.7 / 66.5 on A / B,
+the shipped values 70.3 / 71.7, full 71.0). "The shipped rule's grid" is hub_guard over n (10, 20, 30, 50),
+beta (0.25 .. 1), w (0.2 .. 0.6) at a = 0.25, norm 'max' (what RerankConfig can express; round 2's lead 3 also
+tuned norm 'rel'): tuned on A it picks n 50, beta 0.75, w 0.6 -> B 70.5 (+4.0 over local, issue 12 asks +5);
+tuned on B it picks the shipped values -> A 70.3. Lead 3's grid (with 'rel') gives B 69.1 (+2.6). Sub-grids,
+tuned on A -> B: w alone (n 30, beta 1) picks w 0.6 -> 70.5; n alone -> 70.6; n, beta -> 70.5; beta alone keeps
+the shipped values -> 71.7: the shipped point is a sharp optimum of half B. Leads for B's
+deep true matches; every grid holds the shipped values. cv: 200 random group splits, mean x-fold gain over
+(i) the shipped rule's grid tuned alike, (ii) the fixed shipped values (in-sample: they were read off both
+halves in round 2, so (ii) is the stricter base for a lead that adds one axis to them).
+
+| lead | tuned on A -> B | tuned on B -> A | x-fold | x-fold 2-img | cv (i): mean (sd), P(>0) | cv (ii) |
+|---|---|---|---|---|---|---|
+| shipped values | 71.7 | 70.3 | 71.0 | 48.9 | +1.08 (0.65), 0.99 | |
+| shipped rule's grid | 70.5 | 70.3 | 70.4 | 47.5 | | |
+| a. graph kernel p0 0.6, 0.7, 0.85 | 69.2 (0.6) | 70.3 | 69.8 | 46.2 | +0.54 (0.88), 0.72 | -0.53 (0.65), 0.00 |
+| a'. the same x the shipped grid | 69.4 | 70.3 | 69.9 | 46.4 | -0.25 (0.65), 0.30 | -1.32 (0.72), 0.00 |
+| a''. graph kernel x query row scale qs | 71.2 | 70.3 | 70.7 | 48.9 | +0.70 (1.02), 0.77 | -0.37 (0.90), 0.34 |
+| b. expansion (m, gamma, row q or x) | 69.9 | 71.5 | 70.7 | 49.1 | +0.57 (0.85), 0.73 | -0.51 (0.61), 0.17 |
+| b1. the same, query row q (cut after the fact) | 71.8 | 71.5 | 71.7 | 50.5 | +1.59 (0.69), 0.99 | +0.52 (0.26), 0.85 |
+| b2. the same, query row x | 69.9 | 70.3 | 70.1 | 47.5 | +0.61 (0.85), 0.77 | -0.46 (0.61), 0.18 |
+| b1'. b1 x the shipped grid | 69.2 | 71.5 | 70.4 | 48.0 | +0.18 (0.85), 0.67 | -0.90 (0.88), 0.09 |
+| c. query row times qs (1 .. 3) | 71.2 | 70.3 | 70.7 | 48.9 | +1.01 (0.79), 0.92 | -0.06 (0.59), 0.42 |
+| c'. qs x the shipped grid | 71.0 | 70.3 | 70.7 | 48.8 | +0.24 (0.63), 0.64 | -0.84 (0.61), 0.03 |
+| b1+c. expansion and qs | 70.4 | 71.5 | 71.0 | 49.2 | +1.03 (0.79), 0.90 | -0.05 (0.39), 0.51 |
+| d. hub means past the own group (skip 5 .. 20) | 70.5 | 70.3 | 70.4 | 47.5 | +0.19 (0.60), 0.56 | -0.89 (0.40), 0.00 |
+| e. hub means without the query's local top ctx | 70.6 | 70.3 | 70.4 | 47.5 | +0.69 (0.67), 0.95 | -0.39 (0.14), 0.00 |
+| e'. e x the shipped grid | 66.5 | 70.3 | 68.5 | 43.0 | -0.38 (0.71), 0.17 | -1.45 (0.77), 0.01 |
+| a+b. expansion in a wider graph | 65.9 | 71.5 | 68.8 | 43.4 | +0.52 (1.05), 0.69 | -0.56 (0.91), 0.23 |
+| c (quality_twofold). shipped + verified edges (v, sat) | 71.7 (v 0) | 70.3 (v 0) | 71.0 | 48.9 | | |
+
+Only b1 (graph expansion from the local top-1, m 1, gamma 0.5, chosen by each half alike) beats both bases,
+but its query-row restriction was made after seeing b, and its gain is one query (scannet scene0752
+frame-000075, AP 0.25 -> 1.00, +1.03 of A's +1.23; B +0.07): without that query its cv (ii) gain is -0.02
+(sd 0.26). On the demo it changes l2g from 96.64 to 96.63. So it stays opt-in (RerankConfig.expand_m,
+expand_gamma; l2g.graphctx.expand_order, equal to expand() on every query, 'check'). A wider graph kernel
+loses on B at every p0 (the graph's blocks widen for every candidate, not only the wide-baseline pairs);
+verified edges are never chosen (every v > 0 loses on both halves).
 """
 from __future__ import annotations
 
@@ -47,6 +89,7 @@ from l2g.mds import classical_mds, smacof  # noqa: E402
 from l2g.rerank import cosine_to_first, dissimilarity, normalise, rerank  # noqa: E402
 
 K, KMAX = C.RerankConfig().k, 200
+GRAPH_P0 = (0.6, 0.7, 0.85)     # round 3: wider graph kernels than the search's p0 (0.5)
 PREP = "leads.pkl"
 
 
@@ -57,6 +100,9 @@ def cache() -> None:
     graph row (the query's own column zeroed: the query is not a gallery image) for hubness statistics."""
     b = Q.Bench()
     G = b.graph.G.toarray().astype(np.float64)
+    other = {p0: Q._load(Q.INDEX / f"graph_p0_{p0}.pkl").G.toarray().astype(np.float64)
+             for p0 in GRAPH_P0 if (Q.INDEX / f"graph_p0_{p0}.pkl").is_file()}   # quality_twofold.py graphs
+    print(f"graphs of their own kernel: p0 {sorted(other)}", flush=True)
     items = []
     for qq in b.q:
         res = b.local[qq["id"]]
@@ -69,7 +115,12 @@ def cache() -> None:
         pos = set(qq["positives"])
         items.append({"id": qq["id"], "F": F, "rel": np.array([b.paths[j] in pos for j in F]),
                       "npos": len(pos), "q": res.all_scores[head].astype(np.float64),
-                      "B": G[np.ix_(head, head)], "row_max": np.maximum(rows, cols)})
+                      "B": G[np.ix_(head, head)], "row_max": np.maximum(rows, cols), "Bp": {}, "rmp": {}})
+        for p0, Gp in other.items():      # the same head's block and rows in a graph of another kernel
+            rp, cp = Gp[head].copy(), Gp[:, head].T.copy()
+            rp[:, qq["id"]] = cp[:, qq["id"]] = 0.0
+            items[-1]["Bp"][p0] = Gp[np.ix_(head, head)].astype(np.float32)
+            items[-1]["rmp"][p0] = np.maximum(rp, cp).astype(np.float32)
         for rule, method in ((score_classical, "classical"), (metric_smacof, "smacof")):
             ref = rerank(res, b.graph, C.RerankConfig(method=method, symmetric="max", local_w=0.3, diffuse_a=0.0,
                                                       hub_n=0))
@@ -210,9 +261,15 @@ def local_term(q, B, it=None, term="max", w=0.3):
     return (1 - w) * mds_cos(s) + w * t
 
 
-def hub_mu(it, n, k) -> np.ndarray:
-    """(k,) mean of each head image's n strongest graph similarities (max-symmetrised, the query left out)."""
-    return -np.sort(-it["row_max"][:k], axis=1)[:, :n].mean(1)
+def hub_mu(it, n, k, gp=None, skip=0, ctx=0) -> np.ndarray:
+    """(k,) mean of each head image's n strongest graph similarities (max-symmetrised, the query left out),
+    in the graph of kernel p0 = gp (None: the search's); skip > 0: of its strongest skip + 1 .. skip + n
+    (the background level after its own group); ctx > 0: without the query's local top ctx."""
+    R = it["row_max"] if gp is None else it["rmp"][gp]
+    if ctx:                          # lead e: leave out the query's own neighbourhood, its local top ctx
+        R = R[:k].copy()
+        R[:, it["F"][:ctx]] = 0.0
+    return -np.sort(-R[:k], axis=1)[:, skip:skip + n].mean(1)
 
 
 def hubness(q, B, it=None, n=20, beta=0.5, w=0.3, mds=True):
@@ -267,21 +324,53 @@ def diffused(s, a) -> np.ndarray:
     return s2
 
 
-def hub_term(q, it, n, beta, norm="max", s0=None) -> np.ndarray:
+def hub_term(q, it, n, beta, norm="max", s0=None, gp=None, skip=0, ctx=0) -> np.ndarray:
     """(k,) hubness-normalised local score q / mu ** beta over its maximum ('max'), or the shipped
     guard term s0 scaled by (mean(mu) / mu) ** beta and clipped at 1 ('rel')."""
-    mu = np.maximum(hub_mu(it, n, len(q)), 1e-12)
+    mu = np.maximum(hub_mu(it, n, len(q), gp, skip, ctx), 1e-12)
     if norm == "rel":
         return np.minimum(s0 * (mu.mean() / mu) ** beta, 1.0)
     h = q / mu ** beta
     return h / h.max()
 
 
-def hub_guard(q, B, it=None, n=30, beta=1.0, w=0.5, norm="max", a=0.0):
+def hub_guard(q, B, it=None, n=30, beta=1.0, w=0.5, norm="max", a=0.0, gp=None, qs=1.0, skip=0, ctx=0):
     """Issue 12, round 2, leads 1 and 3: MDS of the (optionally diffused) shipped block, the guard's
-    local share hubness-normalised: (1 - w) cos_mds + w hub_term."""
-    s = diffused(normalise(block(q, B), "p99"), a)
-    return (1 - w) * mds_cos(s) + w * hub_term(q, it, n, beta, norm, s[0, 1:])
+    local share hubness-normalised: (1 - w) cos_mds + w hub_term. Round 3, lead a: gp = p0 takes the
+    block and the hub means from the graph of that kernel (the query row keeps the search's scores,
+    times qs)."""
+    if gp is not None:
+        B = it["Bp"][gp][:len(q), :len(q)].astype(np.float64)
+    s = diffused(normalise(block(q * qs, B), "p99"), a)
+    return (1 - w) * mds_cos(s) + w * hub_term(q, it, n, beta, norm, s[0, 1:], gp, skip, ctx)
+
+
+def expand(it, k, m=3, gam=0.5, qrow="q", n=30, beta=1.0, w=0.5, a=0.25, gp=None, qs=1.0):
+    """Round 3, lead b: graph query expansion. Over local's top KMAX, e_j = max over the local top m of
+    (q_i / q_1) G[i, j] (the max-symmetrised graph, over its p99 in the head), x = q / q_1 + gam e; the list
+    is re-ordered by x and its top k re-ranked by the shipped rule (hub guard on q, one diffusion step), the
+    query row of the block being q or (qrow='x') x scaled to q_1; the rest keeps the x order."""
+    q = it["q"]
+    R = it["row_max"] if gp is None else it["rmp"][gp]
+    F = it["F"][:len(q)]
+    E = R[:m][:, F] * (q[:m] / q[0])[:, None]               # (m, KMAX) graph support from the local top m
+    blk = R[:, F]
+    scale = max(np.percentile(blk[blk > 0], 99), 1e-12) if (blk > 0).any() else 1.0
+    x = q / q[0] + gam * E.max(0) / scale
+    x[:m] = np.maximum(x[:m], x[:m].max())                   # the expanding images keep the top
+    ox = np.argsort(-x, kind="stable")
+    top = ox[:k]
+    Bh = it["B"] if gp is None else it["Bp"][gp]
+    qq = qs * (q[top] if qrow == "q" else x[top] * q[0])
+    s = diffused(normalise(block(qq, np.asarray(Bh[np.ix_(top, top)], np.float64)), "p99"), a)
+    mu = np.maximum(-np.sort(-R[top], axis=1)[:, :n].mean(1), 1e-12)
+    h = q[top] / mu ** beta
+    sc = (1 - w) * mds_cos(s) + w * h / h.max()
+    head = top[np.argsort(-sc, kind="stable")]
+    return np.concatenate([head, ox[k:], np.arange(len(q), len(it["F"]))])
+
+
+expand.full = True
 
 
 def hub_order(it, k, n=20, beta=0.5, w=0.5, guard="hub", a=0.0):
@@ -308,8 +397,10 @@ def grid(fn, **axes) -> list:
 
 
 HUB_N, HUB_BETA, HUB_W = (10, 20, 30, 50), (0.25, 0.5, 0.75, 1.0), (0.2, 0.3, 0.4, 0.5, 0.6)
+SHIP = "shipped rule's grid (hub guard n, beta, w; diffusion a=0.25)"
+GP = (None,) + GRAPH_P0        # None: the search's graph
 LEADS = {  # name -> [(label, rule, kwargs)]; 'k' in kwargs is the re-ranked head size
-    "shipped (classical MDS, max block, local_w=0.3)": grid(score_classical),
+    "previous default (classical MDS, max block, local_w=0.3)": grid(score_classical),
     "adaptive local_w: top-1/top-2 ratio": grid(adaptive, kind=("ratio",), a=(0.1, 0.2, 0.3), b=(0.2, 0.5, 1.0)),
     "adaptive local_w: top-10 entropy": grid(adaptive, kind=("entropy",), a=(0.1, 0.2, 0.3), b=(1.0, 3.0, 10.0)),
     "rank fusion (RRF) of local and MDS orders": grid(rrf, c=(1, 10, 60), w=(0.2, 0.3, 0.4, 0.5)),
@@ -338,8 +429,38 @@ LEADS = {  # name -> [(label, rule, kwargs)]; 'k' in kwargs is the re-ranked hea
                                                       guard=("plain", "hub")),
     "2+3. hub-normalised order, diffused MDS on its top k": grid(hub_order, n=HUB_N, beta=HUB_BETA[1:],
                                                                  w=(0.3, 0.5), guard=("plain", "hub"), a=(0.25,)),
+    # round 3: the shipped rule (hub guard + diffusion, RerankConfig's hub_local: norm 'max') and leads for B's
+    # deep true matches; every grid holds the shipped values, so tuning may keep them
+    "shipped values (n=30, beta=1, w=0.5, a=0.25)": grid(hub_guard, n=(30,), beta=(1.0,), w=(0.5,), a=(0.25,)),
+    SHIP: grid(hub_guard, n=HUB_N, beta=HUB_BETA, w=HUB_W, a=(0.25,)),
+    "a. graph kernel p0 of its own, shipped values": grid(hub_guard, gp=GP, n=(30,), beta=(1.0,), w=(0.5,),
+                                                         a=(0.25,)),
+    "a'. graph kernel p0 x the shipped grid": grid(hub_guard, gp=GP, n=HUB_N, beta=HUB_BETA, w=HUB_W, a=(0.25,)),
+    "a''. graph kernel p0, query row scaled qs": grid(hub_guard, gp=GP, qs=(1.0, 1.5, 2.0, 3.0), n=(30,),
+                                                      beta=(1.0,), w=(0.5,), a=(0.25,)),
+    "b. graph expansion of the head, shipped values": grid(expand, m=(1, 3, 5), gam=(0.0, 0.1, 0.25, 0.5, 1.0),
+                                                           qrow=("q", "x")),
+    "b1. graph expansion, query row q (cut after the official split)": grid(
+        expand, m=(1, 3, 5), gam=(0.0, 0.1, 0.25, 0.5, 1.0), qrow=("q",)),
+    "b2. graph expansion, query row x": grid(expand, m=(1, 3, 5), gam=(0.0, 0.1, 0.25, 0.5, 1.0), qrow=("x",)),
+    "c. query row times qs in the block, shipped values": grid(hub_guard, qs=(1.0, 1.25, 1.5, 2.0, 3.0), n=(30,),
+                                                              beta=(1.0,), w=(0.5,), a=(0.25,)),
+    "c'. query row times qs x the shipped grid": grid(hub_guard, qs=(1.0, 1.5, 2.0), n=HUB_N, beta=HUB_BETA,
+                                                      w=HUB_W, a=(0.25,)),
+    "b1'. graph expansion (query row q) x the shipped grid": grid(expand, m=(1, 3), gam=(0.0, 0.25, 0.5),
+                                                                  qrow=("q",), n=HUB_N, beta=HUB_BETA, w=HUB_W),
+    "b1+c. graph expansion (query row q) and qs": grid(expand, m=(1, 3), gam=(0.0, 0.25, 0.5),
+                                                       qs=(1.0, 1.5, 2.0)),
+    "d. hub means over the strongest skip+1..skip+n (past the own group), shipped values": grid(
+        hub_guard, skip=(0, 5, 10, 20), n=(10, 20, 30), beta=(1.0,), w=(0.5,), a=(0.25,)),
+    "d'. the same x the shipped grid": grid(hub_guard, skip=(0, 10), n=HUB_N, beta=HUB_BETA, w=HUB_W, a=(0.25,)),
+    "e. hub means without the query's local top ctx, shipped values": grid(
+        hub_guard, ctx=(0, 5, 10, 20, 50), n=(30,), beta=(1.0,), w=(0.5,), a=(0.25,)),
+    "e'. the same x the shipped grid": grid(hub_guard, ctx=(0, 10, 20), n=HUB_N, beta=HUB_BETA, w=HUB_W, a=(0.25,)),
+    "a+b. graph expansion in the graph of kernel p0": grid(expand, gp=GP, m=(1, 3), gam=(0.0, 0.25, 0.5),
+                                                           qrow=("q", "x")),
 }
-BASE = "shipped (classical MDS, max block, local_w=0.3)"
+BASE = SHIP
 
 
 def run_grid(d: dict, g: list) -> dict:
@@ -354,7 +475,8 @@ def run_grid(d: dict, g: list) -> dict:
 def table(only=None) -> None:
     d = load()
     A, B, P = d["fold"], ~d["fold"], d["pair"]
-    base = run_grid(d, LEADS[BASE])[""]
+    bg = run_grid(d, LEADS[BASE])
+    b_a, b_b = (max(bg, key=lambda k: Q.mean(bg[k], h)) for h in (A, B))    # the shipped rule tuned per half
     local = score(d, lambda q, B, it: q)
     rows, detail = [("local", "", Q.mean(local, B), "", Q.mean(local, A), Q.mean(local), Q.mean(local, P), "")], {}
     for name, g in LEADS.items():
@@ -364,14 +486,14 @@ def table(only=None) -> None:
         ba = max(aps, key=lambda k: Q.mean(aps[k], A))
         bb = max(aps, key=lambda k: Q.mean(aps[k], B))
         xf = np.where(A, aps[bb], aps[ba])
-        both = Q.mean(aps[ba], B) > Q.mean(base, B) and Q.mean(aps[bb], A) > Q.mean(base, A)
+        both = Q.mean(aps[ba], B) > Q.mean(bg[b_a], B) and Q.mean(aps[bb], A) > Q.mean(bg[b_b], A)
         rows.append((name, ba, Q.mean(aps[ba], B), bb, Q.mean(aps[bb], A), Q.mean(xf), Q.mean(xf, P),
                      "yes" if both else "no"))
         detail[name] = {lab: {"A": Q.mean(v, A), "B": Q.mean(v, B), "full": Q.mean(v), "2img": Q.mean(v, P)}
                         for lab, v in aps.items()}
         print(f"{name}: done", file=sys.stderr, flush=True)
     print("| lead | tuned on A | -> mAP on B | tuned on B | -> mAP on A | x-fold (all) | x-fold 2-img "
-          "| beats shipped on both halves |\n|---|---|---|---|---|---|---|---|")
+          "| beats the shipped rule tuned alike, both halves |\n|---|---|---|---|---|---|---|---|")
     for r in rows:
         print("| " + " | ".join(f"{v:.1f}" if isinstance(v, float) else str(v) for v in r) + " |")
     (Q.INDEX / "leads.json").write_text(json.dumps({"rows": rows, "detail": detail}, indent=1))
@@ -381,7 +503,7 @@ def queries() -> None:
     """Per-query wins and losses of the shipped l2g against local, and what tells them apart."""
     d = load()
     lo = score(d, lambda q, B, it: q)
-    sh = score(d, score_classical)
+    sh = score(d, hub_guard, n=30, beta=1.0, w=0.5, a=0.25)     # the shipped rule (RerankConfig's defaults)
     feats = {"positives (group size - 1)": [], "local top-1 is a true match": [], "q1 / q2": [], "q1": [],
              "local AP": [], "top-1's block neighbours (s > 0.2)": []}
     for it in d["items"]:
@@ -424,7 +546,7 @@ def groups(d: dict) -> np.ndarray:
     return np.array([keys[k] for k in g])
 
 
-def cv(only=None, n_splits: int = 200) -> None:
+def cv(only=None, n_splits: int = 200, base_name: str = BASE) -> None:
     """Each lead's two-fold tuning over the official split and n_splits random splits by group: the gain
     over the shipped rule on each half (tuned on the other) and over all queries (x-fold)."""
     d = load()
@@ -432,25 +554,30 @@ def cv(only=None, n_splits: int = 200) -> None:
     assert all(len(set(A0[gi == g])) == 1 for g in set(gi)), "the official split is not by group"
     rng = np.random.default_rng(0)
     splits = [A0] + [rng.permutation(gi.max() + 1)[gi] <= gi.max() // 2 for _ in range(n_splits)]
-    base = run_grid(d, LEADS[BASE])[""]
+    Mb = np.array(list(run_grid(d, LEADS[base_name]).values()))   # the base's grid, tuned per split alike
+    print(f"gain over: {base_name}")
     print("| lead | official: gain on A, on B, x-fold | random splits: mean x-fold gain (sd) | P(x-fold > 0) "
-          "| P(both halves >= +0.5) |\n|---|---|---|---|---|")
+          "| P(both halves > 0) | P(both halves >= +0.5) |\n|---|---|---|---|---|---|")
     for name, g in LEADS.items():
-        if name == BASE or (only and name not in only):
+        if name == base_name or (only and name not in only):
             continue
         M = np.array(list(run_grid(d, g).values()))           # (grid points, queries)
         r = []
         for A in splits:
             ba, bb = M[:, A].mean(1).argmax(), M[:, ~A].mean(1).argmax()
+            ca, cb = Mb[:, A].mean(1).argmax(), Mb[:, ~A].mean(1).argmax()
+            base = np.where(A, Mb[cb], Mb[ca])
             r.append((100 * (M[bb, A].mean() - base[A].mean()), 100 * (M[ba, ~A].mean() - base[~A].mean()),
                       100 * (np.where(A, M[bb], M[ba]).mean() - base.mean())))
         r = np.array(r)
         print(f"| {name} | {r[0, 0]:+.2f}, {r[0, 1]:+.2f}, {r[0, 2]:+.2f} | {r[1:, 2].mean():+.2f} "
               f"({r[1:, 2].std():.2f}) | {np.mean(r[1:, 2] > 0):.2f} "
+              f"| {np.mean((r[1:, 0] > 0) & (r[1:, 1] > 0)):.2f} "
               f"| {np.mean((r[1:, 0] >= 0.5) & (r[1:, 1] >= 0.5)):.2f} |", flush=True)
 
 
-HUB = {"diffuse_a": 0.25, "hub_n": 30, "hub_beta": 1.0, "local_w": 0.5}   # lead 3, opt-in in RerankConfig
+HUB = {"diffuse_a": 0.25, "hub_n": 30, "hub_beta": 1.0, "local_w": 0.5}   # round 2's lead 3 (shipped)
+EXPAND = {"expand_m": 1, "expand_gamma": 0.5}                               # round 3's lead b1
 
 
 def check(repeats: int = 5) -> None:
@@ -474,18 +601,47 @@ def check(repeats: int = 5) -> None:
         mine = np.argsort(-hub_guard(q, B, it, HUB["hub_n"], HUB["hub_beta"], HUB["local_w"], a=HUB["diffuse_a"]),
                           kind="stable")
         assert np.array_equal(ref.ids[:K], it["F"][:K][mine]), f"query {qq['id']}: hub_guard != l2g.rerank"
-    print(f"{len(b.q)} queries: l2g.rerank at {HUB} == hub_guard on every one")
+        ref = rerank(res, b.graph, C.RerankConfig(**HUB, **EXPAND), exclude=qq["id"])
+        mine = expand(it, K, m=EXPAND["expand_m"], gam=EXPAND["expand_gamma"])
+        assert np.array_equal(ref.ids, it["F"][mine][:len(ref.ids)]), f"query {qq['id']}: expand != l2g.rerank"
+    print(f"{len(b.q)} queries: l2g.rerank at {HUB} == hub_guard, and with {EXPAND} == expand, on every one")
     for key, v in t.items():
         print(f"rerank time per query, {key}: median {1e3 * np.median(v):.2f} ms, mean {1e3 * np.mean(v):.2f} ms")
 
 
+def targets(name: str = SHIP) -> None:
+    """Issue 12's targets table: local, the shipped l2g (RerankConfig's values), g2l@50 and the best g2l@N <= 20
+    on the full set, each half, the 2-image groups, and each half scored with the values of lead ``name``'s grid
+    tuned on the other half (needs quality_twofold.py g2l)."""
+    d, b = load(), Q.Bench()
+    A, P = d["fold"], d["pair"]
+    assert [it["id"] for it in d["items"]] == [qq["id"] for qq in b.q], "leads cache and twofold cache differ"
+    lo = score(d, lambda q, B, it: q)
+    sh = score(d, hub_guard, n=30, beta=1.0, w=0.5, a=0.25)
+    g = {n: b.g2l_aps(n) for n in Q.G2L_TOP}
+    aps = run_grid(d, LEADS[name])
+    ba, bb = (max(aps, key=lambda k: Q.mean(aps[k], h)) for h in (A, ~A))
+    rows = [("full", np.ones(len(A), bool), sh), ("half A (shipped values)", A, sh),
+            ("half B (shipped values)", ~A, sh), ("2-image groups", P, sh),
+            (f"half A, tuned on B ({bb})", A, aps[bb]), (f"half B, tuned on A ({ba})", ~A, aps[ba])]
+    print(f"tuned over: {name}\n\n| set | queries | local | l2g | l2g - local | g2l@50 | best g2l@N, N <= 20 "
+          "| l2g >= local + 5 | l2g >= g2l@50 + 1 | l2g > every g2l@N <= 20 |\n" + "|---" * 10 + "|")
+    yn = lambda ok: "yes" if ok else "**no**"  # noqa: E731
+    for lab, m, v in rows:
+        L, V, G50 = Q.mean(lo, m), Q.mean(v, m), Q.mean(g[50], m)
+        G20 = max(Q.mean(g[n], m) for n in Q.G2L_TOP if n <= 20)
+        print(f"| {lab} | {int(m.sum())} | {L:.1f} | {V:.1f} | {V - L:+.1f} | {G50:.1f} | {G20:.1f} | "
+              f"{yn(V >= L + 5)} | {yn(V >= G50 + 1)} | {yn(V > G20)} |")
+
+
 def main(argv=None):
     ap_ = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap_.add_argument("step", choices=("cache", "table", "queries", "cv", "check"))
+    ap_.add_argument("step", choices=("cache", "table", "queries", "cv", "check", "targets"))
     ap_.add_argument("--only", nargs="*", help="leads to run (default: all)")
+    ap_.add_argument("--base", default=BASE, help="cv: the lead whose tuning the gains are measured against")
     a = ap_.parse_args(argv)
-    {"cache": cache, "table": lambda: table(a.only), "queries": queries, "cv": lambda: cv(a.only),
-     "check": check}[a.step]()
+    {"cache": cache, "table": lambda: table(a.only), "queries": queries, "cv": lambda: cv(a.only, base_name=a.base),
+     "check": check, "targets": lambda: targets(*(a.only or [SHIP]))}[a.step]()
 
 
 if __name__ == "__main__":

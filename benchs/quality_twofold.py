@@ -45,7 +45,7 @@ INDEX = CACHE / "realbench"
 CFG = C.DEFAULT
 SEED = 12
 LOCAL = "local.pkl"           # local results (and the graph's) of the search settings in use
-GRAPH_P0 = (0.35, 0.42)       # narrower kernels for the graph than the search's p0
+GRAPH_P0 = (0.35, 0.42, 0.6, 0.7, 0.85)   # graph kernels of its own (narrower and wider than the search p0)
 G2L_TOP = (5, 10, 20, 50)
 
 
@@ -223,10 +223,11 @@ def mean(x, m=None) -> float:
 # every idea is measured alone against the pre-issue-12 re-ranking; SHIPPED are the fields changed since
 OLD = C.RerankConfig(symmetric="mean", local_w=0.0, diffuse_a=0.0, hub_n=0)
 SHIPPED = ("symmetric", "local_w", "diffuse_a", "hub_n", "hub_beta")
+SHIPPED_VALUES = {f: getattr(C.RerankConfig(), f) for f in SHIPPED}
 
 IDEAS = {  # idea -> list of (label, RerankConfig overrides, verify_sat or None)
     "l2g (old default)": [("", {}, None)],
-    "l2g (shipped default)": [("", {f: getattr(C.RerankConfig(), f) for f in SHIPPED}, None)],
+    "l2g (shipped default)": [("", SHIPPED_VALUES, None)],
     "guard: local_w": [(f"local_w={w}", {"local_w": w}, None) for w in (0.1, 0.2, 0.3, 0.4, 0.5, 0.7)],
     "guard: keep_head": [(f"keep_head={h}", {"keep_head": h}, None) for h in (1.2, 1.5, 2.0, 3.0)],
     "max-symmetrised block": [("symmetric=max", {"symmetric": "max"}, None)],
@@ -237,14 +238,22 @@ IDEAS = {  # idea -> list of (label, RerankConfig overrides, verify_sat or None)
     "k, dim": [(f"k={k}, dim={d}", {"k": k, "dim": d}, None) for k in (25, 50, 100, 150) for d in (8, 16, 32)],
     "normalise, transform": [(f"{nm}, {tr}", {"normalise": nm, "transform": tr}, None)
                              for nm in ("p99", "max", "rank") for tr in ("1-s", "sqrt(1-s)", "-log(s)")],
-    "narrower graph kernel": [(f"graph p0={p}", {"graph_p0": p}, None) for p in GRAPH_P0],
+    "narrower graph kernel": [(f"graph p0={p}", {"graph_p0": p}, None) for p in GRAPH_P0[:2]],
     "narrower graph kernel + max-sym + local_w": [(f"graph p0={p}, max, local_w={w}",
                                                    {"graph_p0": p, "symmetric": "max", "local_w": w}, None)
-                                                  for p in GRAPH_P0 + (None,) for w in (0.2, 0.3, 0.4)],
+                                                  for p in GRAPH_P0[:2] + (None,) for w in (0.2, 0.3, 0.4)],
     "smacof (unweighted)": [("smacof", {"method": "smacof"}, None)],
     "weighted smacof": [("smacof weighted", {"method": "smacof", "weighted": True}, None)],
     "verified edges": [(f"verified_w={v}, sat={s}", {"verified_w": v}, s)
                        for v in (0.5, 1.0, 2.0, 4.0) for s in (15, 30, 60)],
+    # round 3: the shipped rule with verified edges, and with a graph kernel of its own (None: the search's)
+    "shipped + verified edges": [(f"verified_w={v}, sat={s}", {**SHIPPED_VALUES, "verified_w": v}, s)
+                                 for v in (0.0, 0.25, 0.5, 1.0, 2.0) for s in (15, 30, 60)],
+    "shipped + graph kernel p0": [(f"graph p0={p}", {**SHIPPED_VALUES, "graph_p0": p}, None)
+                                  for p in (None, 0.6, 0.7, 0.85)],
+    "shipped + graph expansion of the head": [(f"expand_m={m}, gamma={g}",
+                                               {**SHIPPED_VALUES, "expand_m": m, "expand_gamma": g}, None)
+                                              for m in (1, 3, 5) for g in (0.0, 0.1, 0.25, 0.5, 1.0)],
 }
 
 

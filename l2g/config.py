@@ -144,6 +144,10 @@ class RerankConfig:
     # one half, beat that on the other (A 70.0 vs 69.2, B 69.3 vs 69.2) and gained on 84 % of 200 random group
     # splits (mean +0.8, benchs/quality_leads.py cv); the values shipped were read off both halves, so the
     # full-set figure is not an out-of-sample one. Demo (not tuned on): l2g 95.4 -> 96.6.
+    expand_m: int = 0               # graph expansion of the head (l2g.graphctx.expand_order): the shortlist is re-
+    expand_gamma: float = 0.0       #   ordered by q_j/q_1 + gamma * (graph similarity to the local top expand_m)
+    #   before its top k is embedded (gamma 0: off). m 1, gamma 0.5: realbench-dev 71.0 -> 71.7, demo 96.64 -> 96.63,
+    #   but one query makes the gain (benchs/quality_leads.py, round 3), so it stays off
     keep_head: float = 0.0          # guard: the local top-1 keeps rank 1 when its local score is at least
                                     #   keep_head times the second's (0: off)
     mutual_k: int = 0               # reciprocal weighting: block edges not among both ends' top mutual_k

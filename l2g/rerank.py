@@ -25,7 +25,9 @@ score in the final score, and keep_head, which keeps the local top-1 first when
 its local score dominates the second's. With hub_n > 0 the guard's local score is
 hubness-normalised (contextual dissimilarity, Jegou et al. 2007): q_j / mu_j ** hub_beta,
 mu_j the mean of candidate j's hub_n strongest gallery-graph similarities, divided
-by its maximum over the head; images similar to everything (hubs) lose weight.
+by its maximum over the head; images similar to everything (hubs) lose weight (l2g.graphctx).
+With expand_gamma > 0 the head is drawn from the shortlist re-ordered by graph expansion
+(l2g.graphctx.expand_order): a candidate the query's top expand_m see strongly in the graph moves up.
 """
 from __future__ import annotations
 
@@ -34,11 +36,11 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
-import scipy.sparse as sp
 from threadpoolctl import ThreadpoolController
 
 from .config import RerankConfig
 from .graph import Graph
+from .graphctx import expand_order, hub_local, hub_means
 from .mds import embed
 from .search import SearchResult
 
@@ -142,54 +144,6 @@ def diffuse(s: np.ndarray, a: float) -> np.ndarray:
     return out
 
 
-def _hub_table(graph: Graph, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Every gallery image's n + 1 strongest similarities in max(G, G^T), itself left out, strongest
-    first (0-padded, column -1), computed once per graph and n (kept in graph.derived): one query
-    may be one of them."""
-    hit = graph.derived.get(("hub", n))
-    if hit is None:
-        hit = graph.derived[("hub", n)] = _strongest(graph.G, n + 1)
-    return hit
-
-
-def _strongest(G: sp.csr_matrix, m: int) -> tuple[np.ndarray, np.ndarray]:
-    """(N, m) strongest similarities of each row of max(G, G^T) without its diagonal, and their columns."""
-    M = G.maximum(G.T.tocsr()).tocsr()    # (G is read, never changed, once a query has used it)
-    N = M.shape[0]
-    rows = np.repeat(np.arange(N), np.diff(M.indptr))
-    data = np.where(M.indices == rows, -1.0, M.data)       # itself last among its row's entries
-    o = np.lexsort((-data, rows))         # by row, strongest first; ties keep the stored order (stable)
-    rank = np.arange(len(o)) - M.indptr[rows[o]]
-    keep = o[rank < m]                    # memory grows with the edges, not with the widest row
-    at = (rows[keep], rank[rank < m])
-    vals, cols = np.zeros((N, m)), np.full((N, m), -1, np.int64)
-    vals[at], cols[at] = np.maximum(data[keep], 0), M.indices[keep]
-    return vals, cols
-
-
-def hub_means(graph: Graph, ids: np.ndarray, n: int, exclude: int | None = None) -> np.ndarray:
-    """(m,) mean of each gallery id's n strongest graph similarities, max(S, S^T), itself and
-    the gallery id exclude (the query, when it is a gallery image) left out; 0 with no edges."""
-    if n < 1:
-        raise ValueError(f"hub_means needs n >= 1, got {n}")
-    vals, cols = _hub_table(graph, n)
-    v, c = vals[np.asarray(ids, np.int64)], cols[np.asarray(ids, np.int64)]
-    if exclude is not None:   # drop the query's entry; the (n+1)-th takes its place
-        v = np.where(c == int(exclude), -1.0, v)
-        v = -np.sort(-v, axis=1)
-    return np.maximum(v[:, :n], 0).sum(1) / n
-
-
-def hub_local(local: np.ndarray, mu: np.ndarray, beta: float) -> np.ndarray:
-    """(k,) local scores >= 0 and their candidates' hub means -> q / mu ** beta over its maximum,
-    in [0, 1]. A candidate without graph edges (mu 0) takes the smallest positive mu of the head."""
-    local, mu = np.maximum(np.asarray(local, np.float64), 0), np.asarray(mu, np.float64)
-    pos = mu[mu > 0]
-    h = local if pos.size == 0 else local / np.maximum(mu, pos.min()) ** beta
-    top = h.max(initial=0.0)
-    return h / top if top > 0 else h
-
-
 def guard(cos_mds: np.ndarray, s_query: np.ndarray, local: np.ndarray,
           cfg: RerankConfig) -> tuple[np.ndarray, np.ndarray]:
     """Final scores and order of the head, guarded for isolated true matches.
@@ -220,11 +174,13 @@ class RerankResult:
     params: dict = field(default_factory=dict)
     timings: dict = field(default_factory=dict)
     local_term: np.ndarray | None = None   # (k,) the guard's local score in head order (None: S[0, 1:])
+    local_ids: np.ndarray | None = None    # (M,) the shortlist in local-search order (None: head is in it)
 
     def rank_change(self) -> dict:
-        """candidate id -> old rank minus new rank (positive = moved up)."""
+        """candidate id -> local-search rank minus new rank (positive = moved up)."""
         new = {int(j): r for r, j in enumerate(self.ids)}
-        return {int(j): r - new[int(j)] for r, j in enumerate(self.head)}
+        old = self.head if self.local_ids is None else self.local_ids
+        return {int(j): r - new[int(j)] for r, j in enumerate(old) if int(j) in new and r < len(self.ids)}
 
 
 def rerank(res: SearchResult, graph: Graph, cfg: RerankConfig = RerankConfig(),
@@ -245,11 +201,18 @@ def rerank(res: SearchResult, graph: Graph, cfg: RerankConfig = RerankConfig(),
               "normalise": cfg.normalise, "w": cfg.w, "symmetric": cfg.symmetric, "local_w": cfg.local_w,
               "keep_head": cfg.keep_head, "mutual_k": cfg.mutual_k, "mutual_w": cfg.mutual_w,
               "weighted": cfg.weighted, "verified_w": cfg.verified_w if vgraph is not None else 0.0,
-              "diffuse_a": cfg.diffuse_a, "hub_n": cfg.hub_n, "hub_beta": cfg.hub_beta}
+              "diffuse_a": cfg.diffuse_a, "hub_n": cfg.hub_n, "hub_beta": cfg.hub_beta,
+              "expand_m": cfg.expand_m, "expand_gamma": cfg.expand_gamma}
     if cfg.hub_n < 0 or cfg.hub_beta < 0 or not 0 <= cfg.diffuse_a <= 1:
         raise ValueError(f"hub_n and hub_beta must be >= 0 and diffuse_a in [0, 1], got {cfg.hub_n}, "
                          f"{cfg.hub_beta} and {cfg.diffuse_a}")
+    if cfg.expand_m < 0 or cfg.expand_gamma < 0:
+        raise ValueError(f"expand_m and expand_gamma must be >= 0, got {cfg.expand_m} and {cfg.expand_gamma}")
     k = min(cfg.k, len(res.ids))
+    local_ids = res.ids
+    if cfg.expand_gamma > 0 and cfg.expand_m > 0 and k >= 3:   # the head drawn from the graph-expanded order
+        res = dataclasses.replace(res, ids=expand_order(res, graph, cfg.expand_m, cfg.expand_gamma))
+        res = dataclasses.replace(res, scores=np.asarray(res.all_scores)[res.ids])
     if k < 3:  # nothing to embed: keep the local order
         X = np.zeros((k + 1, cfg.dim))
         return RerankResult(res.ids.copy(), res.scores[:k].copy(), res.ids[:k].copy(), X,
@@ -273,7 +236,8 @@ def rerank(res: SearchResult, graph: Graph, cfg: RerankConfig = RerankConfig(),
     final, order = guard(cos_mds, local, res.scores[:k], cfg)
     ids = np.concatenate([head[order], res.ids[k:]])
     rr = RerankResult(ids, final[order], head, m.X, s, cos_mds, None, float(m.stress1), params,
-                      {"similarity": t1 - t0, "mds": t2 - t1, "rerank": time.perf_counter() - t0}, local)
+                      {"similarity": t1 - t0, "mds": t2 - t1, "rerank": time.perf_counter() - t0}, local,
+                      np.asarray(local_ids))
     return rr if global_sim is None else blend(rr, res, global_sim, cfg.w)
 
 

@@ -254,3 +254,44 @@ def test_hub_local_and_diffuse_stay_in_range_and_refuse_bad_options():
             rerank(res, g, C.RerankConfig(**bad))
     with pytest.raises(ValueError, match="diffuse_a"):
         diffuse(s, 2.0)
+
+
+# --------------------------------------------------------------------------- graph expansion of the head
+
+def _deep_match_case(k: int = 10):
+    """The query's true matches: t0 (id 0, first by local score) and t1 (id 25, a wide-baseline view local
+    search ranks 26th, below the re-ranked head of k) that t0 sees strongly in the graph (0.3); 28
+    distractors, faint to each other and to t0 (< 0.05)."""
+    rng = np.random.default_rng(3)
+    n = 30
+    G = (rng.random((n, n)) * 0.05).astype(np.float32)
+    G[0, 25] = G[25, 0] = 0.3
+    np.fill_diagonal(G, 0)
+    q = np.concatenate([[0.3], np.linspace(0.2, 0.05, n - 1)]).astype(np.float32)
+    paths = [f"c{i}.jpg" for i in range(n)]
+    return SearchResult(np.arange(n), q, paths, q.copy(), 1000), Graph(sp.csr_matrix(G), paths), k
+
+
+def test_graph_expansion_brings_a_deep_true_match_into_the_head():
+    res, g, k = _deep_match_case()
+    cfg = dataclasses.replace(C.RerankConfig(), k=k, expand_m=1, expand_gamma=0.5)
+    off = rerank(res, g, dataclasses.replace(cfg, expand_gamma=0.0))
+    assert list(off.ids).index(25) == 25                 # without it, t1 stays below the head, untouched
+    rr = rerank(res, g, cfg)
+    assert 25 in rr.head and list(rr.ids).index(25) < k  # with it, t1 is drawn into the re-ranked head
+    assert sorted(rr.ids.tolist()) == list(range(30))    # a permutation: nothing lost
+    assert rr.rank_change()[25] == 25 - list(rr.ids).index(25) > 15     # moved up from its local-search rank
+    assert rr.params["expand_m"] == 1 and rr.params["expand_gamma"] == 0.5
+
+
+def test_expand_order_keeps_the_top_and_refuses_bad_options():
+    from l2g.graphctx import expand_order
+    res, g, _ = _deep_match_case()
+    assert np.array_equal(expand_order(res, g, 1, 0.0), res.ids)          # gamma 0 (or m 0): the local order
+    assert np.array_equal(expand_order(res, g, 0, 0.5), res.ids)
+    o = expand_order(res, g, 3, 0.5)
+    assert o[0] == 25 and list(o[1:4]) == [0, 1, 2]       # t1's graph support lifts it; the top m stay together
+    assert sorted(o.tolist()) == list(range(30))
+    for m, gamma in ((-1, 0.5), (1, -0.5)):
+        with pytest.raises(ValueError, match="expand_m and expand_gamma"):
+            rerank(res, g, C.RerankConfig(expand_m=m, expand_gamma=gamma))

@@ -19,6 +19,8 @@ Shapes: an image is ``(H, W, 3) uint8``; a batch is a list of images of one size
 """
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import torch
 
@@ -68,8 +70,10 @@ def build(cfg: FeatureConfig, device: torch.device | str = "cpu") -> torch.nn.Mo
     if cfg.backend != "patch":
         from . import siftspace
 
-        model.detector = siftspace.Detector(cfg.num_features, siftspace.Pyramid(cfg.double_image), cfg.refine)
-        model.descriptor = siftspace.Descriptor(cfg.desc_grid)
+        model.workspace = siftspace.Workspace()   # buffers kept between images (run_batch)
+        model.detector = siftspace.Detector(cfg.num_features, siftspace.Pyramid(cfg.double_image, model.workspace),
+                                            cfg.refine)
+        model.descriptor = siftspace.Descriptor(cfg.desc_grid, model.workspace)
     model = model.eval().to(device)
     model.l2g_device = torch.device(device)   # where run_batch puts its input
     return model
@@ -91,7 +95,9 @@ def run_batch(model: torch.nn.Module, rgbs: list[np.ndarray], cfg: FeatureConfig
     """SIFT of equal-size images in one call -> one (kpts (N, 5), desc (N, 128)) per image."""
     import kornia.feature as KF
 
-    lafs, resp, desc = model(gray_batch(rgbs, model.l2g_device))
+    gray = gray_batch(rgbs, model.l2g_device)
+    with torch.inference_mode(), getattr(model, "workspace", contextlib.nullcontext()):
+        lafs, resp, desc = model(gray)
     filled = KF.laf_is_filled(lafs)
     factor = 1.0 if cfg.double_image else 2.0
     out = []

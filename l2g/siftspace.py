@@ -15,12 +15,16 @@ pushed through many full-size ops. Four changes, each measured against Kornia's 
 - :class:`Descriptor`: the descriptor samples a ``grid`` x ``grid`` grid (Kornia: 41 x 41), and the
   gradient atlas skips Kornia's pad copy and halving pass (orientation and normalised descriptors
   ignore the factor).
+- :class:`Workspace`: the octave volumes, blur passes and gradient atlas of one image stay allocated
+  for the next (inside ``with workspace:``), instead of ~200 MB of fresh pages per image at 1024 px
+  that the kernel zeroes (46k page faults, ~0.08 s of CPU time per image).
 
 Shapes: Gaussian octaves are ``(B, 1, 6, H, W)``; a DoG / level volume ``(B, D, H, W)``.
 """
 from __future__ import annotations
 
 import math
+import threading
 
 import torch
 import torch.nn.functional as F
@@ -30,12 +34,44 @@ from kornia.feature.sift.scale_space import _SIFTScalePyramid, _SIFTScaleSpaceDe
 BAND = 64 * 2048    # pixels per band of rows: 512 KiB of float32, within a core's L2 cache
 
 
-class Pyramid(_SIFTScalePyramid):
-    """Kornia's six Gaussian images per octave; ``double_image`` False starts at the image's own size."""
+class Workspace:
+    """Large CPU tensors of one extractor kept from one image to the next, by role. Inside ``with
+    workspace:`` (one thread at a time: it holds a lock), :meth:`empty` hands out the role's buffer
+    (grown when too small); outside, fresh memory as torch gives it. The model's outputs are never
+    views of it, so a workspace only serves a model's own forward (l2g.sift.run_batch)."""
 
-    def __init__(self, double_image: bool = True) -> None:
+    def __init__(self) -> None:
+        self.active = False
+        self._lock = threading.Lock()
+        self._buffers: dict[str, torch.Tensor] = {}
+
+    def __enter__(self) -> "Workspace":
+        self._lock.acquire()
+        self.active = True
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.active = False
+        self._lock.release()
+
+    def empty(self, role: str, shape, like: torch.Tensor) -> torch.Tensor:
+        """An uninitialised tensor of ``shape`` with ``like``'s dtype and device."""
+        if not self.active or like.device.type != "cpu":
+            return like.new_empty(shape)
+        n, buf = math.prod(shape), self._buffers.get(role)
+        if buf is None or buf.numel() < n or buf.dtype != like.dtype:
+            buf = self._buffers[role] = like.new_empty(n)
+        return buf[:n].view(shape)
+
+
+class Pyramid(_SIFTScalePyramid):
+    """Kornia's six Gaussian images per octave; ``double_image`` False starts at the image's own size.
+    With an active ``workspace`` (CPU, float32, no gradient) the octaves are built in its buffers."""
+
+    def __init__(self, double_image: bool = True, workspace: Workspace | None = None) -> None:
         super().__init__()
         self.double_image = double_image
+        self.workspace = workspace or Workspace()
         if not double_image:
             # the camera blur is 0.5 image pixels: the first blur brings it to 1.6 (Lowe's sigma_0)
             self._sigmas[0] = math.sqrt(1.6 ** 2 - 0.5 ** 2)
@@ -43,6 +79,30 @@ class Pyramid(_SIFTScalePyramid):
 
     def _double(self, image: torch.Tensor) -> torch.Tensor:
         return super()._double(image) if self.double_image else image
+
+    def forward(self, image: torch.Tensor) -> list[torch.Tensor]:
+        """Kornia's CPU path (0.9), each octave's volume and each blur's first pass in the workspace."""
+        ws = self.workspace
+        if not ws.active or image.device.type != "cpu" or image.dtype != torch.float32 or image.requires_grad:
+            return super().forward(image)
+        first = self._double(image)
+        kernels = [getattr(self, f"kernel_{i}").to(first.dtype) for i in range(6)]
+        pyramid = []
+        while True:
+            height, width = first.shape[-2:]
+            gaussian = ws.empty(f"octave{len(pyramid)}", (*first.shape[:2], 6, height, width), first)
+            for i in range(6):
+                src, dst = (first if i == 0 else gaussian[:, :, i - 1]), gaussian[:, :, i]
+                if i == 0 and pyramid:
+                    dst.copy_(src)      # the octave's base: level 3 of the previous one, subsampled
+                elif src.numel() >= 256 * 256:
+                    self._blur_cpu(src, kernels[i], kernels[i].numel() // 2, out=dst)
+                else:
+                    dst.copy_(self._blur(src, kernels[i]))
+            pyramid.append(gaussian)
+            if min(height // 2, width // 2) < 12:
+                return pyramid
+            first = gaussian[:, :, 3, : 2 * (height // 2) : 2, : 2 * (width // 2) : 2]
 
     def _blur_cpu(self, image, kernel, radius, out=None):
         height, width = image.shape[-2:]
@@ -76,7 +136,7 @@ class Pyramid(_SIFTScalePyramid):
                     taps(src, dst[..., a:b, :], dim, a)
             return dst
 
-        horizontal = axis(image, torch.empty_like(image), -1)
+        horizontal = axis(image, self.workspace.empty("blur", image.shape, image), -1)
         return axis(horizontal, torch.empty_like(image) if out is None else out, -2)
 
 
@@ -223,18 +283,20 @@ class Detector(_SIFTScaleSpaceDetector):
 
 
 class Descriptor(_SIFTScaleSpaceDescriptor):
-    """Kornia's pyramid descriptor (plain SIFT) on a ``grid`` x ``grid`` grid (Kornia: 41)."""
+    """Kornia's pyramid descriptor (plain SIFT) on a ``grid`` x ``grid`` grid (Kornia: 41); the gradient
+    atlas in the ``workspace`` (one octave's at a time, as Kornia's forward uses them)."""
 
-    def __init__(self, grid: int = 41) -> None:
+    def __init__(self, grid: int = 41, workspace: Workspace | None = None) -> None:
         super().__init__(rootsift=False)
         self.grid = int(grid)
+        self.workspace = workspace or Workspace()
 
-    @staticmethod
-    def _gradient_atlas(octave_images, used_levels, work_dtype):
+    def _gradient_atlas(self, octave_images, used_levels, work_dtype):
         """Kornia's atlas of central differences (replicated borders) of the used levels, times two,
         straight from the pyramid (no copy of the levels, no pad, no halving pass)."""
         levels = octave_images[:, 0]
-        out = levels.new_empty(levels.shape[0], 2, used_levels.numel(), *levels.shape[-2:], dtype=work_dtype)
+        like = levels if levels.dtype == work_dtype else levels.new_empty(0, dtype=work_dtype)
+        out = self.workspace.empty("atlas", (levels.shape[0], 2, used_levels.numel(), *levels.shape[-2:]), like)
         for j, level in enumerate(used_levels.tolist()):
             im = levels[:, level]
             for g, src in ((out[:, 0, j], im), (out[:, 1, j].transpose(-1, -2), im.transpose(-1, -2))):

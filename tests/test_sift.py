@@ -116,6 +116,31 @@ def test_dense_dog_path_equals_the_lazy_one(gray):
         assert torch.equal(u, v)
 
 
+def test_workspace_reuses_its_buffers_and_changes_no_feature(demo_gallery):
+    """run / run_batch build the pyramid and the gradient atlas in buffers kept from one image to the next
+    (a smaller image in a view of a larger one's): the features equal the ones of a fresh allocation
+    (the model called outside its workspace), bit for bit, and earlier results are not overwritten."""
+    cfg = C.FeatureConfig(num_features=500)
+    m = sift.build(cfg)
+    big = load_image(demo_gallery / NAMES[0], max_side=480).rgb
+    imgs = [big, load_image(demo_gallery / NAMES[1], max_side=400).rgb, big[::-1].copy()]
+    got = [sift.run(m, im, cfg) for im in imgs]
+    first = [a.copy() for a in got[0]]
+    octave0 = m.workspace._buffers["octave0"]
+    assert octave0.numel() == 6 * 4 * big.shape[0] * big.shape[1]     # the larger image's size
+    assert {"octave0", "octave1", "blur", "atlas"} <= set(m.workspace._buffers) and not m.workspace.active
+    with torch.inference_mode():
+        want = [m(sift.gray_batch([im])) for im in imgs]     # outside the workspace: fresh tensors
+    assert m.workspace._buffers["octave0"] is octave0
+    for (kpts, desc), (lafs, resp, d) in zip(got, want):
+        keep = resp[0] > 0
+        assert len(kpts) > 300 and np.array_equal(kpts[:, 4], resp[0, keep].numpy())
+        assert np.array_equal(kpts[:, :2], lafs[0, keep, :, 2].numpy())
+        assert np.array_equal(desc, sift.rootsift(d[0, keep].numpy()))
+    for a, b in zip(first, got[0]):
+        assert np.array_equal(a, b)
+
+
 def _centres(lafs: torch.Tensor) -> torch.Tensor:
     return lafs[0, :, :, 2]
 

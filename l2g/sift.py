@@ -1,9 +1,11 @@
 """Kornia DoG + SIFT, built from its parts: one image or a batch of equal-size images, on any device.
 
 ``descriptor_backend='pyramid'`` (the default) detects DoG extrema in one Gaussian pyramid and
-describes them from the same pyramid, with the CPU stages of :mod:`l2g.siftspace` (Kornia's extrema
-found with fewer ops; ``FeatureConfig.refine``: only the strongest extrema fitted;
-``FeatureConfig.desc_grid``: a coarser descriptor grid than Kornia's 41 x 41); ``'patch'`` cuts a
+describes them from the same pyramid, with the CPU stages of :mod:`l2g.siftspace` and
+:mod:`l2g.siftdetect` (Kornia's extrema found with fewer ops; ``FeatureConfig.upsample_top``: the
+two widest blurs of an octave replaced by upsampling the next octave; ``FeatureConfig.refine``: only
+the strongest extrema fitted; ``FeatureConfig.desc_grid``: a coarser descriptor grid than Kornia's
+41 x 41; ``with model.workspace``: buffers kept between images); ``'patch'`` cuts a
 41x41 patch per keypoint, which is what pays on a GPU (``--backend patch``; realbench-dev l2g mAP
 65.7 against the pyramid's 69.0).
 ``'pyramid-nd'`` (``FeatureConfig.double_image`` False) starts the pyramid at the image's own size
@@ -68,11 +70,11 @@ def build(cfg: FeatureConfig, device: torch.device | str = "cpu") -> torch.nn.Mo
     model = KF.SIFTFeatureScaleSpace(num_features=cfg.num_features, upright=cfg.upright, rootsift=False,
                                      descriptor_backend="patch" if cfg.backend == "patch" else "pyramid")
     if cfg.backend != "patch":
-        from . import siftspace
+        from . import siftdetect, siftspace
 
         model.workspace = siftspace.Workspace()   # buffers kept between images (run_batch)
-        model.detector = siftspace.Detector(cfg.num_features, siftspace.Pyramid(cfg.double_image, model.workspace),
-                                            cfg.refine)
+        pyramid = siftspace.Pyramid(cfg.double_image, model.workspace, cfg.upsample_top)
+        model.detector = siftdetect.Detector(cfg.num_features, pyramid, cfg.refine)
         model.descriptor = siftspace.Descriptor(cfg.desc_grid, model.workspace)
     model = model.eval().to(device)
     model.l2g_device = torch.device(device)   # where run_batch puts its input

@@ -2,7 +2,7 @@
 
 ``descriptor_backend='pyramid'`` (the default) detects DoG extrema in one Gaussian pyramid and
 describes them from the same pyramid, with the CPU stages of :mod:`l2g.siftspace` and
-:mod:`l2g.siftdetect` (Kornia's extrema found with fewer ops; ``FeatureConfig.upsample_top``: the
+:mod:`l2g.siftdetect` (Kornia's extrema found with fewer ops; ``FeatureConfig.resample``: the
 two widest blurs of an octave replaced by upsampling the next octave; ``FeatureConfig.refine``: only
 the strongest extrema fitted; ``FeatureConfig.desc_grid``: a coarser descriptor grid than Kornia's
 41 x 41; ``with model.workspace``: buffers kept between images); ``'patch'`` cuts a
@@ -73,7 +73,7 @@ def build(cfg: FeatureConfig, device: torch.device | str = "cpu") -> torch.nn.Mo
         from . import siftdetect, siftspace
 
         model.workspace = siftspace.Workspace()   # buffers kept between images (run_batch)
-        pyramid = siftspace.Pyramid(cfg.double_image, model.workspace, cfg.upsample_top)
+        pyramid = siftspace.Pyramid(cfg.double_image, model.workspace, cfg.resample)
         model.detector = siftdetect.Detector(cfg.num_features, pyramid, cfg.refine)
         model.descriptor = siftspace.Descriptor(cfg.desc_grid, model.workspace)
     model = model.eval().to(device)

@@ -5,9 +5,10 @@ pushed through many full-size ops. Each change is measured against Kornia's own 
 (tests/test_sift.py):
 
 - :class:`Pyramid`: the separable blur's taps run band by band, so each band stays in cache (the
-  same sums in the same order: the same numbers as Kornia's). ``upsample_top``: levels 4 and 5 of
-  an octave (the widest blurs) are the next octave's levels 1 and 2 upsampled (:func:`upsample2`),
-  within 1.5e-4 of the blurred ones.
+  same sums in the same order: the same numbers as Kornia's). ``resample``: levels 4 and 5 of an
+  octave (the widest blurs) are the next octave's levels 1 and 2 upsampled (:func:`upsample2`),
+  within 1.5e-4 of the blurred ones, and the doubled image is blurred as it is made
+  (:func:`double_blur`).
 - :class:`Workspace`: the octave volumes, blur passes and gradient atlas of one image stay allocated
   for the next (inside ``with workspace:``), instead of ~200 MB of fresh pages per image at 1024 px
   that the kernel zeroes (46k page faults, ~0.08 s of CPU time per image).
@@ -61,7 +62,7 @@ class Workspace:
         return buf[:n].view(shape)
 
 
-EDGE = 16           # pixels from an octave's border where its levels 4-5 are blurred even when upsample_top
+EDGE = 16           # pixels from an octave's border where its levels 4-5 are blurred even when resampled
 UPSAMPLE_MIN = 128  # ... and octaves with a side under this many pixels blur them throughout
 # septic Lagrange weights of the midpoint between samples 0 and 1, for samples 0 / 1, -1 / 2, -2 / 3, -3 / 4
 MIDPOINT = (1225 / 2048, -245 / 2048, 49 / 2048, -5 / 2048)
@@ -94,14 +95,46 @@ def upsample2(coarse: torch.Tensor, out: torch.Tensor, workspace: Workspace | No
     return out
 
 
+def _taps(src: torch.Tensor, dst: torch.Tensor, dim: int, weights: list) -> None:
+    """dst[i] = sum over j of weights[j] * src[i + j] along ``dim``."""
+    n = dst.shape[dim]
+    torch.mul(src.narrow(dim, 0, n), weights[0], out=dst)
+    for j, w in enumerate(weights[1:], 1):
+        if w:
+            dst.add_(src.narrow(dim, j, n), alpha=w)
+
+
+def double_blur(image: torch.Tensor, kernel: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """Kornia's doubled image (bilinear, last row and column replicated) blurred with ``kernel`` (reflected
+    borders), in one polyphase pass from ``image`` (B, C, H, W) into ``out`` (B, C, 2H, 2W): the even and
+    the odd output pixels each weigh a few input pixels (about 40 % of the work; the same values up to
+    float rounding, tests/test_sift.py)."""
+    k = kernel.double().tolist()
+    r = len(k) // 2
+    at = lambda t: k[t + r] if -r <= t <= r else 0.0   # noqa: E731
+    p = (r + 1) // 2
+    even = [at(2 * v) + (at(2 * v - 1) + at(2 * v + 1)) / 2 for v in range(-p, p + 1)]
+    odd = [at(2 * v - 1) + (at(2 * v) + at(2 * v - 2)) / 2 for v in range(-p, p + 2)]
+    for dim in (-1, -2):    # reflected before the first pixel, symmetric after the last (the replicated one)
+        n = image.shape[dim]
+        idx = torch.cat([torch.arange(p, 0, -1), torch.arange(n), torch.arange(n - 1, n - p - 2, -1)])
+        image = image.index_select(dim, idx.clamp(0, n - 1).to(image.device))
+    rows = image.new_empty(*image.shape[:-1], out.shape[-1])
+    for dim, src, dst in ((-1, image, rows), (-2, rows, out)):
+        half = (slice(0, None, 2), slice(1, None, 2))
+        for h, weights in zip(half, (even, odd)):
+            _taps(src, dst[..., h] if dim == -1 else dst[..., h, :], dim, weights)
+    return out
+
+
 class Pyramid(_SIFTScalePyramid):
     """Kornia's six Gaussian images per octave; ``double_image`` False starts at the image's own size.
     With an active ``workspace`` (CPU) the octaves are built in its buffers."""
 
     def __init__(self, double_image: bool = True, workspace: Workspace | None = None,
-                 upsample_top: bool = False) -> None:
+                 resample: bool = False) -> None:
         super().__init__()
-        self.double_image, self.upsample_top = double_image, upsample_top
+        self.double_image, self.resample = double_image, resample
         self.workspace = workspace or Workspace()
         if not double_image:
             # the camera blur is 0.5 image pixels: the first blur brings it to 1.6 (Lowe's sigma_0)
@@ -113,22 +146,26 @@ class Pyramid(_SIFTScalePyramid):
 
     def forward(self, image: torch.Tensor) -> list[torch.Tensor]:
         """Kornia's octaves (0.9: six levels; the next octave's base is level 3 subsampled), built in the
-        workspace. ``upsample_top``: levels 4 and 5 of every octave but the last (and the small ones) are
-        the next octave's levels 1 and 2 (the same scales, at half the resolution), upsampled
-        (:func:`upsample2`) instead of blurred at full size with the two widest kernels, but within
-        EDGE pixels of the borders (:meth:`_edges`)."""
-        first = self._double(image)
-        kernels = [getattr(self, f"kernel_{i}").to(first) for i in range(6)]
+        workspace. ``resample``: the doubled image's first level in one pass (:func:`double_blur`), and
+        levels 4 and 5 of every octave but the last (and the small ones) the next octave's levels 1 and
+        2 (the same scales, at half the resolution) upsampled (:func:`upsample2`) instead of blurred at
+        full size with the two widest kernels, but within EDGE pixels of the borders (:meth:`_edges`)."""
+        kernels = [getattr(self, f"kernel_{i}").to(image) for i in range(6)]
+        polyphase = self.resample and self.double_image and min(image.shape[-2:]) > len(kernels[0])
+        first = image.new_empty(*image.shape[:-2], 2 * image.shape[-2], 2 * image.shape[-1]) if polyphase \
+            else self._double(image)
         pyramid, upsampled = [], []
         while True:
             height, width = first.shape[-2:]
             last = min(height // 2, width // 2) < 12
-            top = self.upsample_top and not last and min(height, width) >= UPSAMPLE_MIN
+            top = self.resample and not last and min(height, width) >= UPSAMPLE_MIN
             gaussian = self.workspace.empty(f"octave{len(pyramid)}", (*first.shape[:2], 6, height, width), first)
             for i in range(4 if top else 6):
                 src, dst = (first if i == 0 else gaussian[:, :, i - 1]), gaussian[:, :, i]
                 if i == 0 and pyramid:
                     dst.copy_(src)      # the octave's base: level 3 of the previous one, subsampled
+                elif i == 0 and polyphase:
+                    double_blur(image, kernels[0], dst)
                 elif src.device.type == "cpu" and src.numel() >= 256 * 256:
                     self._blur_cpu(src, kernels[i], kernels[i].numel() // 2, out=dst)
                 else:

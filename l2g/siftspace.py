@@ -63,7 +63,7 @@ class Workspace:
 
 
 EDGE = 16           # pixels from an octave's border where its levels 4-5 are blurred even when resampled
-UPSAMPLE_MIN = 128  # ... and octaves with a side under this many pixels blur them throughout
+UPSAMPLE_MIN = 512  # ... and octaves with a side under this many pixels blur them throughout (little to save)
 # septic Lagrange weights of the midpoint between samples 0 and 1, for samples 0 / 1, -1 / 2, -2 / 3, -3 / 4
 MIDPOINT = (1225 / 2048, -245 / 2048, 49 / 2048, -5 / 2048)
 
@@ -187,12 +187,14 @@ class Pyramid(_SIFTScalePyramid):
         each from a strip of level 3 wide enough that its cut side does not reach them."""
         r4, r5 = (kernels[i].numel() // 2 for i in (4, 5))
         wide = EDGE + r4 + r5
+        cpu = gaussian.device.type == "cpu"
+        blur = lambda x, k: self._blur_cpu(x, k, k.numel() // 2) if cpu else self._blur(x, k)   # noqa: E731
         for dim in (-2, -1):
             size = gaussian.shape[dim]
             for start in sorted({0, max(0, size - wide)}):
-                strip = gaussian[:, :, 3].narrow(dim, start, min(wide, size))
-                four = self._blur(strip, kernels[4])
-                five = self._blur(four, kernels[5])
+                strip = gaussian[:, :, 3].narrow(dim, start, min(wide, size)).contiguous()
+                four = blur(strip, kernels[4])
+                five = blur(four, kernels[5])
                 for lv, blurred in ((4, four), (5, five)):
                     keep = 0 if start == 0 else strip.shape[dim] - EDGE
                     gaussian[:, :, lv].narrow(dim, start + keep, EDGE).copy_(blurred.narrow(dim, keep, EDGE))

@@ -87,11 +87,15 @@ def upsample2(coarse: torch.Tensor, out: torch.Tensor, workspace: Workspace | No
     out[2i, 2j] = coarse[i, j], the others from the 8-tap MIDPOINT weights, along rows then columns
     (borders replicated). Exact for polynomials up to degree 7; on Gaussian levels of sigma >= 2 coarse
     pixels the error is ~1e-4 of the image range (tests/test_sift.py)."""
-    p = len(MIDPOINT)
+    p, (height, width) = len(MIDPOINT), out.shape[-2:]
     padded = F.pad(coarse, (p, p, p, p), mode="replicate")
-    rows = (workspace or Workspace()).empty("upsample", (*padded.shape[:-1], out.shape[-1]), padded)
-    _midpoints(padded, rows, -1)
-    _midpoints(rows, out, -2)
+    band = max(2, 4 * BAND // (width * math.prod(out.shape[:-2]))) // 2 * 2     # output rows per band (even)
+    tmp = (workspace or Workspace()).empty("upsample", (*padded.shape[:-2], band // 2 + 2 * p + 1, width), padded)
+    for r0 in range(0, height, band):        # the rows of a band, then its columns, while in cache
+        r1, a = min(height, r0 + band), r0 // 2
+        rows = tmp[..., :min((r1 - r0 + 1) // 2 + 2 * p, padded.shape[-2] - a), :]
+        _midpoints(padded[..., a:a + rows.shape[-2], :], rows, -1)
+        _midpoints(rows, out[..., r0:r1, :], -2)
     return out
 
 

@@ -62,9 +62,8 @@ class FeatureConfig:
     refine: float = 2.0             # pyramid backends: sub-pixel fit of only the refine x num_features extrema of
     #                                 largest |DoG| (0: all of them, as Kornia does; same mAP; l2g.siftspace)
     resample: bool = True           # pyramid backends: levels 4-5 of an octave upsampled from the next one's 1-2 (same
-    #                                 scales) instead of blurred at full size, the doubled image blurred as it is made,
-    #                                 the descriptor's sampling grid in fewer ops (l2g.siftspace; >= 99 % of keypoints
-    #                                 within 1 px; the pyramid ~20 % cheaper; README)
+    #                                 scales) instead of blurred at full size, the doubled image blurred as it is made
+    #                                 (l2g.siftspace; >= 99 % of keypoints within 1 px; pyramid ~20 % cheaper)
 
     @property
     def double_image(self) -> bool:

@@ -75,7 +75,7 @@ def build(cfg: FeatureConfig, device: torch.device | str = "cpu") -> torch.nn.Mo
         model.workspace = siftspace.Workspace()   # buffers kept between images (run_batch)
         pyramid = siftspace.Pyramid(cfg.double_image, model.workspace, cfg.resample)
         model.detector = siftdetect.Detector(cfg.num_features, pyramid, cfg.refine)
-        model.descriptor = siftspace.Descriptor(cfg.desc_grid, model.workspace, cfg.resample)
+        model.descriptor = siftspace.Descriptor(cfg.desc_grid, model.workspace)
     model = model.eval().to(device)
     model.l2g_device = torch.device(device)   # where run_batch puts its input
     return model

@@ -241,32 +241,12 @@ class Pyramid(_SIFTScalePyramid):
 
 class Descriptor(_SIFTScaleSpaceDescriptor):
     """Kornia's pyramid descriptor (plain SIFT) on a ``grid`` x ``grid`` grid (Kornia: 41); the gradient
-    atlas in the ``workspace`` (one octave's at a time, as Kornia's forward uses them); ``fold``: the
-    cheaper sampling grid of :meth:`_grid`."""
+    atlas in the ``workspace`` (one octave's at a time, as Kornia's forward uses them)."""
 
-    def __init__(self, grid: int = 41, workspace: Workspace | None = None, fold: bool = False) -> None:
+    def __init__(self, grid: int = 41, workspace: Workspace | None = None) -> None:
         super().__init__(rootsift=False)
-        self.grid, self.fold = int(grid), fold
+        self.grid = int(grid)
         self.workspace = workspace or Workspace()
-
-    def _grid(self, lafs, layer_indices, level_height, width, atlas_height, size):
-        """Kornia's sampling grid (0.9); ``fold``: its pixel-to-grid_sample maps folded into the LAFs first,
-        one product and two clamps instead of a dozen passes (the same points up to float rounding)."""
-        if not self.fold:
-            return super()._grid(lafs, layer_indices, level_height, width, atlas_height, size)
-        q = (2.0 * torch.arange(size, dtype=lafs.dtype, device=lafs.device) + 1.0) / size - 1.0
-        yy, xx = torch.meshgrid(q, q, indexing="ij")
-        b, n = lafs.shape[:2]
-        top = layer_indices.view(b, n).to(lafs.dtype) * (2.0 * level_height / atlas_height) + (1.0 / atlas_height - 1)
-        maps = lafs * lafs.new_tensor([2.0 / width, 2.0 / atlas_height]).view(1, 1, 2, 1)
-        maps[..., 0, 2] += 1.0 / width - 1.0
-        maps[..., 1, 2] += top
-        points = torch.einsum("bnij,xyj->bnxyi", maps[..., :2], torch.stack([xx, yy], -1))
-        points += maps[..., 2].view(b, n, 1, 1, 2)
-        points[..., 0].clamp_(1.0 / width - 1.0, 1.0 - 1.0 / width)     # x within [0, W - 1] px
-        top = top.view(b, n, 1, 1)                                      # y within the keypoint's level
-        points[..., 1].clamp_(min=top, max=top + 2.0 * (level_height - 1) / atlas_height)
-        return points.reshape(b, n * size, size, 2), xx, yy
 
     def _gradient_atlas(self, octave_images, used_levels, work_dtype):
         """Kornia's atlas of central differences (replicated borders) of the used levels, times two,

@@ -229,22 +229,6 @@ def test_resampled_pyramid_keeps_the_keypoints(gray):
             assert int(ra.gt(0).sum()) == 1000 and 0.98 < ok.float().mean() < 1 and cos.median() > 0.999
 
 
-def test_folded_sampling_grid_is_kornias_up_to_rounding(gray):
-    """Descriptor.fold (with ``resample``): the grid's pixel maps folded into the LAFs, the same
-    sampling points up to float rounding, so the same keypoints and, but for a few histogram votes near
-    a bin edge, the same orientations and descriptors."""
-    m = sift.build(C.FeatureConfig(resample=False))
-    with torch.inference_mode():
-        for g in gray:
-            la, ra, da = m(g)
-            m.descriptor.fold = True
-            lb, rb, db = m(g)
-            m.descriptor.fold = False
-            assert torch.equal(ra, rb) and torch.equal(la[..., 2], lb[..., 2])
-            assert 0 < (la - lb).abs().max() < 1e-2 and (da - db).abs().max() < 1e-3
-            assert (da * db).sum(-1)[ra > 0].min() > 0.9999
-
-
 def test_coarser_descriptor_grid_keeps_the_descriptors(gray):
     a = sift.build(C.FeatureConfig(desc_grid=41))
     b = sift.build(C.FeatureConfig(desc_grid=25))

@@ -34,7 +34,8 @@ from l2g.features import Extractor
 VARIANTS = {   # name -> FeatureConfig changes (each gets its own index folder: FeatureConfig.name)
     "blurred_top": {"resample": False},          # levels 4-5 blurred at full size (the default before -rs)
     "refine0": {"refine": 0.0, "resample": False},   # every extremum fitted: Kornia's own features (l2g.siftspace)
-    "grid25": {"desc_grid": 25},                     # a coarser descriptor grid (README: -0.5 to -0.8 mAP)
+    "grid31": {"desc_grid": 31},                     # a coarser descriptor grid
+    "grid25": {"desc_grid": 25},                     # ... coarser still (README: -0.5 to -0.8 mAP)
     "upright": {"upright": True},
     "no_double": {"backend": "pyramid-nd"},          # the 'draft' preset
     "no_double_upright": {"backend": "pyramid-nd", "upright": True},

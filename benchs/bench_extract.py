@@ -3,7 +3,8 @@
 ``python -m benchs.bench_extract [--quick] [--out extract.json] [--photos realbench|skimage] [--index N]``:
 
 - seconds per image and keypoints per image of Kornia SIFT (pyramid backend, patch backend, and the
-  variants of ``VARIANTS``: Kornia's own grid and fits, upright, no doubled first octave) and of OpenCV
+  variants of ``VARIANTS``: levels 4-5 blurred, Kornia's own grid and fits, upright, no doubled first
+  octave) and of OpenCV
   SIFT (``cv2.SIFT_create``, the same number of features) on the same photographs at each longest side,
   with the same thread
   count (L2G_BENCH_THREADS, default 1). The extractors alternate image by image, so a burst of load on
@@ -31,8 +32,10 @@ from l2g import config as C
 from l2g.features import Extractor
 
 VARIANTS = {   # name -> FeatureConfig changes (each gets its own index folder: FeatureConfig.name)
-    "refine0": {"refine": 0.0},                      # every extremum fitted: Kornia's own features (l2g.siftspace)
-    "grid25": {"desc_grid": 25},                     # a coarser descriptor grid (README: -0.5 to -0.8 mAP)
+    "blurred_top": {"resample": False},          # levels 4-5 blurred at full size (the default before -rs)
+    "refine0": {"refine": 0.0, "resample": False},   # every extremum fitted: Kornia's own features (l2g.siftspace)
+    "grid31": {"desc_grid": 31},                     # a coarser descriptor grid
+    "grid25": {"desc_grid": 25},                     # ... coarser still (README: -0.5 to -0.8 mAP)
     "upright": {"upright": True},
     "no_double": {"backend": "pyramid-nd"},          # the 'draft' preset
     "no_double_upright": {"backend": "pyramid-nd", "upright": True},
@@ -209,6 +212,8 @@ def main(argv=None) -> int:
         out["indexing"] = indexing(args.index, sorted({1, os.cpu_count() or 1}))
     out["gpu"] = gpu(pics)
     out["machine"]["loadavg_end"] = list(os.getloadavg())
+    m = out["machine"]
+    print(f"load average (1, 5, 15 min): {m['loadavg_start']} at the start, {m['loadavg_end']} at the end")
     for side in out["extraction"]["sides"]:
         r = out["extraction"][str(side)]
         for k, v in r.items():

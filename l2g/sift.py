@@ -1,9 +1,11 @@
 """Kornia DoG + SIFT, built from its parts: one image or a batch of equal-size images, on any device.
 
 ``descriptor_backend='pyramid'`` (the default) detects DoG extrema in one Gaussian pyramid and
-describes them from the same pyramid, with the CPU stages of :mod:`l2g.siftspace` (Kornia's extrema
-found with fewer ops; ``FeatureConfig.refine``: only the strongest extrema fitted;
-``FeatureConfig.desc_grid``: a coarser descriptor grid than Kornia's 41 x 41); ``'patch'`` cuts a
+describes them from the same pyramid, with the CPU stages of :mod:`l2g.siftspace` and
+:mod:`l2g.siftdetect` (Kornia's extrema found with fewer ops; ``FeatureConfig.resample``: the
+two widest blurs of an octave replaced by upsampling the next octave; ``FeatureConfig.refine``: only
+the strongest extrema fitted; ``FeatureConfig.desc_grid``: a coarser descriptor grid than Kornia's
+41 x 41; ``with model.workspace``: buffers kept between images); ``'patch'`` cuts a
 41x41 patch per keypoint, which is what pays on a GPU (``--backend patch``; realbench-dev l2g mAP
 65.7 against the pyramid's 69.0).
 ``'pyramid-nd'`` (``FeatureConfig.double_image`` False) starts the pyramid at the image's own size
@@ -18,6 +20,10 @@ Shapes: an image is ``(H, W, 3) uint8``; a batch is a list of images of one size
 (plain SIFT, L2-normalised, or RootSIFT), unsorted.
 """
 from __future__ import annotations
+
+import contextlib
+import ctypes
+import functools
 
 import numpy as np
 import torch
@@ -51,6 +57,24 @@ def gray_batch(rgbs: list[np.ndarray], device: torch.device | str = "cpu") -> to
     return torch.from_numpy(np.ascontiguousarray(g))[:, None].to(device)
 
 
+KEEP_FREED_MB = (32, 512)    # glibc: malloc (not mmap) up to 32 MiB; the heap returned to the OS above 512 MiB free
+
+
+@functools.cache
+def keep_freed_memory() -> bool:
+    """Let this process reuse freed memory instead of returning it to the OS and taking fresh zeroed pages
+    for the next image (glibc's mallopt: M_MMAP_THRESHOLD, M_TRIM_THRESHOLD = KEEP_FREED_MB): Kornia's
+    descriptor chunks and the pyramid's temporaries took ~4.6k page faults per 1024 px image, ~5 % of
+    its CPU time. Process-wide; at most ~512 MiB of freed heap stays mapped. False where there is no
+    glibc (nothing changes)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        mmap_mb, trim_mb = KEEP_FREED_MB
+        return bool(libc.mallopt(-3, mmap_mb << 20)) and bool(libc.mallopt(-1, trim_mb << 20))  # M_MMAP/TRIM_THRESHOLD
+    except (OSError, AttributeError):
+        return False
+
+
 def build(cfg: FeatureConfig, device: torch.device | str = "cpu") -> torch.nn.Module:
     """Kornia's SIFTFeatureScaleSpace for ``cfg`` (RootSIFT is applied by ``run``, identically for
     every backend, so Kornia returns plain SIFT), on ``device``; the pyramid backends with the
@@ -63,13 +87,16 @@ def build(cfg: FeatureConfig, device: torch.device | str = "cpu") -> torch.nn.Mo
         raise ValueError(f"desc_grid must be 4..81 samples per side, got {cfg.desc_grid!r}")
     if not cfg.refine >= 0:
         raise ValueError(f"refine must be >= 0 (0: fit every extremum), got {cfg.refine!r}")
+    keep_freed_memory()
     model = KF.SIFTFeatureScaleSpace(num_features=cfg.num_features, upright=cfg.upright, rootsift=False,
                                      descriptor_backend="patch" if cfg.backend == "patch" else "pyramid")
     if cfg.backend != "patch":
-        from . import siftspace
+        from . import siftdetect, siftspace
 
-        model.detector = siftspace.Detector(cfg.num_features, siftspace.Pyramid(cfg.double_image), cfg.refine)
-        model.descriptor = siftspace.Descriptor(cfg.desc_grid)
+        model.workspace = siftspace.Workspace()   # buffers kept between images (run_batch)
+        pyramid = siftspace.Pyramid(cfg.double_image, model.workspace, cfg.resample)
+        model.detector = siftdetect.Detector(cfg.num_features, pyramid, cfg.refine)
+        model.descriptor = siftspace.Descriptor(cfg.desc_grid, model.workspace)
     model = model.eval().to(device)
     model.l2g_device = torch.device(device)   # where run_batch puts its input
     return model
@@ -91,7 +118,9 @@ def run_batch(model: torch.nn.Module, rgbs: list[np.ndarray], cfg: FeatureConfig
     """SIFT of equal-size images in one call -> one (kpts (N, 5), desc (N, 128)) per image."""
     import kornia.feature as KF
 
-    lafs, resp, desc = model(gray_batch(rgbs, model.l2g_device))
+    gray = gray_batch(rgbs, model.l2g_device)
+    with torch.inference_mode(), getattr(model, "workspace", contextlib.nullcontext()):
+        lafs, resp, desc = model(gray)
     filled = KF.laf_is_filled(lafs)
     factor = 1.0 if cfg.double_image else 2.0
     out = []

@@ -32,7 +32,7 @@ from l2g import config as C
 from l2g.features import Extractor
 
 VARIANTS = {   # name -> FeatureConfig changes (each gets its own index folder: FeatureConfig.name)
-    "blurred_top": {"resample": False},          # levels 4-5 blurred at full size (the default before -rs)
+    "resample": {"resample": True},              # levels 4-5 upsampled from the next octave (opt-in, -rs)
     "refine0": {"refine": 0.0, "resample": False},   # every extremum fitted: Kornia's own features (l2g.siftspace)
     "grid31": {"desc_grid": 31},                     # a coarser descriptor grid
     "grid25": {"desc_grid": 25},                     # ... coarser still (README: -0.5 to -0.8 mAP)

@@ -274,9 +274,9 @@ def test_settings_are_in_the_name_and_checked():
     default = C.FeatureConfig()
     kornias = C.FeatureConfig(desc_grid=41, refine=0, resample=False)
     assert kornias.name == "sift-root-n2000-s1024-pyramid" != default.name    # Kornia's features
-    assert f"-r{default.refine:g}-rs-" in default.name and default.name.endswith("-pyramid")
-    assert "-rs" not in C.FeatureConfig(resample=False).name
-    assert "-rs-" in C.FeatureConfig(backend="pyramid-nd").name
+    assert default.name == "sift-root-n2000-s1024-r2-pyramid"     # the shipped preset (resample off)
+    assert "-r2-rs-" in C.FeatureConfig(resample=True).name
+    assert "-rs-" in C.FeatureConfig(backend="pyramid-nd", resample=True).name
     assert "-g25-" in C.FeatureConfig(desc_grid=25).name
     assert C.FeatureConfig(backend="pyramid-nd", upright=True).name.endswith("-pyramid-nd-up")
     assert C.FeatureConfig(backend="patch").name == C.FeatureConfig(backend="patch", desc_grid=41, refine=0,

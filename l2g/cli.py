@@ -102,6 +102,9 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
+    from .sift import keep_freed_memory
+
+    keep_freed_memory()          # the command line's own process (not the app's: its thread arenas would keep peaks)
     try:
         return args.fn(args) or 0
     except KeyboardInterrupt:

@@ -285,3 +285,14 @@ PRESETS = {
 def asdict(obj) -> dict:
     """Plain-dict view of any config dataclass (for manifests and JSON)."""
     return dataclasses.asdict(obj)
+
+
+# FeatureConfig fields added after indexes existed, with the value that gives the features of before: at that
+# value they stay out of features_key, so an older index keeps its key (is reused, not refused or rebuilt)
+ADDED_FEATURE_FIELDS = {"resample": False}
+
+
+def features_key(f: FeatureConfig) -> dict:
+    """The feature settings an index is keyed on (manifest check, faiss.index fingerprint): asdict(f) without
+    the ADDED_FEATURE_FIELDS at their old value."""
+    return {k: v for k, v in asdict(f).items() if not (k in ADDED_FEATURE_FIELDS and v == ADDED_FEATURE_FIELDS[k])}

@@ -37,11 +37,7 @@ SHARED_WEIGHTS_DIR = REPO_ROOT.parent / "shared" / "weights"   # a checkout besi
 def weight_dirs() -> list[Path]:
     """Folders searched for weight files, in order: $L2G_WEIGHTS (or data/weights), data/weights,
     ../shared/weights relative to the repository."""
-    out: list[Path] = []
-    for d in (WEIGHTS_DIR, DATA_DIR / "weights", SHARED_WEIGHTS_DIR):
-        if Path(d) not in out:
-            out.append(Path(d))
-    return out
+    return list(dict.fromkeys(Path(d) for d in (WEIGHTS_DIR, DATA_DIR / "weights", SHARED_WEIGHTS_DIR)))
 
 
 def find_weights(rel: str) -> Path | None:
@@ -208,7 +204,10 @@ def available_extractors() -> dict[str, str]:
 class Extractor:
     """A loaded feature extractor (holds the model) on one device. Thread-safe, deterministic."""
 
-    def __init__(self, cfg: FeatureConfig = FeatureConfig(), pretrained: bool = True, device: str = "auto"):
+    def __init__(self, cfg: FeatureConfig = FeatureConfig(), pretrained: bool = True, device: str = "auto",
+                 keep_buffers: bool = True):
+        """``keep_buffers``: SIFT's large per-image buffers stay allocated for the next image (a build);
+        False frees them after each call (the app, which extracts one query now and then)."""
         if cfg.extractor not in EXTRACTORS:
             raise ExtractorUnavailable(
                 f"unknown extractor {cfg.extractor!r}; choose one of {sorted(EXTRACTORS)}")
@@ -223,6 +222,8 @@ class Extractor:
         torch.manual_seed(0)
         self.model = self.spec.build(cfg, pretrained).to(self.device)
         self.model.l2g_device = self.device    # where the run functions put their inputs
+        if getattr(self.model, "workspace", None) is not None:
+            self.model.workspace.keep = keep_buffers
         self._lock = threading.Lock()
 
     @staticmethod

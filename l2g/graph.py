@@ -156,9 +156,8 @@ def build_graph(li: LocalIndex, cfg: GraphConfig = GraphConfig(), scfg: SearchCo
     n = li.n_images
     r, c, v = graph_rows(li, range(n), scfg, cfg, progress)
     G = sp.csr_matrix((v, (r, c)), shape=(n, n), dtype=np.float32)
-    searched = {k: getattr(li.cfg.index, k) for k in ("nprobe", "hnsw_ef", "rescore_factor", "rescore_nprobe")}
-    return Graph(G, list(li.paths), {**graph_params(cfg, scfg), "index_search": searched},   # provenance only: a
-                 {"graph": time.perf_counter() - t0})                  # knob change alone does not rebuild it
+    return Graph(G, list(li.paths), graph_params(cfg, scfg),
+                 {"graph": time.perf_counter() - t0})
 
 
 def update_graph(li: LocalIndex, g: Graph, cfg: GraphConfig = GraphConfig(), scfg: SearchConfig = SearchConfig(),

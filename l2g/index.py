@@ -55,7 +55,7 @@ def index_fingerprint(cfg: C.L2GConfig, legacy: bool = False) -> str:
     index = C.asdict(cfg.index)
     if not legacy:
         index = {k: v for k, v in index.items() if k not in C.INDEX_RUNTIME_FIELDS}
-    return store.fingerprint({"features": C.asdict(cfg.features), "index": index,
+    return store.fingerprint({"features": C.features_key(cfg.features), "index": index,
                               "desc_dtype": cfg.store.desc_dtype})
 
 

@@ -86,7 +86,7 @@ def buildable_manifest(gallery: Path, out: Path, cfg: C.L2GConfig, repaired: lis
     if m["files"]["faiss.index"].get("images") != store.order_hash(entries(m)):
         repaired.append((store.MANIFEST, "its image list does not match faiss.index (re-ordered or edited)"))
         return None
-    if m["features"] != C.asdict(cfg.features):
+    if C.features_key(C.FeatureConfig(**m["features"])) != C.features_key(cfg.features):
         raise IndexFormatError(f"index at {out} was built with {m['preset']}, not {cfg.features.name}; "
                                "use another --out folder")
     old_root = Path(m["root"])

@@ -30,6 +30,7 @@ from . import config as C
 from .errors import ImageError, L2GError
 from .features import Extractor, resolve_device, save_features
 from .images import load_image
+from .sift import keep_freed_memory
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,7 @@ def _init(fcfg: C.FeatureConfig) -> None:
     import torch
 
     torch.set_num_threads(1)
+    keep_freed_memory()          # a single-threaded worker that only extracts: freed memory reused, not re-faulted
     _EXTRACTOR = Extractor(fcfg, device="cpu")
 
 

@@ -165,7 +165,8 @@ class RerankResult:
 
     ids: np.ndarray
     scores: np.ndarray            # (k,) final scores of the re-ranked head, in new order
-    head: np.ndarray              # (k,) candidate ids in local-search order (rows 1.. of X)
+    head: np.ndarray              # (k,) candidate ids, rows 1.. of X: in local-search order (graph-expanded order
+    #                               when expand_gamma > 0; local_ids has the local order)
     X: np.ndarray
     S: np.ndarray                 # (k+1, k+1) normalised similarities (before the diffusion step)
     cos_mds: np.ndarray           # (k,) in head order
@@ -177,10 +178,12 @@ class RerankResult:
     local_ids: np.ndarray | None = None    # (M,) the shortlist in local-search order (None: head is in it)
 
     def rank_change(self) -> dict:
-        """candidate id -> local-search rank minus new rank (positive = moved up)."""
+        """candidate id -> local-search rank minus new rank (positive = moved up), for the head's candidates
+        and the local top k (with expansion, some of those left the head)."""
         new = {int(j): r for r, j in enumerate(self.ids)}
         old = self.head if self.local_ids is None else self.local_ids
-        return {int(j): r - new[int(j)] for r, j in enumerate(old) if int(j) in new and r < len(self.ids)}
+        keep = {int(j) for j in self.head} | {int(j) for j in old[:len(self.head)]}
+        return {int(j): r - new[int(j)] for r, j in enumerate(old) if int(j) in keep}
 
 
 def rerank(res: SearchResult, graph: Graph, cfg: RerankConfig = RerankConfig(),

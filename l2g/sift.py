@@ -65,8 +65,9 @@ def keep_freed_memory() -> bool:
     """Let this process reuse freed memory instead of returning it to the OS and taking fresh zeroed pages
     for the next image (glibc's mallopt: M_MMAP_THRESHOLD, M_TRIM_THRESHOLD = KEEP_FREED_MB): Kornia's
     descriptor chunks and the pyramid's temporaries took ~4.6k page faults per 1024 px image, ~5 % of
-    its CPU time. Process-wide; at most ~512 MiB of freed heap stays mapped. False where there is no
-    glibc (nothing changes)."""
+    its CPU time. Process-wide: the main arena keeps up to ~512 MiB of freed heap, and thread arenas then
+    keep their peaks, so it is called by processes that extract on one thread (l2g.parallel's workers,
+    the command line), never by the app. False where there is no glibc (nothing changes)."""
     try:
         libc = ctypes.CDLL("libc.so.6")
         mmap_mb, trim_mb = KEEP_FREED_MB
@@ -87,7 +88,6 @@ def build(cfg: FeatureConfig, device: torch.device | str = "cpu") -> torch.nn.Mo
         raise ValueError(f"desc_grid must be 4..81 samples per side, got {cfg.desc_grid!r}")
     if not cfg.refine >= 0:
         raise ValueError(f"refine must be >= 0 (0: fit every extremum), got {cfg.refine!r}")
-    keep_freed_memory()
     model = KF.SIFTFeatureScaleSpace(num_features=cfg.num_features, upright=cfg.upright, rootsift=False,
                                      descriptor_backend="patch" if cfg.backend == "patch" else "pyramid")
     if cfg.backend != "patch":

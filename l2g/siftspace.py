@@ -38,8 +38,9 @@ class Workspace:
     (grown when too small); outside, fresh memory as torch gives it. The model's outputs are never
     views of it, so a workspace only serves a model's own forward (l2g.sift.run_batch)."""
 
-    def __init__(self) -> None:
+    def __init__(self, keep: bool = True) -> None:
         self.active = False
+        self.keep = keep        # False: the buffers are dropped on leaving (a long-lived process, the app)
         self._lock = threading.Lock()
         self._buffers: dict[str, torch.Tensor] = {}
 
@@ -50,6 +51,8 @@ class Workspace:
 
     def __exit__(self, *exc) -> None:
         self.active = False
+        if not self.keep:
+            self._buffers.clear()
         self._lock.release()
 
     def empty(self, role: str, shape, like: torch.Tensor) -> torch.Tensor:

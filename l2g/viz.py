@@ -113,9 +113,10 @@ def mds_figure(rr: RerankResult, labels: Sequence[str] | Mapping[int, str], colo
     else:
         loc = {int(j): float(local_scores[int(j)]) for j in head}
     names = [_name(labels, j) for j in head]
+    local_rank = {int(j): r + 1 for r, j in enumerate(head if rr.local_ids is None else rr.local_ids)}
     moves = np.array([change.get(int(j), 0) for j in head], np.float64)
     is_pos = np.array([int(j) in positives or names[i] in positives for i, j in enumerate(head)], bool)
-    hover = [f"<b>{names[i]}</b><br>local score {loc[int(j)]:.4f} (rank {i + 1})<br>"
+    hover = [f"<b>{names[i]}</b><br>local score {loc[int(j)]:.4f} (rank {local_rank[int(j)]})<br>"
              f"new score {new_score.get(int(j), float('nan')):.4f} (rank {new_rank.get(int(j), i + 1)})<br>"
              f"rank change {_arrow(int(moves[i]))}" + ("<br>positive" if is_pos[i] else "")
              for i, j in enumerate(head)]

@@ -227,6 +227,17 @@ def test_rerank_puts_the_querys_cluster_first(method, seed):
     assert all(moved[int(j)] < 0 for j in B[:2])                      # B's best two went down
 
 
+def test_rank_change_covers_the_re_ranked_head_only():
+    """The moves shown in the app's lists and the MDS plot: one per re-ranked candidate (k of the M);
+    candidates past the head were not re-ranked and get no move (the app shows none, not '=')."""
+    res, graph = _two_clusters(0)
+    rr = rerank(res, graph, C.RerankConfig(k=5, dim=4))
+    moved = rr.rank_change()
+    assert len(res.ids) == 10 and set(moved) == set(rr.head.tolist()) == set(res.ids[:5].tolist())
+    new = rr.ids.tolist()
+    assert all(moved[j] == r - new.index(j) for r, j in enumerate(res.ids[:5].tolist()))
+
+
 def test_rerank_of_a_tiny_shortlist_keeps_the_local_order():
     res = _result(np.array([0.3, 0.2]))
     rr = rerank(res, _graph(np.zeros((2, 2))), C.RerankConfig(k=10))

@@ -38,7 +38,7 @@ def settings() -> Settings:
 def extractor(fcfg, device: str = C.BuildConfig.device) -> Extractor:
     """The feature extractor on ``device`` (--device / L2G_DEVICE), warmed up on a small image: the
     first call of the backend is slow (its one-off set-up), and should not fall on the first upload."""
-    ex = Extractor(fcfg, device=device)
+    ex = Extractor(fcfg, device=device, keep_buffers=False)   # ~180 MiB at 1024 px, not held between queries
     ex(np.random.default_rng(0).integers(0, 255, (96, 128, 3), dtype=np.uint8))
     return ex
 

@@ -198,6 +198,9 @@ def main(argv=None) -> int:
     p.add_argument("--index", type=int, default=24, help="realbench-dev images of the indexing run (0: skip)")
     args = p.parse_args(argv)
     from l2g.images import load_image
+    from l2g.sift import keep_freed_memory
+
+    keep_freed_memory()     # as the command line and the build's workers run (l2g.sift; OpenCV's line too)
 
     files = realbench_photos(args.n) if args.photos == "realbench" else []
     pics = [load_image(f).rgb for f in files] or photos()

@@ -149,13 +149,14 @@ def guard(cos_mds: np.ndarray, s_query: np.ndarray, local: np.ndarray,
     """Final scores and order of the head, guarded for isolated true matches.
 
     cos_mds: (k,) MDS cosines; s_query: (k,) normalised local similarity to the query in
-    [0, 1]; local: (k,) raw local scores in local-search order. Returns (final (k,) in head
+    [0, 1]; local: (k,) raw local scores in head order. Returns (final (k,) in head
     order, order (k,) positions of the head, best first).
     """
     final = (1.0 - cfg.local_w) * cos_mds + cfg.local_w * s_query
     order = np.argsort(-final, kind="stable")  # stable: ties keep the local-search order
-    if cfg.keep_head > 0 and len(local) > 1 and local[0] >= cfg.keep_head * max(local[1], 1e-12):
-        order = np.concatenate([[0], order[order != 0]])
+    top = int(np.argmax(local)) if len(local) else 0   # 0 in local-search order (a graph-expanded head: anywhere)
+    if cfg.keep_head > 0 and len(local) > 1 and local[top] >= cfg.keep_head * max(np.delete(local, top).max(), 1e-12):
+        order = np.concatenate([[top], order[order != top]])
     return final, order
 
 

@@ -284,6 +284,14 @@ def test_graph_expansion_brings_a_deep_true_match_into_the_head():
     assert rr.params["expand_m"] == 1 and rr.params["expand_gamma"] == 0.5
 
 
+def test_keep_head_keeps_the_local_top_1_first_in_a_graph_expanded_head():
+    """With expansion the head is in the expanded order (t1 first with m 3): keep_head must still protect
+    the local top-1 (id 0), not whatever the graph put first."""
+    res, g, k = _deep_match_case()
+    rr = rerank(res, g, dataclasses.replace(C.RerankConfig(), k=k, expand_m=3, expand_gamma=0.5, keep_head=1.0))
+    assert rr.head[0] == 25 and rr.ids[0] == res.ids[0] == 0
+
+
 def test_expand_order_keeps_the_top_and_refuses_bad_options():
     from l2g.graphctx import expand_order
     res, g, _ = _deep_match_case()

@@ -53,6 +53,8 @@ def strict_extrema(levels: torch.Tensor, border: int = 5, band: int = BAND, gaus
         hi3, lo3 = torch.maximum(hi3, hi2[:, 2:], out=hi3), torch.minimum(lo3, lo2[:, 2:], out=lo3)
         c = t[:, 1:-1, 1:-1, 1:-1]
         idx = (c >= hi3).logical_or_(c <= lo3).nonzero()
+        at = idx.unbind(1)     # a flat 3x3x3 block (smooth or saturated areas) is never strict: no 26 gathers
+        idx = idx[hi3[at] > lo3[at]]
         found.append(idx + idx.new_tensor([0, 1, r0, border]))
     idx = torch.cat(found) if found else torch.zeros((0, 4), dtype=torch.long, device=levels.device)
     b, s, y, x = idx.unbind(1)

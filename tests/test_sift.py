@@ -142,6 +142,19 @@ def test_extremum_test_is_strict_on_plateaus():
     assert v.tolist() == [-2.0, 1.0]
 
 
+def test_flat_areas_cost_no_neighbour_gathers(monkeypatch):
+    """Smooth or saturated areas (upscaled photographs: 17 % of their extraction time) make flat 3x3x3 blocks
+    whose every voxel ties its max and min; none can be strict, so none reaches the 26-neighbour check."""
+    seen = []
+    real = siftdetect._dog_at
+    monkeypatch.setattr(siftdetect, "_dog_at", lambda levels, index: seen.append(index.numel()) or real(levels, index))
+    levels = torch.zeros(1, 6, 40, 40)
+    levels[0, 3, 20, 20] = 1.0                    # one bump: the DoG levels 2 and 3 see a strict max and min
+    b, s, y, x, v = siftdetect.strict_extrema(levels, gaussian=True)
+    assert list(zip(s.tolist(), y.tolist(), x.tolist())) == [(2, 20, 20), (3, 20, 20)] and v.tolist() == [1.0, -1.0]
+    assert sum(seen) < 27 * 20, seen              # the bump's neighbourhood only, not the 3 x 30 x 30 flat voxels
+
+
 @pytest.mark.parametrize("upright", [False, True])
 def test_with_kornias_grid_and_every_extremum_fitted_the_features_are_kornias(gray, upright):
     """refine 0 and a 41 x 41 grid: Kornia's keypoints and responses bit for bit, its orientations and

@@ -73,8 +73,7 @@ class Features:
         return int(self.kpts.shape[0])
 
     @property
-    def xy(self) -> np.ndarray:
-        """(N, 2) float32 keypoint centres."""
+    def xy(self) -> np.ndarray:   # (N, 2) float32 keypoint centres
         return self.kpts[:, :2]
 
     @classmethod
@@ -86,10 +85,8 @@ def resolve_device(device: str = "auto") -> torch.device:
     """'auto' (CUDA when torch sees a GPU, else the CPU), 'cpu', 'cuda' or 'cuda:N' -> a torch device.
     CUDA asked for where torch sees none is an ExtractorUnavailable saying so; any other name a ConfigError."""
     d = str(device).strip().lower()
-    if d == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if d == "cpu":
-        return torch.device("cpu")
+    if d in ("auto", "cpu"):
+        return torch.device("cuda" if d == "auto" and torch.cuda.is_available() else "cpu")
     if d == "cuda" or (d.startswith("cuda:") and d[5:].isdigit()):
         if not torch.cuda.is_available():
             why = "a CPU-only build" if torch.version.cuda is None else "no GPU or driver found"
@@ -99,8 +96,7 @@ def resolve_device(device: str = "auto") -> torch.device:
     raise ConfigError(f"unknown device {device!r}; choose auto, cpu or cuda")
 
 
-# --------------------------------------------------------------------------- registry
-@dataclass(frozen=True)
+@dataclass(frozen=True)    # --------------------------------------------------------------- the registry
 class ExtractorSpec:
     build: Callable[[FeatureConfig, bool], torch.nn.Module]
     run: Callable[[torch.nn.Module, np.ndarray, FeatureConfig], tuple[np.ndarray, np.ndarray]]
@@ -191,9 +187,9 @@ def missing_weights(name: str) -> list[Path]:
 
 
 def _missing_message(name: str, files) -> str:
-    return (f"extractor {name!r} needs weights that are not on disk: {', '.join(map(str, files))} "
-            f"(looked in {', '.join(str(d) for d in weight_dirs())}). l2g never downloads weights; "
-            "copy the file there (or set L2G_WEIGHTS), or use the default 'sift' extractor.")
+    return (f"extractor {name!r} needs weights that are not on disk: {', '.join(map(str, files))} (looked in "
+            f"{', '.join(str(d) for d in weight_dirs())}). l2g never downloads weights; copy the file there (or "
+            "set L2G_WEIGHTS), or use the default 'sift' extractor.")
 
 
 def available_extractors() -> dict[str, str]:
@@ -202,12 +198,11 @@ def available_extractors() -> dict[str, str]:
 
 
 class Extractor:
-    """A loaded feature extractor (holds the model) on one device. Thread-safe, deterministic."""
+    """A loaded feature extractor (holds the model) on one device. Thread-safe, deterministic.
+    ``keep_buffers``: SIFT's per-image buffers stay for the next image (a build); False: freed after each call."""
 
     def __init__(self, cfg: FeatureConfig = FeatureConfig(), pretrained: bool = True, device: str = "auto",
                  keep_buffers: bool = True):
-        """``keep_buffers``: SIFT's large per-image buffers stay allocated for the next image (a build);
-        False frees them after each call (the app, which extracts one query now and then)."""
         if cfg.extractor not in EXTRACTORS:
             raise ExtractorUnavailable(
                 f"unknown extractor {cfg.extractor!r}; choose one of {sorted(EXTRACTORS)}")
@@ -222,7 +217,7 @@ class Extractor:
         torch.manual_seed(0)
         self.model = self.spec.build(cfg, pretrained).to(self.device)
         self.model.l2g_device = self.device    # where the run functions put their inputs
-        if getattr(self.model, "workspace", None) is not None:
+        if getattr(self.model, "workspace", None) is not None:   # SIFT's pyramid backends
             self.model.workspace.keep = keep_buffers
         self._lock = threading.Lock()
 

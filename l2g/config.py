@@ -64,7 +64,7 @@ class FeatureConfig:
     resample: bool = False          # pyramid backends: levels 4-5 of an octave upsampled from the next one's 1-2 (same
     #                                 scales) instead of blurred at full size, the doubled image blurred as it is made
     #                                 (l2g.siftspace; 99.7 % of keypoints within 1 px; pyramid ~20 % cheaper, the whole
-    #                                 extraction 4-6 %; realbench-dev local 64.9 / l2g 71.8 against 65.1 / 71.0, within
+    #                                 extraction 4-9 %; realbench-dev local 64.9 / l2g 71.8 against 65.1 / 71.0, within
     #                                 the features' noise). Off: not worth re-keying every index and re-measuring.
 
     @property

@@ -256,6 +256,7 @@ def blend(rr: RerankResult, res: SearchResult, global_sim: np.ndarray, w: float)
     cos_g = np.asarray(global_sim, np.float64)[rr.head]
     gcfg = RerankConfig(local_w=rr.params.get("local_w", 0.0), keep_head=rr.params.get("keep_head", 0.0))
     local = rr.S[0, 1:] if rr.local_term is None else rr.local_term
-    final, order = guard((1.0 - w) * rr.cos_mds + w * cos_g, local, res.scores[:len(rr.head)], gcfg)
-    ids = np.concatenate([rr.head[order], res.ids[len(rr.head):]])
+    raw = np.asarray(res.all_scores)[rr.head]   # in head order, also when graph expansion re-ordered it
+    final, order = guard((1.0 - w) * rr.cos_mds + w * cos_g, local, raw, gcfg)
+    ids = np.concatenate([rr.head[order], rr.ids[len(rr.head):]])   # the tail as rerank left it
     return dataclasses.replace(rr, ids=ids, scores=final[order], cos_global=cos_g, params=params)

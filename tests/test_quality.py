@@ -292,6 +292,19 @@ def test_keep_head_keeps_the_local_top_1_first_in_a_graph_expanded_head():
     assert rr.head[0] == 25 and rr.ids[0] == res.ids[0] == 0
 
 
+def test_blend_of_a_graph_expanded_head_keeps_a_permutation_of_the_shortlist():
+    """l2g_blend re-orders rerank's head with the local result it was given: with expansion the head holds
+    a candidate from past local's top k, so the tail must be rerank's, not local's (else a duplicate and a loss)."""
+    from l2g.rerank import blend
+
+    res, g, k = _deep_match_case()
+    rr = rerank(res, g, dataclasses.replace(C.RerankConfig(), k=k, expand_m=1, expand_gamma=0.5))
+    assert 25 in rr.head
+    for w in (0.0, 0.5):
+        out = blend(rr, res, np.linspace(1, 0, len(res.all_scores)), w)
+        assert sorted(out.ids.tolist()) == sorted(res.ids.tolist()) and list(out.ids[k:]) == list(rr.ids[k:])
+
+
 def test_expand_order_keeps_the_top_and_refuses_bad_options():
     from l2g.graphctx import expand_order
     res, g, _ = _deep_match_case()

@@ -3,10 +3,9 @@
 ``python -m benchs.bench_extract [--quick] [--out extract.json] [--photos realbench|skimage] [--index N]``:
 
 - seconds per image and keypoints per image of Kornia SIFT (pyramid backend, patch backend, and the
-  variants of ``VARIANTS``: levels 4-5 blurred, Kornia's own grid and fits, upright, no doubled first
-  octave) and of OpenCV
-  SIFT (``cv2.SIFT_create``, the same number of features) on the same photographs at each longest side,
-  with the same thread
+  variants of ``VARIANTS``: levels 4-5 resampled, Kornia's own fits, coarser grids, upright, no doubled
+  first octave; and Kornia's own SIFTFeatureScaleSpace) and of OpenCV SIFT (``cv2.SIFT_create``, the same
+  number of features) on the same photographs at each longest side, with the same thread
   count (L2G_BENCH_THREADS, default 1). The extractors alternate image by image, so a burst of load on
   the machine hits them alike. OpenCV is the reference line only; l2g's extractor is Kornia's.
 - real-image indexing throughput: ``N`` realbench-dev photographs (extraction + index + similarity graph)

@@ -35,6 +35,8 @@ VARIANTS = {   # name -> FeatureConfig changes (each gets its own index folder: 
     "refine0": {"refine": 0.0, "resample": False},   # every extremum fitted: Kornia's own features (l2g.siftspace)
     "grid31": {"desc_grid": 31},                     # a coarser descriptor grid
     "grid25": {"desc_grid": 25},                     # ... coarser still (README: -0.5 to -0.8 mAP)
+    "orient15": {"orient_grid": 15},                 # a coarser orientation grid
+    "lean": {k.split("__")[1]: v for k, v in C.PRESETS["lean"].items()},   # the preset 'lean' (all of the above)
     "upright": {"upright": True},
     "no_double": {"backend": "pyramid-nd"},          # the 'draft' preset
     "no_double_upright": {"backend": "pyramid-nd", "upright": True},

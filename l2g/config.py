@@ -66,6 +66,7 @@ class FeatureConfig:
     #                                 (l2g.siftspace; 99.7 % of keypoints within 1 px; pyramid ~20 % cheaper, the whole
     #                                 extraction 4-9 %; realbench-dev local 64.9 / l2g 71.8 against 65.1 / 71.0, within
     #                                 the features' noise). Off: not worth re-keying every index and re-measuring.
+    orient_grid: int = 19           # pyramid backends: samples per side of the orientation grid (Kornia's 19)
 
     @property
     def double_image(self) -> bool:
@@ -79,6 +80,8 @@ class FeatureConfig:
         grid = f"-g{self.desc_grid}" if self.backend != "patch" and self.desc_grid != 41 else ""
         grid += f"-r{self.refine:g}" if self.backend != "patch" and self.refine else ""
         grid += "-rs" if self.backend != "patch" and self.resample else ""
+        oriented = self.backend != "patch" and not self.upright
+        grid += f"-o{self.orient_grid}" if oriented and self.orient_grid != 19 else ""
         return f"{self.extractor}-{root}-n{self.num_features}-s{self.max_side}{grid}-{self.backend}{up}"
 
 
@@ -275,10 +278,11 @@ PRESETS = {
     "fast": {"features__num_features": 1000, "features__max_side": 640},
     "default": {},
     "accurate": {"features__num_features": 4000, "features__max_side": 1600},
-    # the default's features without SIFT's doubled first octave: extraction about 1.8x faster than the default,
-    # realbench-dev l2g mAP 65.5 instead of 69.0 (local 61.4 instead of 66.1; measured before l2g.siftspace);
-    # README, "Extraction"
+    # README, "Extraction": draft = the default without SIFT's doubled first octave (~1.8x faster, -3.5 mAP);
+    # lean = the default's pyramid with cheaper stages (resample, coarser descriptor and orientation grids, 1.5N fits)
     "draft": {"features__backend": "pyramid-nd"},
+    "lean": {"features__resample": True, "features__desc_grid": 31, "features__orient_grid": 15,
+             "features__refine": 1.5},
 }
 
 
@@ -289,7 +293,7 @@ def asdict(obj) -> dict:
 
 # FeatureConfig fields added after indexes existed, with the value that gives the features of before: at that
 # value they stay out of features_key, so an older index keeps its key (is reused, not refused or rebuilt)
-ADDED_FEATURE_FIELDS = {"resample": False}
+ADDED_FEATURE_FIELDS = {"resample": False, "orient_grid": 19}
 
 
 def features_key(f: FeatureConfig) -> dict:

@@ -84,19 +84,20 @@ def build(cfg: FeatureConfig, device: torch.device | str = "cpu") -> torch.nn.Mo
 
     if cfg.backend not in BACKENDS:
         raise ValueError(f"SIFT backend must be one of {BACKENDS}, got {cfg.backend!r}")
-    if not 4 <= int(cfg.desc_grid) <= 81:
-        raise ValueError(f"desc_grid must be 4..81 samples per side, got {cfg.desc_grid!r}")
+    for field in ("desc_grid", "orient_grid"):
+        if not 4 <= int(getattr(cfg, field)) <= 81:
+            raise ValueError(f"{field} must be 4..81 samples per side, got {getattr(cfg, field)!r}")
     if not cfg.refine >= 0:
         raise ValueError(f"refine must be >= 0 (0: fit every extremum), got {cfg.refine!r}")
     model = KF.SIFTFeatureScaleSpace(num_features=cfg.num_features, upright=cfg.upright, rootsift=False,
                                      descriptor_backend="patch" if cfg.backend == "patch" else "pyramid")
     if cfg.backend != "patch":
-        from . import siftdetect, siftspace
+        from . import siftdesc, siftdetect, siftspace
 
         model.workspace = siftspace.Workspace()   # buffers kept between images (run_batch)
         pyramid = siftspace.Pyramid(cfg.double_image, model.workspace, cfg.resample)
         model.detector = siftdetect.Detector(cfg.num_features, pyramid, cfg.refine)
-        model.descriptor = siftspace.Descriptor(cfg.desc_grid, model.workspace)
+        model.descriptor = siftdesc.Descriptor(cfg.desc_grid, model.workspace, cfg.orient_grid)
     model = model.eval().to(device)
     model.l2g_device = torch.device(device)   # where run_batch puts its input
     return model

@@ -28,7 +28,12 @@ def _flat(levels: torch.Tensor) -> torch.Tensor:
 def _dog_at(levels: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """DoG at flat Gaussian indices (level s, y, x): level s+1 minus level s, as a dense DoG holds it."""
     flat = _flat(levels)
-    return flat[index + levels.stride(1)] - flat[index]
+    return _take(flat, index + levels.stride(1)) - _take(flat, index)
+
+
+def _take(flat: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``flat[index]`` for any shape of ``index`` (index_select: ~4x faster than indexing at 100k)."""
+    return flat.index_select(0, index.reshape(-1)).view(index.shape)
 
 
 def strict_extrema(levels: torch.Tensor, border: int = 5, band: int = BAND, gaussian: bool = False
@@ -62,7 +67,7 @@ def strict_extrema(levels: torch.Tensor, border: int = 5, band: int = BAND, gaus
     center = b * st[0] + s * st[1] + y * st[2] + x * st[3]
     offsets = torch.tensor([ds * st[1] + dy * st[2] + dx * st[3] for ds in (-1, 0, 1) for dy in (-1, 0, 1)
                             for dx in (-1, 0, 1) if (ds, dy, dx) != (0, 0, 0)], device=levels.device)
-    at = (lambda i: _dog_at(levels, i)) if gaussian else (lambda i: _flat(levels)[i])
+    at = (lambda i: _dog_at(levels, i)) if gaussian else (lambda i: _take(_flat(levels), i))
     nb, c = at(center[:, None] + offsets), at(center)
     keep = (c[:, None] > nb).all(1) | (c[:, None] < nb).all(1)
     order = center[keep].argsort()

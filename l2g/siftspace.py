@@ -12,9 +12,7 @@ pushed through many full-size ops. Each change is measured against Kornia's own 
 - :class:`Workspace`: the octave volumes, blur passes and gradient atlas of one image stay allocated
   for the next (inside ``with workspace:``), instead of ~200 MB of fresh pages per image at 1024 px
   that the kernel zeroes (46k page faults, ~0.08 s of CPU time per image).
-- :class:`Descriptor`: the descriptor samples a ``grid`` x ``grid`` grid (Kornia: 41 x 41), and the
-  gradient atlas skips Kornia's pad copy and halving pass (orientation and normalised descriptors
-  ignore the factor).
+- :class:`l2g.siftdesc.Descriptor`: orientation and descriptor, with the atlas in the workspace.
 - :mod:`l2g.siftdetect`: Kornia's extrema found with fewer ops, only the strongest fitted.
 
 Shapes: Gaussian octaves are ``(B, 1, 6, H, W)``; images / levels ``(B, C, H, W)``.
@@ -26,8 +24,7 @@ import threading
 
 import torch
 import torch.nn.functional as F
-from kornia.core.utils import _l2_normalize
-from kornia.feature.sift.scale_space import _SIFTScalePyramid, _SIFTScaleSpaceDescriptor
+from kornia.feature.sift.scale_space import _SIFTScalePyramid
 
 BAND = 64 * 2048    # pixels per band of rows: 512 KiB of float32, within a core's L2 cache
 
@@ -211,15 +208,15 @@ class Pyramid(_SIFTScalePyramid):
         if min(height, width) <= 2 * radius + 1:
             return super()._blur_cpu(image, kernel, radius, out)
         rows = max(1, BAND // (width * image.shape[0]))
-        r = radius
+        r, weights = radius, kernel.tolist()    # Python floats: no tensor-to-scalar step per tap
 
         def taps(src, dst, dim, start):
             """dst[i] = sum over o of kernel[r + o] * src[start + i + o] along ``dim`` (Kornia's order)."""
             n = dst.shape[dim]
-            torch.mul(src.narrow(dim, start, n), kernel[r], out=dst)
+            torch.mul(src.narrow(dim, start, n), weights[r], out=dst)
             for o in range(1, r + 1):
-                dst.add_(src.narrow(dim, start - o, n), alpha=kernel[r - o])
-                dst.add_(src.narrow(dim, start + o, n), alpha=kernel[r + o])
+                dst.add_(src.narrow(dim, start - o, n), alpha=weights[r - o])
+                dst.add_(src.narrow(dim, start + o, n), alpha=weights[r + o])
 
         def axis(src, dst, dim):
             """One pass, reflected borders: the borders from small padded strips, the rest band by band
@@ -240,36 +237,3 @@ class Pyramid(_SIFTScalePyramid):
 
         horizontal = axis(image, self.workspace.empty("blur", image.shape, image), -1)
         return axis(horizontal, torch.empty_like(image) if out is None else out, -2)
-
-
-class Descriptor(_SIFTScaleSpaceDescriptor):
-    """Kornia's pyramid descriptor (plain SIFT) on a ``grid`` x ``grid`` grid (Kornia: 41); the gradient
-    atlas in the ``workspace`` (one octave's at a time, as Kornia's forward uses them)."""
-
-    def __init__(self, grid: int = 41, workspace: Workspace | None = None) -> None:
-        super().__init__(rootsift=False)
-        self.grid = int(grid)
-        self.workspace = workspace or Workspace()
-
-    def _gradient_atlas(self, octave_images, used_levels, work_dtype):
-        """Kornia's atlas of central differences (replicated borders) of the used levels, times two,
-        straight from the pyramid (no copy of the levels, no pad, no halving pass)."""
-        levels = octave_images[:, 0]
-        like = levels if levels.dtype == work_dtype else levels.new_empty(0, dtype=work_dtype)
-        out = self.workspace.empty("atlas", (levels.shape[0], 2, used_levels.numel(), *levels.shape[-2:]), like)
-        for j, level in enumerate(used_levels.tolist()):
-            im = levels[:, level]
-            for g, src in ((out[:, 0, j], im), (out[:, 1, j].transpose(-1, -2), im.transpose(-1, -2))):
-                torch.sub(src[..., 2:], src[..., :-2], out=g[..., 1:-1])
-                torch.sub(src[..., 1:2], src[..., :1], out=g[..., :1])
-                torch.sub(src[..., -1:], src[..., -2:-1], out=g[..., -1:])
-        return out.flatten(2, 3)
-
-    def _describe(self, gradients, lafs, layer_indices, level_height):
-        mag, angle, xx, yy = self._sample_gradients(gradients, lafs, layer_indices, level_height, self.grid)
-        weights = None
-        if mag.device.type in ("mps", "cuda"):
-            bins = torch.arange(4, device=mag.device, dtype=mag.dtype)
-            weights = (1.0 - (2.5 * xx[:self.grid, None] + 1.5 - bins).abs()).clamp_min(0.0)
-        desc = _l2_normalize(self._descriptor_histograms(mag, angle, xx, yy, weights), dim=-1)
-        return _l2_normalize(desc.clamp(0.0, self.clipval), dim=-1)

@@ -183,7 +183,7 @@ def test_a_search_time_knob_reuses_faiss_index_and_a_build_setting_rebuilds_it(t
     assert faiss.extract_index_ivf(li.ix).nprobe == 3
     assert faiss.extract_index_ivf(load_index(ix).ix).nprobe == 3 and read_manifest(ix)["index"]["nprobe"] == 3
     m = read_manifest(ix)   # a manifest of before FeatureConfig.resample and of the older fingerprint (every
-    del m["features"]["resample"]                                 # IndexConfig field): reused and re-recorded
+    del m["features"]["resample"], m["features"]["orient_grid"]   # IndexConfig field): reused and re-recorded
     old = {"features": m["features"], "index": C.asdict(cfg.index), "desc_dtype": cfg.store.desc_dtype}
     m["files"]["faiss.index"]["fingerprint"] = store.fingerprint(old)
     assert store.fingerprint(old) == index_fingerprint(cfg, legacy=True)

@@ -269,6 +269,20 @@ def test_coarser_descriptor_grid_keeps_the_descriptors(gray):
     assert cos.mean() > 0.999 and cos.min() > 0.99 and cos.mean() < 1 - 1e-6
 
 
+def test_coarser_orientation_grid_keeps_the_keypoints_and_their_angles(gray):
+    import kornia.feature as KF
+
+    a, b = sift.build(C.FeatureConfig()), sift.build(C.FeatureConfig(orient_grid=15))
+    with torch.inference_mode():
+        (la, ra, da), (lb, _, db) = a(gray[0]), b(gray[0])
+    assert torch.equal(KF.get_laf_center(la), KF.get_laf_center(lb))      # the grid changes no keypoint ...
+    assert torch.allclose(KF.get_laf_scale(la), KF.get_laf_scale(lb), rtol=1e-5)
+    turn = (KF.get_laf_orientation(la) - KF.get_laf_orientation(lb))[0, :, 0][ra[0] > 0]
+    turn = ((turn + 180) % 360 - 180).abs()                                 # ... and moves angles a little:
+    assert 0 < turn.median() < 1 and (turn < 10).float().mean() > 0.98     # (19 x 19: 0.07 deg median)
+    assert ((da * db).sum(-1)[ra > 0] > 0.9).float().mean() > 0.98
+
+
 def test_batched_equals_one_by_one(demo_gallery):
     """Each image of a batch has its own refine budget: the batch gives each image's own features."""
     cfg = C.FeatureConfig(num_features=300, max_side=480, refine=1.5)
@@ -291,11 +305,16 @@ def test_settings_are_in_the_name_and_checked():
     assert "-r2-rs-" in C.FeatureConfig(resample=True).name
     assert "-rs-" in C.FeatureConfig(backend="pyramid-nd", resample=True).name
     assert "-g25-" in C.FeatureConfig(desc_grid=25).name
+    assert "-o15-" in C.FeatureConfig(orient_grid=15).name
+    assert "-o" not in C.FeatureConfig(orient_grid=15, upright=True).name      # no orientation: no grid
+    assert C.DEFAULT.replace(**C.PRESETS["lean"]).features.name == "sift-root-n2000-s1024-g31-r1.5-rs-o15-pyramid"
     assert C.FeatureConfig(backend="pyramid-nd", upright=True).name.endswith("-pyramid-nd-up")
     assert C.FeatureConfig(backend="patch").name == C.FeatureConfig(backend="patch", desc_grid=41, refine=0,
                                                                     resample=False).name
     with pytest.raises(ValueError, match="desc_grid"):
         sift.build(C.FeatureConfig(desc_grid=2))
+    with pytest.raises(ValueError, match="orient_grid"):
+        sift.build(C.FeatureConfig(orient_grid=3))
     with pytest.raises(ValueError, match="refine"):
         sift.build(C.FeatureConfig(refine=-1))
     with pytest.raises(ValueError, match="no mask"):

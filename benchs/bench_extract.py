@@ -3,7 +3,7 @@
 ``python -m benchs.bench_extract [--quick] [--out extract.json] [--photos realbench|skimage] [--index N]``:
 
 - seconds per image and keypoints per image of Kornia SIFT (pyramid backend, patch backend, and the
-  variants of ``VARIANTS``: levels 4-5 resampled, Kornia's own fits, coarser grids, upright, no doubled
+  variants of ``VARIANTS``: the features of before, every level blurred, Kornia's grids and fits, upright, no doubled
   first octave; and Kornia's own SIFTFeatureScaleSpace) and of OpenCV SIFT (``cv2.SIFT_create``, the same
   number of features) on the same photographs at each longest side, with the same thread
   count (L2G_BENCH_THREADS, default 1). The extractors alternate image by image, so a burst of load on
@@ -30,15 +30,17 @@ from benchs.common import Stage, machine, n_threads, parser, pct, photos, resize
 from l2g import config as C
 from l2g.features import Extractor
 
-VARIANTS = {   # name -> FeatureConfig changes (each gets its own index folder: FeatureConfig.name)
-    "resample": {"resample": True},              # levels 4-5 upsampled from the next octave (opt-in, -rs)
-    "refine0": {"refine": 0.0, "resample": False},   # every extremum fitted: Kornia's own features (l2g.siftspace)
-    "grid31": {"desc_grid": 31},                     # a coarser descriptor grid
-    "grid25": {"desc_grid": 25},                     # ... coarser still (README: -0.5 to -0.8 mAP)
-    "orient15": {"orient_grid": 15},                 # a coarser orientation grid
-    "lean": {k.split("__")[1]: v for k, v in C.PRESETS["lean"].items()},   # the preset 'lean' (all of the above)
+KORNIAS = {"desc_grid": 41, "orient_grid": 19, "refine": 0.0, "resample": False, "min_contrast": 0.0}
+VARIANTS = {   # name -> FeatureConfig changes from the default (each gets its own index folder: FeatureConfig.name)
+    "classic": {k.split("__")[1]: v for k, v in C.PRESETS["classic"].items()},   # the default before issue 8's
+    #                                                                             cheaper stages (preset 'classic')
+    "blurred": {"resample": False, "min_contrast": 0.0},   # every level blurred at full size
+    "grid41": {"desc_grid": 41, "orient_grid": 19},        # Kornia's descriptor and orientation grids
+    "refine2": {"refine": 2.0},                            # 2N extrema fitted
+    "refine0": {**KORNIAS},                                # every extremum fitted, Kornia's grids: Kornia's features
+    "grid25": {"desc_grid": 25},                           # a coarser descriptor grid still
     "upright": {"upright": True},
-    "no_double": {"backend": "pyramid-nd"},          # the 'draft' preset
+    "no_double": {"backend": "pyramid-nd"},                # the 'draft' preset
     "no_double_upright": {"backend": "pyramid-nd", "upright": True},
 }
 GPU_TARGET_IMAGES_PER_S = 50.0

@@ -57,16 +57,17 @@ class FeatureConfig:
     backend: str = "pyramid"        # Kornia SIFT: 'pyramid' (fast on CPU), 'patch' (fast on CUDA) or 'pyramid-nd':
     #                                 the pyramid without SIFT's doubled first octave (l2g.sift; README: speed, mAP)
     upright: bool = False           # skip orientation estimation
-    desc_grid: int = 41             # pyramid backends: samples per side of the descriptor's grid (Kornia's 41;
-    #                                 25: about 15 % less CPU time, 0.5-0.8 less realbench-dev mAP; README)
-    refine: float = 2.0             # pyramid backends: sub-pixel fit of only the refine x num_features extrema of
-    #                                 largest |DoG| (0: all of them, as Kornia does; same mAP; l2g.siftspace)
-    resample: bool = False          # pyramid backends: levels 4-5 of an octave upsampled from the next one's 1-2 (same
-    #                                 scales) instead of blurred at full size, the doubled image blurred as it is made
-    #                                 (l2g.siftspace; 99.7 % of keypoints within 1 px; pyramid ~20 % cheaper, the whole
-    #                                 extraction 4-9 %; realbench-dev local 64.9 / l2g 71.8 against 65.1 / 71.0, within
-    #                                 the features' noise). Off: not worth re-keying every index and re-measuring.
-    orient_grid: int = 19           # pyramid backends: samples per side of the orientation grid (Kornia's 19)
+    # The four below are the pyramid backends' cheaper stages (l2g.siftspace / siftdesc / siftdetect; README,
+    # "Extraction"): about 0.8x the CPU time of Kornia's grids and fits, realbench-dev local / l2g mAP 64.8 / 71.2
+    # against 64.9 / 71.3 (means over 4 IVF seeds). Preset 'classic' has the features of before (l2g <= issue 8).
+    desc_grid: int = 31             # samples per side of the descriptor's grid (Kornia's 41)
+    orient_grid: int = 15           # samples per side of the orientation histogram's grid (Kornia's 19)
+    refine: float = 1.5             # sub-pixel fit of only the refine x num_features extrema of largest |DoG|
+    #                                 (0: all of them, as Kornia does)
+    resample: bool = True           # levels 4-5 of an octave upsampled from the next one's 1-2 (same scales) instead
+    #                                 of blurred at full size; the doubled image blurred as it is made
+    min_contrast: float = 1e-5      # pyramid backends: DoG extrema of |DoG| at most this are noise (Kornia: no floor;
+    #                                 resample's flat areas had ~1e-8 extrema that filled images' keypoint budgets)
 
     @property
     def double_image(self) -> bool:
@@ -82,6 +83,7 @@ class FeatureConfig:
         grid += "-rs" if self.backend != "patch" and self.resample else ""
         oriented = self.backend != "patch" and not self.upright
         grid += f"-o{self.orient_grid}" if oriented and self.orient_grid != 19 else ""
+        grid += f"-c{self.min_contrast:g}" if self.backend != "patch" and self.min_contrast else ""
         return f"{self.extractor}-{root}-n{self.num_features}-s{self.max_side}{grid}-{self.backend}{up}"
 
 
@@ -278,11 +280,12 @@ PRESETS = {
     "fast": {"features__num_features": 1000, "features__max_side": 640},
     "default": {},
     "accurate": {"features__num_features": 4000, "features__max_side": 1600},
-    # README, "Extraction": draft = the default without SIFT's doubled first octave (~1.8x faster, -3.5 mAP);
-    # lean = the default's pyramid with cheaper stages (resample, coarser descriptor and orientation grids, 1.5N fits)
+    # README, "Extraction": draft = the default without SIFT's doubled first octave (~1.8x faster, -3.5 mAP)
     "draft": {"features__backend": "pyramid-nd"},
-    "lean": {"features__resample": True, "features__desc_grid": 31, "features__orient_grid": 15,
-             "features__refine": 1.5},
+    # the default's features before issue 8's cheaper stages (Kornia's grids, 2N fits, every level blurred):
+    # indexes built with them keep their folder (sift-root-n2000-s1024-r2-pyramid)
+    "classic": {"features__desc_grid": 41, "features__orient_grid": 19, "features__refine": 2.0,
+                "features__resample": False, "features__min_contrast": 0.0},
 }
 
 
@@ -293,7 +296,13 @@ def asdict(obj) -> dict:
 
 # FeatureConfig fields added after indexes existed, with the value that gives the features of before: at that
 # value they stay out of features_key, so an older index keeps its key (is reused, not refused or rebuilt)
-ADDED_FEATURE_FIELDS = {"resample": False, "orient_grid": 19}
+ADDED_FEATURE_FIELDS = {"resample": False, "orient_grid": 19, "min_contrast": 0.0}
+
+
+def stored_features(recorded: dict) -> FeatureConfig:
+    """The FeatureConfig a manifest recorded: a field it lacks (added after it was written) takes the value its
+    features were made with (ADDED_FEATURE_FIELDS; before they were recorded, Kornia's grid and every fit)."""
+    return FeatureConfig(**{"desc_grid": 41, "refine": 0.0, **ADDED_FEATURE_FIELDS, **recorded})
 
 
 def features_key(f: FeatureConfig) -> dict:

@@ -65,7 +65,7 @@ def read_manifest(folder: Path, migrating: bool = False) -> dict:
 def stored_config(m: dict, cfg: C.L2GConfig = C.DEFAULT) -> C.L2GConfig:
     """``cfg`` with the feature and index settings the index of manifest ``m`` was built with (the
     one place they are read back: opening, extending, repairing and searching an index)."""
-    return cfg.replace(features=C.FeatureConfig(**m["features"]), index=C.IndexConfig(**m["index"]))
+    return cfg.replace(features=C.stored_features(m["features"]), index=C.IndexConfig(**m["index"]))
 
 
 def entries(m: dict) -> list[ImageEntry]:
@@ -86,7 +86,7 @@ def buildable_manifest(gallery: Path, out: Path, cfg: C.L2GConfig, repaired: lis
     if m["files"]["faiss.index"].get("images") != store.order_hash(entries(m)):
         repaired.append((store.MANIFEST, "its image list does not match faiss.index (re-ordered or edited)"))
         return None
-    if C.features_key(C.FeatureConfig(**m["features"])) != C.features_key(cfg.features):
+    if C.features_key(C.stored_features(m["features"])) != C.features_key(cfg.features):
         raise IndexFormatError(f"index at {out} was built with {m['preset']}, not {cfg.features.name}; "
                                "use another --out folder")
     old_root = Path(m["root"])

@@ -89,6 +89,8 @@ def build(cfg: FeatureConfig, device: torch.device | str = "cpu") -> torch.nn.Mo
             raise ValueError(f"{field} must be 4..81 samples per side, got {getattr(cfg, field)!r}")
     if not cfg.refine >= 0:
         raise ValueError(f"refine must be >= 0 (0: fit every extremum), got {cfg.refine!r}")
+    if not 0 <= cfg.min_contrast < 1:
+        raise ValueError(f"min_contrast must be in [0, 1) (0: no floor), got {cfg.min_contrast!r}")
     model = KF.SIFTFeatureScaleSpace(num_features=cfg.num_features, upright=cfg.upright, rootsift=False,
                                      descriptor_backend="patch" if cfg.backend == "patch" else "pyramid")
     if cfg.backend != "patch":
@@ -96,7 +98,7 @@ def build(cfg: FeatureConfig, device: torch.device | str = "cpu") -> torch.nn.Mo
 
         model.workspace = siftspace.Workspace()   # buffers kept between images (run_batch)
         pyramid = siftspace.Pyramid(cfg.double_image, model.workspace, cfg.resample)
-        model.detector = siftdetect.Detector(cfg.num_features, pyramid, cfg.refine)
+        model.detector = siftdetect.Detector(cfg.num_features, pyramid, cfg.refine, cfg.min_contrast)
         model.descriptor = siftdesc.Descriptor(cfg.desc_grid, model.workspace, cfg.orient_grid)
     model = model.eval().to(device)
     model.l2g_device = torch.device(device)   # where run_batch puts its input

@@ -36,12 +36,12 @@ def _take(flat: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return flat.index_select(0, index.reshape(-1)).view(index.shape)
 
 
-def strict_extrema(levels: torch.Tensor, border: int = 5, band: int = BAND, gaussian: bool = False
-                   ) -> tuple[torch.Tensor, ...]:
+def strict_extrema(levels: torch.Tensor, border: int = 5, band: int = BAND, gaussian: bool = False,
+                   floor: float = 0.0) -> tuple[torch.Tensor, ...]:
     """Voxels of a DoG volume ``(B, D, H, W)`` greater (or smaller) than all 26 neighbours, at least
-    ``border`` pixels and one level inside -> (b, s, y, x) long and their DoG values, in row-major
-    order. ``gaussian``: ``levels`` are D+1 Gaussian levels whose differences are the DoG (made band
-    by band, never whole)."""
+    ``border`` pixels and one level inside, and of |DoG| above ``floor`` -> (b, s, y, x) long and their
+    DoG values, in row-major order. ``gaussian``: ``levels`` are D+1 Gaussian levels whose differences
+    are the DoG (made band by band, never whole)."""
     bsz, depth, height, width = levels.shape
     depth -= gaussian
     found = []
@@ -69,7 +69,7 @@ def strict_extrema(levels: torch.Tensor, border: int = 5, band: int = BAND, gaus
                             for dx in (-1, 0, 1) if (ds, dy, dx) != (0, 0, 0)], device=levels.device)
     at = (lambda i: _dog_at(levels, i)) if gaussian else (lambda i: _take(_flat(levels), i))
     nb, c = at(center[:, None] + offsets), at(center)
-    keep = (c[:, None] > nb).all(1) | (c[:, None] < nb).all(1)
+    keep = ((c[:, None] > nb).all(1) | (c[:, None] < nb).all(1)) & (c.abs() > floor)
     order = center[keep].argsort()
     return tuple(v[keep][order] for v in (b, s, y, x, c))
 
@@ -80,9 +80,10 @@ class Detector(_SIFTScaleSpaceDetector):
     |DoG| of each image are fitted (0: all). On the CPU there is no DoG volume: Kornia's fit reads
     level differences through ``_neighbourhood`` / ``_values``. No mask."""
 
-    def __init__(self, num_features: int, scale_pyr: torch.nn.Module, refine: float = 0.0) -> None:
+    def __init__(self, num_features: int, scale_pyr: torch.nn.Module, refine: float = 0.0, floor: float = 0.0
+                 ) -> None:
         super().__init__(num_features, scale_pyr)
-        self.refine = float(refine)
+        self.refine, self.floor = float(refine), float(floor)
         self._levels = None     # the octave's Gaussian levels (B, D+1, H, W) while its fit runs
         self._found = None      # per octave: its extrema (b, s, y, x, dog), kept by the budget
         self._shapes = []       # ... the shape of the octave they were found in
@@ -97,7 +98,8 @@ class Detector(_SIFTScaleSpaceDetector):
             levels = gaussian[:, 0].contiguous()
             small = levels.shape[1] < 4 or min(levels.shape[-2:]) < 11
             lazy = self._lazy(levels)
-            found.append(None if small else strict_extrema(levels if lazy else levels.diff(dim=1), gaussian=lazy))
+            found.append(None if small else strict_extrema(levels if lazy else levels.diff(dim=1), gaussian=lazy,
+                                                                floor=self.floor))
         if self.refine > 0 and any(f is not None for f in found):   # (an image too small for any octave: none)
             budget = int(math.ceil(self.refine * self.num_features))
             for i in range(pyramid[0].shape[0]):      # each image's budget-th largest |DoG|

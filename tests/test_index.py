@@ -163,8 +163,7 @@ def test_the_image_list_hash_is_computed_once_when_opened(tiny_gallery, tiny_cfg
     assert hashed.call_count == 0
 
 
-def test_a_search_time_knob_reuses_faiss_index_and_a_build_setting_rebuilds_it(tiny_gallery, tiny_cfg,
-                                                                                tiny_extractor, tmp_path):
+def test_a_search_time_knob_reuses_faiss_index_and_a_build_setting_rebuilds_it(tiny_gallery, tiny_cfg, tmp_path):
     """nprobe (and the other C.INDEX_RUNTIME_FIELDS) are applied when the index is opened: changing one
     must not rebuild faiss.index (minutes at 10k images) but must be in effect, and stay with the index
     (the manifest records it, so a later open uses it); nlist shapes the index
@@ -172,24 +171,27 @@ def test_a_search_time_knob_reuses_faiss_index_and_a_build_setting_rebuilds_it(t
     import faiss
 
     from l2g import store
+    from l2g.features import Extractor
     from l2g.index import index_fingerprint
 
-    cfg = tiny_cfg.replace(index__kind="ivf", index__nlist=4, index__nprobe=1)
+    cfg = tiny_cfg.replace(index__kind="ivf", index__nlist=4, index__nprobe=1, **C.PRESETS["classic"])
+    ext = Extractor(cfg.features)    # the features of before FeatureConfig.resample and orient_grid
     ix = tmp_path / "ix"
-    build_index(tiny_gallery, ix, cfg, extractor=tiny_extractor)
+    build_index(tiny_gallery, ix, cfg, extractor=ext)
     stamp = (ix / "faiss.index").stat().st_mtime_ns
-    li, _ = build_index(tiny_gallery, ix, cfg.replace(index__nprobe=3), extractor=tiny_extractor)
+    li, _ = build_index(tiny_gallery, ix, cfg.replace(index__nprobe=3), extractor=ext)
     assert (ix / "faiss.index").stat().st_mtime_ns == stamp
     assert faiss.extract_index_ivf(li.ix).nprobe == 3
     assert faiss.extract_index_ivf(load_index(ix).ix).nprobe == 3 and read_manifest(ix)["index"]["nprobe"] == 3
     m = read_manifest(ix)   # a manifest of before FeatureConfig.resample and of the older fingerprint (every
-    del m["features"]["resample"], m["features"]["orient_grid"]   # IndexConfig field): reused and re-recorded
+    for k in C.ADDED_FEATURE_FIELDS:             # IndexConfig field): reused and re-recorded
+        del m["features"][k]
     old = {"features": m["features"], "index": C.asdict(cfg.index), "desc_dtype": cfg.store.desc_dtype}
     m["files"]["faiss.index"]["fingerprint"] = store.fingerprint(old)
     assert store.fingerprint(old) == index_fingerprint(cfg, legacy=True)
     store.write_json(ix / store.MANIFEST, m)
-    build_index(tiny_gallery, ix, cfg, extractor=tiny_extractor)
+    build_index(tiny_gallery, ix, cfg, extractor=ext)
     assert (ix / "faiss.index").stat().st_mtime_ns == stamp
     assert read_manifest(ix)["files"]["faiss.index"]["fingerprint"] == index_fingerprint(cfg)
-    li, _ = build_index(tiny_gallery, ix, cfg.replace(index__nlist=8), extractor=tiny_extractor)
+    li, _ = build_index(tiny_gallery, ix, cfg.replace(index__nlist=8), extractor=ext)
     assert (ix / "faiss.index").stat().st_mtime_ns != stamp and faiss.extract_index_ivf(li.ix).nlist == 8

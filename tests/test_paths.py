@@ -58,7 +58,7 @@ def test_cli_built_index_is_the_one_the_app_opens(demo_gallery, tmp_path, capsys
     s = parse_settings(["--data-dir", str(d), "--preset", "fast"], {})
     want = s.index_dir(Gallery("gallery", g.resolve(), "root"))
     assert (want / "manifest.json").is_file(), (out, list(d.rglob("manifest.json")))
-    assert str(want) in out and want.name == "sift-root-n1000-s640-r2-pyramid"
+    assert str(want) in out and want.name == "sift-root-n1000-s640-g31-r1.5-rs-o15-c1e-05-pyramid"
 
 
 def test_options_map_once_for_cli_and_app(monkeypatch):

@@ -1,13 +1,14 @@
 """Kornia DoG + SIFT, built from its parts: one image or a batch of equal-size images, on any device.
 
 ``descriptor_backend='pyramid'`` (the default) detects DoG extrema in one Gaussian pyramid and
-describes them from the same pyramid, with the CPU stages of :mod:`l2g.siftspace` and
-:mod:`l2g.siftdetect` (Kornia's extrema found with fewer ops; ``FeatureConfig.resample``: the
-two widest blurs of an octave replaced by upsampling the next octave; ``FeatureConfig.refine``: only
-the strongest extrema fitted; ``FeatureConfig.desc_grid``: a coarser descriptor grid than Kornia's
-41 x 41; ``with model.workspace``: buffers kept between images); ``'patch'`` cuts a
-41x41 patch per keypoint, which is what pays on a GPU (``--backend patch``; realbench-dev l2g mAP
-65.7 against the pyramid's 69.0).
+describes them from the same pyramid, with the CPU stages of :mod:`l2g.siftspace`,
+:mod:`l2g.siftdetect` and :mod:`l2g.siftdesc` (Kornia's extrema found with fewer ops;
+``FeatureConfig.resample``: the two widest blurs of an octave replaced by upsampling the next
+octave; ``refine``: only the strongest extrema fitted; ``min_contrast``: no extrema of noise-level
+|DoG|; ``desc_grid`` / ``orient_grid``: coarser grids than Kornia's 41 x 41 / 19 x 19; ``with
+model.workspace``: buffers kept between images); ``'patch'`` cuts a 41x41 patch per keypoint, which
+is what pays on a GPU (``--backend patch``; realbench-dev l2g mAP 65.7 against the pyramid's 69.0,
+an earlier session).
 ``'pyramid-nd'`` (``FeatureConfig.double_image`` False) starts the pyramid at the image's own size
 instead of twice it (Lowe's and OpenCV's first octave): the first octave has a quarter of the
 pixels, so the pyramid and the extrema search of that octave cost about 4x less (README,

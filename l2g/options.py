@@ -1,6 +1,6 @@
 """One option -> config mapper for the CLI and the app, with named presets.
 
-    --preset NAME                    L2G_PRESET           fast|default|accurate|draft|lean (config.PRESETS)
+    --preset NAME                    L2G_PRESET           fast|default|accurate|draft|classic (config.PRESETS)
     --num-features N (--features N)  L2G_NUM_FEATURES     keypoints per image
     --max-side PX                    L2G_MAX_SIDE         longest image side for features
     --extractor NAME                 L2G_EXTRACTOR        local feature extractor (features.EXTRACTORS)

@@ -307,6 +307,31 @@ def test_coarser_orientation_grid_keeps_the_keypoints_and_their_angles(gray):
     assert ((da * db).sum(-1)[ra > 0] > 0.9).float().mean() > 0.98
 
 
+def test_orientation_and_descriptor_chunks_change_no_feature(gray):
+    """siftdesc orients 2048 keypoints per call and sizes the descriptor's chunk by its grid (Kornia: 128 of
+    each): the orientations are the same bit for bit, the descriptors up to the matmul's rounding."""
+    from l2g import siftdesc
+
+    cfg = C.FeatureConfig(num_features=600)
+    ours, kornias = sift.build(cfg), sift.build(cfg)
+    kornias.descriptor.orient_chunk = 128
+    calls = {}
+    for name, m in (("ours", ours), ("kornias", kornias)):
+        for stage in ("_orientation", "_describe"):
+            def counted(*a, _f=getattr(m.descriptor, stage), _k=(name, stage)):
+                calls[_k] = calls.get(_k, 0) + 1
+                return _f(*a)
+            setattr(m.descriptor, stage, counted)
+    with torch.inference_mode(), pytest.MonkeyPatch.context() as mp:
+        (la, ra, da) = ours(gray[1])
+        mp.setattr(siftdesc, "CHUNK_SAMPLES", 128 * 41 * 41 // 3)      # ... and odd descriptor chunks
+        (lb, rb, db) = kornias(gray[1])
+    assert calls[("kornias", "_orientation")] > calls[("ours", "_orientation")]
+    assert calls[("kornias", "_describe")] > calls[("ours", "_describe")]
+    assert int(ra.gt(0).sum()) == 600 and torch.equal(ra, rb) and torch.equal(la, lb)
+    assert (da - db).abs().max() < 1e-5
+
+
 def test_batched_equals_one_by_one(demo_gallery):
     """Each image of a batch has its own refine budget: the batch gives each image's own features."""
     cfg = C.FeatureConfig(num_features=300, max_side=480, refine=1.5)

@@ -76,15 +76,14 @@ class FeatureConfig:
 
     @property
     def name(self) -> str:
-        root = "root" if self.rootsift else "plain"
-        up = "-up" if self.upright else ""
-        grid = f"-g{self.desc_grid}" if self.backend != "patch" and self.desc_grid != 41 else ""
-        grid += f"-r{self.refine:g}" if self.backend != "patch" and self.refine else ""
-        grid += "-rs" if self.backend != "patch" and self.resample else ""
-        oriented = self.backend != "patch" and not self.upright
-        grid += f"-o{self.orient_grid}" if oriented and self.orient_grid != 19 else ""
-        grid += f"-c{self.min_contrast:g}" if self.backend != "patch" and self.min_contrast else ""
-        return f"{self.extractor}-{root}-n{self.num_features}-s{self.max_side}{grid}-{self.backend}{up}"
+        f, root, up = effective(self), "root" if self.rootsift else "plain", "-up" if self.upright else ""
+        pyramid = f.extractor == "sift" and f.backend != "patch"
+        grid = f"-g{f.desc_grid}" if pyramid and f.desc_grid != 41 else ""
+        grid += f"-r{f.refine:g}" if f.backend != "patch" and f.refine else ""
+        grid += "-rs" if pyramid and f.resample else ""
+        grid += f"-o{f.orient_grid}" if pyramid and f.orient_grid != 19 else ""
+        grid += f"-c{f.min_contrast!r}" if pyramid and f.min_contrast else ""
+        return f"{f.extractor}-{root}-n{f.num_features}-s{f.max_side}{grid}-{f.backend}{up}"
 
 
 @dataclass(frozen=True)
@@ -150,15 +149,11 @@ class RerankConfig:
     diffuse_a: float = 0.25         # one diffusion step on the normalised block: (1 - a) s + a * walk (0: off)
     hub_n: int = 30                 # guard's local score hubness-normalised: q_j / mu_j ** hub_beta, mu_j the mean
     hub_beta: float = 1.0           #   of image j's hub_n strongest graph similarities (0: off)
-    # symmetric, local_w, diffuse_a, hub_n: two-fold split of realbench-dev by group (README, issue 12).
-    # 'max' + local_w 0.3 beat 'mean' + 0 on both halves; the diffusion step + hubness-normalised guard, tuned on
-    # one half, beat that on the other (A 70.0 vs 69.2, B 69.3 vs 69.2) and gained on 84 % of 200 random group
-    # splits (mean +0.8, benchs/quality_leads.py cv); the values shipped were read off both halves, so the
-    # full-set figure is not an out-of-sample one. Demo (not tuned on): l2g 95.4 -> 96.6.
+    # symmetric, local_w, diffuse_a, hub_n, hub_beta: a two-fold split of realbench-dev by group, then 200 random
+    # group splits (benchs/quality_leads.py cv); the values were read off both halves (README, issue 12)
     expand_m: int = 0               # graph expansion of the head (l2g.graphctx.expand_order): the shortlist is re-
     expand_gamma: float = 0.0       #   ordered by q_j/q_1 + gamma * (graph similarity to the local top expand_m)
-    #   before its top k is embedded (gamma 0: off). m 1, gamma 0.5: realbench-dev 71.0 -> 71.7, demo 96.64 -> 96.63,
-    #   but one query makes the gain (benchs/quality_leads.py, round 3), so it stays off
+    #   before its top k is embedded (gamma 0: off; README, issue 12 round 3: one query made its gain)
     keep_head: float = 0.0          # guard: the local top-1 keeps rank 1 when its local score is at least
                                     #   keep_head times the second's (0: off)
     mutual_k: int = 0               # reciprocal weighting: block edges not among both ends' top mutual_k
@@ -276,6 +271,10 @@ def for_extractor(cfg: L2GConfig) -> L2GConfig:
     return cfg.replace(search__p0=p0)
 
 
+# The pyramid SIFT settings of the features of before issue 8's cheaper stages (preset 'classic'), and the
+# values an index records for settings that cannot shape its features (effective)
+CLASSIC_PYRAMID = {"desc_grid": 41, "orient_grid": 19, "refine": 2.0, "resample": False, "min_contrast": 0.0}
+
 PRESETS = {
     "fast": {"features__num_features": 1000, "features__max_side": 640},
     "default": {},
@@ -284,8 +283,7 @@ PRESETS = {
     "draft": {"features__backend": "pyramid-nd"},
     # the default's features before issue 8's cheaper stages (Kornia's grids, 2N fits, every level blurred):
     # indexes built with them keep their folder (sift-root-n2000-s1024-r2-pyramid)
-    "classic": {"features__desc_grid": 41, "features__orient_grid": 19, "features__refine": 2.0,
-                "features__resample": False, "features__min_contrast": 0.0},
+    "classic": {f"features__{k}": v for k, v in CLASSIC_PYRAMID.items()},
 }
 
 
@@ -305,7 +303,17 @@ def stored_features(recorded: dict) -> FeatureConfig:
     return FeatureConfig(**{"desc_grid": 41, "refine": 0.0, **ADDED_FEATURE_FIELDS, **recorded})
 
 
+def effective(f: FeatureConfig) -> FeatureConfig:
+    """``f`` with the settings that cannot shape its features at CLASSIC_PYRAMID's values: the pyramid SIFT
+    settings of another extractor or of the patch backend, the orientation grid of upright SIFT (so that
+    their name and key, and the folders of indexes built before, stay what they were)."""
+    if f.extractor != "sift" or f.backend == "patch":
+        return dataclasses.replace(f, **CLASSIC_PYRAMID)
+    return dataclasses.replace(f, orient_grid=19) if f.upright else f
+
+
 def features_key(f: FeatureConfig) -> dict:
-    """The feature settings an index is keyed on (manifest check, faiss.index fingerprint): asdict(f) without
-    the ADDED_FEATURE_FIELDS at their old value."""
-    return {k: v for k, v in asdict(f).items() if not (k in ADDED_FEATURE_FIELDS and v == ADDED_FEATURE_FIELDS[k])}
+    """The feature settings an index is keyed on (manifest check, faiss.index fingerprint): asdict(effective(f))
+    without the ADDED_FEATURE_FIELDS at their old value."""
+    return {k: v for k, v in asdict(effective(f)).items()
+            if not (k in ADDED_FEATURE_FIELDS and v == ADDED_FEATURE_FIELDS[k])}

@@ -358,6 +358,16 @@ def test_settings_are_in_the_name_and_checked():
     assert "-g25-" in C.FeatureConfig(desc_grid=25).name
     assert "-o" not in C.FeatureConfig(orient_grid=19).name
     assert "-o" not in C.FeatureConfig(upright=True).name      # no orientation: no grid in the name
+    # settings that cannot shape the features keep the names and keys of indexes built before them
+    before = {"num_features": 2000, "rootsift": True, "max_side": 1024, "upright": False, "desc_grid": 41,
+              "refine": 2.0}
+    for old in ({"extractor": "sift", "backend": "patch", **before},
+                {"extractor": "disk", "backend": "pyramid", **before}):
+        now = C.FeatureConfig(extractor=old["extractor"], backend=old["backend"])
+        assert C.features_key(C.stored_features(old)) == C.features_key(now)
+        assert now.name == C.stored_features(old).name and "-g31" not in now.name
+    assert C.features_key(C.FeatureConfig(upright=True)) == C.features_key(C.FeatureConfig(upright=True, orient_grid=7))
+    assert C.FeatureConfig(min_contrast=1e-5).name != C.FeatureConfig(min_contrast=1.000001e-5).name
     assert C.FeatureConfig(backend="pyramid-nd", upright=True).name.endswith("-pyramid-nd-up")
     assert C.FeatureConfig(backend="patch").name == C.FeatureConfig(backend="patch", **KORNIAS).name
     with pytest.raises(ValueError, match="desc_grid"):

@@ -27,9 +27,11 @@ KINDS = {
     # fast-scan PQ (4-bit codes, SIMD scan); the kNN re-scores rescore_factor*k candidates exactly (rescore)
     "ivfpq64_rs": "IVF{nlist}_HNSW32,PQ64x4fs",    # 32 B codes + 8 B ids
     "ivfpq128_rs": "IVF{nlist}_HNSW32,PQ128x4fs",  # 64 B codes + 8 B ids
+    # 4-bit scalar codes: as compact, and its lists memory-map (FAISS reads fast-scan lists into memory)
+    "ivfsq4_rs": "IVF{nlist}_HNSW32,SQ4",          # 64 B codes + 8 B ids
 }
-HNSW_QUANTIZER = ("ivfhnsw", "ivfhnsw_sq8", "ivfhnsw_sq6", "ivfpq64_rs", "ivfpq128_rs")
-RESCORED = ("ivfpq64_rs", "ivfpq128_rs")   # kinds whose candidates are re-scored from the feature store
+HNSW_QUANTIZER = ("ivfhnsw", "ivfhnsw_sq8", "ivfhnsw_sq6", "ivfpq64_rs", "ivfpq128_rs", "ivfsq4_rs")
+RESCORED = ("ivfpq64_rs", "ivfpq128_rs", "ivfsq4_rs")   # kinds whose candidates are re-scored from the feature store
 
 
 def index_kind(n_total: int, cfg: C.IndexConfig) -> str:
@@ -72,7 +74,7 @@ def set_search_params(ix: faiss.Index, cfg: C.IndexConfig) -> faiss.Index:
     coarse quantizer's efSearch from cfg; returns ix."""
     ivf = faiss.try_extract_index_ivf(ix)
     if ivf is not None:
-        ivf.nprobe = cfg.rescore_nprobe if isinstance(faiss.downcast_index(ivf), faiss.IndexIVFFastScan) else cfg.nprobe
+        ivf.nprobe = cfg.rescore_nprobe if _rescored(ivf) else cfg.nprobe
         q = faiss.downcast_index(ivf.quantizer)
         if isinstance(q, faiss.IndexHNSW):
             q.hnsw.efSearch = max(cfg.hnsw_ef, ivf.nprobe)
@@ -158,12 +160,41 @@ def _mmap_flags(path: Path) -> int:
     """FAISS read flags that memory-map the file at ``path``: IVF inverted lists as read-only on-disk lists
     (``IO_FLAG_MMAP``: it checks every list against the file's end, where ``IO_FLAG_MMAP_IFC`` let a file
     1-7 bytes short open), every other kind's codes with ``IO_FLAG_MMAP_IFC``. FAISS reads a fast-scan
-    IVF's block lists (the RESCORED kinds) into memory even so: ~76 B per descriptor resident."""
+    IVF's block lists (ivfpq*_rs) into memory even so: ~76 B per descriptor resident (ivfsq4_rs maps)."""
     with open(path, "rb") as f:
         head = f.read(4)
     if head[:2] in (b"Iw", b"Iv"):       # the fourcc of every IndexIVF* (IwFl, IwSq, IvPQ, ...)
         return faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY
     return faiss.IO_FLAG_MMAP_IFC
+
+
+def _rescored(ivf) -> bool:
+    """Does an IVF index hold the approximate codes of a RESCORED kind (fast-scan PQ, 4-bit SQ)?"""
+    ivf = faiss.downcast_index(ivf)
+    return isinstance(ivf, faiss.IndexIVFFastScan) or (
+        isinstance(ivf, faiss.IndexIVFScalarQuantizer) and ivf.sq.qtype == faiss.ScalarQuantizer.QT_4bit)
+
+
+def available_mb() -> float | None:
+    """MiB of memory the kernel can give this process now (/proc/meminfo MemAvailable); None elsewhere."""
+    try:
+        with open("/proc/meminfo") as f:
+            return next(int(line.split()[1]) / 1024 for line in f if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration, ValueError):
+        return None
+
+
+def _check_fits(path: Path) -> None:
+    """A fast-scan IVF file (FAISS reads its block lists whole, even memory-mapped) larger than the memory
+    available: refused with the fix, rather than the process killed while reading it."""
+    with open(path, "rb") as f:
+        fast_scan = f.read(4) == b"IwPf"
+    size, free = path.stat().st_size / 2**20, available_mb()
+    if fast_scan and free is not None and size > free:
+        raise IndexFormatError(
+            f"{path}: its {size:,.0f} MiB of fast-scan lists do not fit in the {free:,.0f} MiB of memory "
+            "available (FAISS reads them whole); free memory, or rebuild the index with --index-kind "
+            "ivfsq4_rs, whose lists stay on disk (memory-mapped)")
 
 
 def read_faiss(path, mmap: bool = False) -> faiss.Index:
@@ -173,6 +204,7 @@ def read_faiss(path, mmap: bool = False) -> faiss.Index:
     path = Path(path)
     if not path.is_file():
         raise IndexFormatError(f"{path}: missing")
+    _check_fits(path)
     try:
         return faiss.read_index(str(path), _mmap_flags(path) if mmap else 0)
     except RuntimeError as e:

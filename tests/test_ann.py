@@ -41,7 +41,7 @@ def data():
     return _rows(12_000), _rows(40, seed=1)
 
 
-@pytest.mark.parametrize("kind", sorted({"flat", *SHIPPED}))
+@pytest.mark.parametrize("kind", sorted({"flat", "ivfsq4_rs", *SHIPPED}))
 def test_mmapped_index_searches_identically(kind, data, tmp_path):
     xb, xq = data
     ix = _built(kind, xb)
@@ -72,7 +72,7 @@ print(json.dumps({"mapped": r1 - r0, "loaded": rss() - r1, "n": [mapped.ntotal, 
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="needs /proc (Linux)")
-@pytest.mark.parametrize("kind", ["flat", "ivf"])
+@pytest.mark.parametrize("kind", ["flat", "ivf", "ivfsq4_rs"])
 def test_mmapped_index_is_not_read_into_memory(kind, tmp_path):
     """A 100 MB index opens memory-mapped with almost no resident memory; read normally, it is all resident
     (measured in a fresh process, whose heap holds no freed pages to reuse)."""
@@ -85,6 +85,23 @@ def test_mmapped_index_is_not_read_into_memory(kind, tmp_path):
     got = json.loads(out.stdout.splitlines()[-1])
     assert got["n"] == [200_000, 200_000]
     assert got["mapped"] < 0.1 * size < 0.8 * size < got["loaded"], (size, got)
+
+
+def test_a_fast_scan_index_larger_than_free_memory_is_refused_with_the_fix(data, tmp_path, monkeypatch):
+    """FAISS reads a fast-scan IVF's lists whole even memory-mapped: such a file larger than the memory
+    available is an IndexFormatError naming the kind whose lists stay on disk; other kinds open mapped."""
+    import l2g.ann as A
+
+    xb, xq = data
+    for kind in ("ivfpq128_rs", "ivfsq4_rs"):
+        write_faiss(_built(kind, xb), tmp_path / f"{kind}.index")
+    assert A.available_mb() is None or A.available_mb() > 1
+    monkeypatch.setattr(A, "available_mb", lambda: 0.01)
+    with pytest.raises(IndexFormatError, match="ivfsq4_rs"):
+        read_faiss(tmp_path / "ivfpq128_rs.index", mmap=True)
+    jx = read_faiss(tmp_path / "ivfsq4_rs.index", mmap=True)
+    A.set_search_params(jx, C.IndexConfig())
+    assert jx.nprobe == C.IndexConfig().rescore_nprobe and jx.search(xq, 5)[1].min() >= 0   # a re-scored kind's
 
 
 @pytest.mark.parametrize("mmap", [False, True])

@@ -156,13 +156,12 @@ def use_mmap(path, cfg: C.IndexConfig) -> bool:
         return False
 
 
-def _mmap_flags(path: Path) -> int:
+def _mmap_flags(head: bytes) -> int:
     """FAISS read flags that memory-map the file at ``path``: IVF inverted lists as read-only on-disk lists
     (``IO_FLAG_MMAP``: it checks every list against the file's end, where ``IO_FLAG_MMAP_IFC`` let a file
     1-7 bytes short open), every other kind's codes with ``IO_FLAG_MMAP_IFC``. FAISS reads a fast-scan
-    IVF's block lists (ivfpq*_rs) into memory even so: ~76 B per descriptor resident (ivfsq4_rs maps)."""
-    with open(path, "rb") as f:
-        head = f.read(4)
+    IVF's block lists (ivfpq*_rs) into memory even so: ~76 B per descriptor resident (ivfsq4_rs maps).
+    ``head``: the file's first 4 bytes (its FAISS fourcc)."""
     if head[:2] in (b"Iw", b"Iv"):       # the fourcc of every IndexIVF* (IwFl, IwSq, IvPQ, ...)
         return faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY
     return faiss.IO_FLAG_MMAP_IFC
@@ -184,13 +183,13 @@ def available_mb() -> float | None:
         return None
 
 
-def _check_fits(path: Path) -> None:
-    """A fast-scan IVF file (FAISS reads its block lists whole, even memory-mapped) larger than the memory
-    available: refused with the fix, rather than the process killed while reading it."""
-    with open(path, "rb") as f:
-        fast_scan = f.read(4) == b"IwPf"
+def _check_fits(path: Path, head: bytes) -> None:
+    """A fast-scan IVF file (fourcc ``head`` IwPf: FAISS reads its block lists whole, even memory-mapped)
+    larger than the memory available: refused with the fix, rather than the process killed reading it."""
+    if head != b"IwPf":
+        return
     size, free = path.stat().st_size / 2**20, available_mb()
-    if fast_scan and free is not None and size > free:
+    if free is not None and size > free:
         raise IndexFormatError(
             f"{path}: its {size:,.0f} MiB of fast-scan lists do not fit in the {free:,.0f} MiB of memory "
             "available (FAISS reads them whole); free memory, or rebuild the index with --index-kind "
@@ -204,9 +203,11 @@ def read_faiss(path, mmap: bool = False) -> faiss.Index:
     path = Path(path)
     if not path.is_file():
         raise IndexFormatError(f"{path}: missing")
-    _check_fits(path)
+    with open(path, "rb") as f:
+        head = f.read(4)
+    _check_fits(path, head)
     try:
-        return faiss.read_index(str(path), _mmap_flags(path) if mmap else 0)
+        return faiss.read_index(str(path), _mmap_flags(head) if mmap else 0)
     except RuntimeError as e:
         lines = [s for s in str(e).splitlines() if s.strip()]
         raise IndexFormatError(f"{path}: unreadable ({lines[-1] if lines else type(e).__name__})") from None

@@ -57,7 +57,7 @@ class FeatureConfig:
     backend: str = "pyramid"        # Kornia SIFT: 'pyramid' (fast on CPU), 'patch' (fast on CUDA) or 'pyramid-nd':
     #                                 the pyramid without SIFT's doubled first octave (l2g.sift; README: speed, mAP)
     upright: bool = False           # skip orientation estimation
-    # The four below are the pyramid backends' cheaper stages (l2g.siftspace / siftdesc / siftdetect; README,
+    # The fields below are the pyramid backends' cheaper stages (l2g.siftspace / siftdesc / siftdetect; README,
     # "Extraction"): ~0.82x the CPU time of the features of before (preset 'classic'); realbench-dev local / l2g
     # mAP 64.95 / 71.67 against 64.87 / 71.29 (means over 4 IVF seeds), demo 91.7 / 96.6 for both.
     desc_grid: int = 31             # samples per side of the descriptor's grid (Kornia's 41)
@@ -78,10 +78,10 @@ class FeatureConfig:
     def name(self) -> str:
         f, root, up = effective(self), "root" if self.rootsift else "plain", "-up" if self.upright else ""
         pyramid = f.extractor == "sift" and f.backend != "patch"
-        grid = f"-g{f.desc_grid}" if pyramid and f.desc_grid != 41 else ""
+        grid = f"-g{f.desc_grid}" if pyramid and f.desc_grid != CLASSIC_PYRAMID["desc_grid"] else ""
         grid += f"-r{f.refine:g}" if f.backend != "patch" and f.refine else ""
         grid += "-rs" if pyramid and f.resample else ""
-        grid += f"-o{f.orient_grid}" if pyramid and f.orient_grid != 19 else ""
+        grid += f"-o{f.orient_grid}" if pyramid and f.orient_grid != CLASSIC_PYRAMID["orient_grid"] else ""
         grid += f"-c{f.min_contrast!r}" if pyramid and f.min_contrast else ""
         return f"{f.extractor}-{root}-n{f.num_features}-s{f.max_side}{grid}-{f.backend}{up}"
 
@@ -279,7 +279,7 @@ PRESETS = {
     "fast": {"features__num_features": 1000, "features__max_side": 640},
     "default": {},
     "accurate": {"features__num_features": 4000, "features__max_side": 1600},
-    # README, "Extraction": draft = the default without SIFT's doubled first octave (~1.8x faster, -3.5 mAP)
+    # README, "Extraction": draft = the default without SIFT's doubled first octave (~1.9x faster, -3.5 mAP)
     "draft": {"features__backend": "pyramid-nd"},
     # the default's features before issue 8's cheaper stages (Kornia's grids, 2N fits, every level blurred):
     # indexes built with them keep their folder (sift-root-n2000-s1024-r2-pyramid)
@@ -294,7 +294,7 @@ def asdict(obj) -> dict:
 
 # FeatureConfig fields added after indexes existed, with the value that gives the features of before: at that
 # value they stay out of features_key, so an older index keeps its key (is reused, not refused or rebuilt)
-ADDED_FEATURE_FIELDS = {"resample": False, "orient_grid": 19, "min_contrast": 0.0}
+ADDED_FEATURE_FIELDS = {k: CLASSIC_PYRAMID[k] for k in ("resample", "orient_grid", "min_contrast")}
 
 
 def stored_features(recorded: dict) -> FeatureConfig:
@@ -309,7 +309,7 @@ def effective(f: FeatureConfig) -> FeatureConfig:
     their name and key, and the folders of indexes built before, stay what they were)."""
     if f.extractor != "sift" or f.backend == "patch":
         return dataclasses.replace(f, **CLASSIC_PYRAMID)
-    return dataclasses.replace(f, orient_grid=19) if f.upright else f
+    return dataclasses.replace(f, orient_grid=CLASSIC_PYRAMID["orient_grid"]) if f.upright else f
 
 
 def features_key(f: FeatureConfig) -> dict:

@@ -67,6 +67,11 @@ def hterm(q, srt, n, beta):
     return h / h.max()
 
 
+def shipped(q, cm, srt):
+    """(k,) the shipped rule's score from the MDS cosines cm: (1 - w) cm + w hub term, at SHIP's values."""
+    return (1 - SHIP["w"]) * cm + SHIP["w"] * hterm(q, srt, SHIP["n"], SHIP["beta"])
+
+
 def lead1(d):
     out = {}
     for a, steps in itertools.product((0.25, 0.5, 0.75), (1, 2)):
@@ -96,20 +101,18 @@ def lead2(d):
 
 def lead3(d):
     out = {}
-    w = SHIP["w"]
     for k in (100, 150, 200):
         for it in d["items"]:
             q, s, cm, srt = parts(it, k=k)
-            out.setdefault(f"k={k}", []).append(ap_of(it, len(q), (1 - w) * cm + w * hterm(q, srt, 30, 1.0)))
+            out.setdefault(f"k={k}", []).append(ap_of(it, len(q), shipped(q, cm, srt)))
     return out
 
 
 def lead4(d):
     out = {}
-    w = SHIP["w"]
     for it in d["items"]:
         q, s, cm, srt = parts(it)
-        sc = (1 - w) * cm + w * hterm(q, srt, SHIP["n"], SHIP["beta"])
+        sc = shipped(q, cm, srt)
         seeds = np.argsort(-sc, kind="stable")
         S = s[1:, 1:]
         for m, gam in itertools.product((1, 2, 3), (0.0, 0.1, 0.25, 0.5)):

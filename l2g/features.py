@@ -111,7 +111,8 @@ def _build_sift(cfg: FeatureConfig, pretrained: bool) -> torch.nn.Module:
 
 def _input(model, rgb: np.ndarray) -> torch.Tensor:
     """(H, W, 3) uint8 -> (1, 3, H, W) float32 in [0, 1] on the model's device."""
-    x = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].float() / 255.0
+    x = torch.from_numpy(np.require(rgb, requirements=["C", "W"])).permute(2, 0, 1)[None].float() / 255.0  # W: a
+    # read-only array (np.asarray of a PIL image) is copied; torch warns on non-writable memory
     return x.to(model.l2g_device)
 
 

@@ -113,3 +113,22 @@ def test_single_first_octave_is_in_the_image_frame_and_named(demo_gallery):
     assert not nd_cfg.double_image and C.FeatureConfig().double_image and C.FeatureConfig(backend="patch").double_image
     with pytest.raises(ValueError, match="pyramid-nd"):
         Extractor(C.FeatureConfig(backend="dense"))
+
+
+
+
+def test_a_read_only_image_is_extracted_without_a_warning_and_left_as_it_was():
+    """np.asarray(PIL image) is read-only; torch warns once per process on such memory (the learned extractors'
+    input path; DISK with random weights here), so the check runs in a fresh process."""
+    import subprocess
+    import sys
+
+    code = ("import warnings, numpy as np\nfrom l2g import config as C\nfrom l2g.features import Extractor\n"
+            "rgb = (np.random.default_rng(0).random((96, 128, 3)) * 255).astype(np.uint8)\n"
+            "frozen = rgb.copy()\nfrozen.flags.writeable = False\n"
+            "ex = Extractor(C.FeatureConfig(extractor='disk', num_features=64), pretrained=False)\n"
+            "with warnings.catch_warnings():\n    warnings.simplefilter('error')\n    f = ex(frozen)\n"
+            "assert len(f) > 0 and np.array_equal(frozen, rgb)\n"
+            "np.testing.assert_array_equal(f.desc, ex(rgb).desc)\nprint('ok', len(f))\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and r.stdout.startswith("ok"), r.stderr[-2000:]

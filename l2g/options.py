@@ -50,7 +50,8 @@ def add_arguments(p: argparse.ArgumentParser, data_dir: bool = True) -> None:
     p.add_argument("--num-features", "--features", dest="num_features", type=int,
                    help=f"keypoints per image (default {d.features.num_features})")
     p.add_argument("--max-side", type=int, help=f"longest image side in px (default {d.features.max_side})")
-    p.add_argument("--extractor", help="local feature extractor: sift (default) or disk (weights must be on disk)")
+    p.add_argument("--extractor", help="local feature extractor: sift (default), disk or aliked (learned: their "
+                                       "weights are read from $L2G_WEIGHTS, data/weights or ../shared/weights)")
     p.add_argument("--index-kind", choices=list(INDEX_KINDS),
                    help=f"nearest-neighbour index (default auto: exact up to {d.index.exact_max:,} descriptors, "
                         f"IVF above, {d.index.compact_kind} (fast-scan PQ re-scored exactly from the feature store) "

@@ -11,7 +11,7 @@ import faiss
 import numpy as np
 import pytest
 
-from benchs import bench_index, bench_rerank, bench_search
+from benchs import bench_index, bench_learned, bench_rerank, bench_search
 from benchs.common import threads
 from benchs.galleries import RawStore
 from l2g import bench
@@ -180,3 +180,21 @@ def test_one_script_writes_its_own_json(tmp_path):
     for m in bench_rerank.METHODS:
         assert set(rep["rerank"][m]) == {"100", "700"}
         assert rep["rerank"][m]["700"]["p50_s"] > 0
+
+
+@pytest.mark.parametrize("weights", ["as found", "none"])
+def test_the_learned_extractor_bench_times_sift_and_aliked_where_its_weights_are(tmp_path, monkeypatch, weights):
+    from l2g import features
+    from l2g.features import find_weights
+
+    if weights == "none":
+        monkeypatch.setattr(features, "weight_dirs", lambda: [tmp_path])
+    out = tmp_path / "learned.json"
+    assert bench_learned.main(["--quick", "--out", str(out)]) == 0
+    rep = json.loads(out.read_text())["extraction"]
+    assert rep["sift-256"]["over_sift"] == 1.0 and rep["sift-256"]["keypoints_mean"] > 0
+    aliked = {"aliked-128", "aliked-256"}
+    if find_weights("aliked-n16.pth") is None:      # no weights: said, not timed
+        assert set(rep["missing"]) == aliked and not aliked & set(rep)
+    else:
+        assert all(rep[k]["s_per_image"] > 0 and rep[k]["keypoints_mean"] > 0 for k in aliked)

@@ -31,7 +31,8 @@ from .vlad import (  # noqa: F401 (re-exported: the global descriptor's maths)
 GLOBAL_FILE = "global.npz"
 FIX = ("Re-run `python -m l2g index` on the gallery (or `python -m l2g check DIR --repair`): it rebuilds "
        "the global descriptors.")
-STORE_VERSION = 2          # bump when the layout of global.npz (or how it is computed) changes; 2: damped whitening
+STORE_VERSION = 3          # bump when the layout of global.npz (or how it is computed) changes; 2: damped whitening;
+#                            3: images in path order (build-order independent)
 
 Progress = Callable[[int, int, str], None] | None
 
@@ -72,7 +73,10 @@ def build_global(li, cfg: GlobalConfig = GlobalConfig(), progress: Progress = No
     Samples up to ``cfg.train_sample`` descriptors across the gallery (seed
     ``cfg.seed``) for k-means (words clamped to the sample size), computes the
     raw VLAD of every image, fits PCA-whitening on them (at most PCA_MAX_IMAGES,
-    images without descriptors left out) and returns the final xb. Raises
+    images without descriptors left out) and returns the final xb. Images are
+    visited in path order for the sample and the fit, so the descriptors depend
+    on the set of images, not on the order they were indexed in (an index built
+    in two steps has the global descriptors of one built at once). Raises
     ValueError when the gallery holds no descriptors.
     """
     t0 = time.perf_counter()
@@ -80,13 +84,14 @@ def build_global(li, cfg: GlobalConfig = GlobalConfig(), progress: Progress = No
     counts = np.array([e.n for e in li.images], np.int64)
     if n == 0 or counts.sum() == 0:
         raise ValueError("the gallery has no descriptors: nothing to train a VLAD codebook on")
-    picks = _sample_rows(counts, cfg.train_sample, cfg.seed)
+    order = np.argsort(np.array(li.paths, dtype=object), kind="stable")   # path order: build-order independent
+    picks = _sample_rows(counts[order], cfg.train_sample, cfg.seed)
     sample = []
-    for i in range(n):
+    for at, i in enumerate(order):
         if progress:
-            progress(i, 2 * n, "sampling descriptors for the VLAD codebook")
-        if len(picks[i]):
-            sample.append(li.features(i).desc[picks[i]])
+            progress(at, 2 * n, "sampling descriptors for the VLAD codebook")
+        if len(picks[at]):
+            sample.append(li.features(int(i)).desc[picks[at]])
     sample = np.concatenate(sample)
     words = int(min(cfg.words, len(sample)))
     model = train_vlad(sample, dataclasses.replace(cfg, words=words))
@@ -98,9 +103,10 @@ def build_global(li, cfg: GlobalConfig = GlobalConfig(), progress: Progress = No
             progress(n + i, 2 * n, "computing VLAD descriptors")
         raw[i] = vlad_raw(li.features(i).desc, model.centroids)
     t2 = time.perf_counter()
-    fit_rows = np.nonzero(np.any(raw != 0, axis=1))[0]
+    fit_rows = order[np.any(raw[order] != 0, axis=1)]
     if len(fit_rows) > PCA_MAX_IMAGES:
-        fit_rows = np.sort(np.random.default_rng(cfg.seed).choice(fit_rows, PCA_MAX_IMAGES, replace=False))
+        keep = np.sort(np.random.default_rng(cfg.seed).choice(len(fit_rows), PCA_MAX_IMAGES, replace=False))
+        fit_rows = fit_rows[keep]
     model = fit_whitening(model, raw[fit_rows], cfg.pca_dim)
     xb = whiten(raw, model)
     t3 = time.perf_counter()

@@ -53,8 +53,9 @@ class _Entry:
 class FakeIndex:
     """Just enough of l2g.index.LocalIndex for build_global."""
 
-    def __init__(self, descs: list[np.ndarray]):
+    def __init__(self, descs: list[np.ndarray], names: list[str] | None = None):
         self.descs = descs
+        self.names = names or [f"img{i:03d}.jpg" for i in range(len(descs))]
         self.images = [_Entry(len(d), f"sha{i:03d}") for i, d in enumerate(descs)]
 
     @property
@@ -63,7 +64,7 @@ class FakeIndex:
 
     @property
     def paths(self) -> list[str]:
-        return [f"img{i:03d}.jpg" for i in range(len(self.descs))]
+        return self.names
 
     def features(self, i: int) -> Features:
         d = self.descs[i]
@@ -156,6 +157,22 @@ def test_build_global_shapes_params_and_self_similarity(gi, gallery):
         assert ids[0] == j and sims[0] == pytest.approx(1.0, abs=1e-4)
     # the same gallery built again gives the same descriptors
     np.testing.assert_array_equal(build_global(FakeIndex(gallery), CFG).xb, gi.xb)
+
+
+def test_build_global_does_not_depend_on_the_order_images_were_indexed_in(gi, gallery, monkeypatch):
+    """An index built in two steps lists its images in another order than one built at once (kept images
+    first): the same images must get the same global descriptors, also when k-means and PCA subsample."""
+    import l2g.globaldesc as G
+
+    perm = np.random.default_rng(5).permutation(len(gallery))
+    shuffled = FakeIndex([gallery[i] for i in perm], [f"img{i:03d}.jpg" for i in perm])
+    np.testing.assert_allclose(build_global(shuffled, CFG).xb, gi.xb[perm], atol=1e-5)
+    small = GlobalConfig(words=16, pca_dim=32, train_sample=300, seed=0)   # k-means on a part of the rows
+    ref = build_global(FakeIndex(gallery), small).xb
+    np.testing.assert_allclose(build_global(shuffled, small).xb, ref[perm], atol=1e-5)
+    monkeypatch.setattr(G, "PCA_MAX_IMAGES", 8)                            # PCA on a part of the images
+    ref = build_global(FakeIndex(gallery), CFG).xb
+    np.testing.assert_allclose(build_global(shuffled, CFG).xb, ref[perm], atol=1e-5)
 
 
 def test_build_global_small_and_empty_images():

@@ -7,6 +7,7 @@ symlinks leading outside the folder (refused). A build (l2g.index) indexes what 
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from l2g.errors import DatasetError
 
 ARCHIVE_EXTENSIONS = (".zip", ".tar", ".gz", ".tgz", ".bz2", ".xz", ".7z", ".rar")
 LINK_OUTSIDE = "a symbolic link to a file outside the gallery folder: refused"
+NOT_A_FILE = "not a regular file (a named pipe, socket or device): not read"
 
 
 @dataclass
@@ -49,7 +51,8 @@ def _ignored_reason(fname: str) -> str:
 
 def scan_gallery(folder: str | os.PathLike) -> GalleryScan:
     """Walk ``folder`` recursively: images by extension (config.IMAGE_EXTENSIONS, any case), file
-    symlinks leading outside refused, folder symlinks not followed, other files listed as ignored.
+    symlinks leading outside refused, folder symlinks not followed, named pipes, sockets and devices
+    with an image's name ignored (reading one would block), other files listed as ignored.
     Hidden files and folders (name starting with '.') are skipped silently."""
     root = Path(folder)
     if not root.exists():
@@ -72,12 +75,22 @@ def scan_gallery(folder: str | os.PathLike) -> GalleryScan:
                 scan.ignored.append((rel, _ignored_reason(fname)))
             elif escapes(root, rel):
                 scan.refused.append((rel, LINK_OUTSIDE))
+            elif _special(os.path.join(dirpath, fname)):      # reading a FIFO would block the build forever
+                scan.ignored.append((rel, NOT_A_FILE))
             else:
                 scan.images.append(rel)
     scan.images.sort()
     scan.refused.sort()
     scan.ignored.sort()
     return scan
+
+
+def _special(path: str) -> bool:
+    """True for a named pipe, socket or device (after symlinks); a dangling link is left to the loader."""
+    try:
+        return not stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False
 
 
 def list_images(folder: str | os.PathLike) -> list[str]:

@@ -89,6 +89,25 @@ def test_scan_gallery_refuses_file_links_leading_outside(tmp_path):
     assert "not followed" in ignored["linked_dir"]
 
 
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX")
+def test_a_named_pipe_with_an_image_name_is_ignored_not_read(tmp_path):
+    """Opening a FIFO blocks until a writer comes: a build that read one would hang, holding its lock."""
+    import subprocess
+    import sys
+
+    from l2g.datasets import scan_gallery
+
+    g = tmp_path / "g"
+    g.mkdir()
+    Image.fromarray((np.random.default_rng(0).random((96, 128, 3)) * 255).astype(np.uint8)).save(g / "a.png")
+    os.mkfifo(g / "pipe.jpg")
+    scan = scan_gallery(g)
+    assert scan.images == ["a.png"] and "named pipe" in dict(scan.ignored)["pipe.jpg"]
+    r = subprocess.run([sys.executable, "-m", "l2g", "index", str(g), "--out", str(tmp_path / "ix"), "--features",
+                        "100", "--no-global"], capture_output=True, text=True, timeout=240)
+    assert r.returncode == 0 and "skipped pipe.jpg: not a regular file" in r.stdout, r.stdout + r.stderr
+
+
 def test_cli_index_reports_links_and_archives_and_skips_them(tmp_path, capsys):
     from l2g.cli import main
     from l2g.index import load_index

@@ -198,12 +198,16 @@ def ensure_global(folder, li, cfg: GlobalConfig = GlobalConfig(), progress: Prog
 def global_similarities(gi: GlobalIndex, v: np.ndarray) -> np.ndarray:
     """Cosine of query vector v (d_out,) with every gallery row -> (n_images,) float32.
 
-    A zero query (or a zero gallery row) has similarity 0.
+    A zero query has similarity 0 with every row. A zero gallery row (an image without descriptors)
+    has -1, the least cosine: no evidence must not rank above a real image whose cosine is negative.
     """
     v = np.asarray(v, np.float32)
     if v.shape != (gi.xb.shape[1],):
         raise ValueError(f"v must be ({gi.xb.shape[1]},), got {v.shape}")
-    return (gi.xb @ _l2(v)).astype(np.float32)
+    sims = (gi.xb @ _l2(v)).astype(np.float32)
+    if v.any():
+        sims[~gi.xb.any(axis=1)] = -1.0
+    return sims
 
 
 def global_search(gi: GlobalIndex, v: np.ndarray, top: int | None = None,

@@ -188,6 +188,24 @@ def test_build_global_small_and_empty_images():
         build_global(FakeIndex([np.zeros((0, 128), np.float32)]), CFG)
 
 
+def test_an_image_without_descriptors_ranks_below_every_real_image(gallery):
+    """Its global row is zero (cosine 0), which would beat a real image whose cosine is negative."""
+    li = FakeIndex(gallery[:5] + [np.zeros((0, 128), np.float32)])
+    g = build_global(li, CFG)
+    assert not g.xb[5].any() and g.xb[:5].any(axis=1).all()
+    v = vlad(gallery[0], g.model)
+    g.xb[1] = -g.xb[0]                                       # a real image the query is opposite to
+    sims = global_similarities(g, v)
+    assert sims[1] < -0.5 and sims[5] == -1.0
+    ids, _ = global_search(g, v)
+    assert ids[0] == 0 and ids.tolist().index(5) >= ids.tolist().index(1) - 1 and set(ids[-2:]) == {1, 5}
+    g.xb[1] = 0.9 * g.xb[2] - 0.1 * g.xb[0]                  # a small negative cosine: above the empty image
+    g.xb[1] /= np.linalg.norm(g.xb[1])
+    ids, sims = global_search(g, v)
+    assert ids[-1] == 5 and sims[list(ids).index(1)] > -1.0
+    assert (global_similarities(g, np.zeros_like(v)) == 0).all()   # a query without descriptors: all 0
+
+
 def test_global_search_ties_exclude_and_top(gi, gallery):
     v = vlad(gallery[4], gi.model)
     ids, sims = global_search(gi, v, top=3, exclude=4)

@@ -53,6 +53,28 @@ def train_rows(n_total: int, cfg: C.IndexConfig) -> np.ndarray:
     return np.sort(rng.choice(n_total, min(cfg.train_sample, n_total), replace=False))
 
 
+def train_rows_in(paths: list, counts: np.ndarray, cfg: C.IndexConfig) -> np.ndarray:
+    """train_rows drawn over the images in path order: the rows (m,) of a store that holds images of ``paths``
+    with ``counts`` descriptors each, in that order, given in path order. The sample, and so the trained
+    quantiser, depend on the images, not on the order they were indexed in."""
+    counts = np.asarray(counts, np.int64)
+    order = np.argsort(np.array(paths, dtype=object), kind="stable")
+    start = np.concatenate([[0], np.cumsum(counts)])[:-1]
+    c_start = np.concatenate([[0], np.cumsum(counts[order])])
+    pos = train_rows(int(counts.sum()), cfg)
+    at = np.searchsorted(c_start, pos, side="right") - 1
+    return start[order[at]] + (pos - c_start[at])
+
+
+def outgrown(ix: faiss.Index, kind: str, n_total: int, cfg: C.IndexConfig) -> bool:
+    """Whether an IVF index trained for fewer vectors should be retrained for n_total: the nlist rule asks
+    for at least cfg.retrain_growth times its lists (never with a fixed cfg.nlist; a flat index never)."""
+    ivf = faiss.try_extract_index_ivf(ix)
+    if ivf is None or cfg.nlist or cfg.retrain_growth <= 0:
+        return False
+    return nlist_for(n_total, kind, cfg) >= cfg.retrain_growth * ivf.nlist
+
+
 def nlist_for(n_total: int, kind: str, cfg: C.IndexConfig) -> int:
     """IVF lists for n_total vectors: cfg.nlist, else about 4 sqrt(N) (flat coarse quantizer) or
     cfg.hnsw_lists_per_sqrt sqrt(N) (HNSW coarse quantizer), clamped to [64, cfg.max_nlist] and to at

@@ -105,11 +105,14 @@ class IndexConfig:
     compact_kind: str = "ivfpq128_rs"  # fast-scan PQ, candidates re-scored exactly from the feature store (issue 8)
     rescore_factor: int = 4         # re-scored kinds: factor * knn candidates (10k images: recall@100 x2 0.79, x4 0.97)
     rescore_nprobe: int = 32        # nprobe of the re-scored (fast-scan) kinds
+    retrain_growth: float = 1.5     # adding images: an IVF is retrained (from the stored descriptors) once the nlist
+    #                                 rule asks for this many times its lists, else the rows are appended
 
 
 # IndexConfig fields that do not shape the stored faiss.index (applied when it is opened or searched, or only
 # pace the build): changing one reuses the index (l2g.index.index_fingerprint leaves them out)
-INDEX_RUNTIME_FIELDS = ("nprobe", "hnsw_ef", "mmap_min_mb", "rescore_factor", "rescore_nprobe", "add_chunk")
+INDEX_RUNTIME_FIELDS = ("nprobe", "hnsw_ef", "mmap_min_mb", "rescore_factor", "rescore_nprobe", "add_chunk",
+                        "retrain_growth")
 
 
 @dataclass(frozen=True)

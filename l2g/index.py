@@ -27,7 +27,18 @@ import numpy as np
 
 from . import config as C
 from . import featstore, store
-from .ann import index_kind, make_faiss, read_faiss, set_search_params, train_and_add, train_rows, use_mmap, write_faiss  # noqa: F401 (re-exported)
+from .ann import (  # noqa: F401 (re-exported)
+    index_kind,
+    make_faiss,
+    outgrown,
+    read_faiss,
+    set_search_params,
+    train_and_add,
+    train_rows,
+    train_rows_in,
+    use_mmap,
+    write_faiss,
+)
 from .errors import IndexFormatError
 from .features import Extractor, Features
 from .gather import BuildReport, Progress, gather  # noqa: F401 (re-exported: they lived here)
@@ -269,12 +280,14 @@ def _assemble(gallery, out, cfg, images, failed, reuse_prefix: bool, fs: featsto
     if reuse_prefix:
         m = read_manifest(out)
         ix, kind, start = read_faiss(out / "faiss.index"), m["kind"], int(m["ntotal"])  # in RAM: rows are added
-        if ix.ntotal != m["ntotal"] or kind != index_kind(n_total, cfg.index):
+        if ix.ntotal != m["ntotal"] or kind != index_kind(n_total, cfg.index) or outgrown(ix, kind, n_total,
+                                                                                         cfg.index):
             ix = None
     if ix is None:
         ix, kind = make_faiss(n_total, cfg.index)
         start = 0
-        sample = None if ix.is_trained else fs.descriptors(train_rows(n_total, cfg.index))
+        sample = None if ix.is_trained else fs.descriptors(
+            train_rows_in([e.path for e in images], [e.n for e in images], cfg.index))
         train_and_add(ix, [], n_total, cfg.index, sample)
     step = max(1, cfg.index.add_chunk)
     train_and_add(ix, (fs.descriptors(slice(a, min(a + step, n_total))) for a in range(start, n_total, step)),

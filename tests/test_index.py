@@ -195,3 +195,35 @@ def test_a_search_time_knob_reuses_faiss_index_and_a_build_setting_rebuilds_it(t
     assert read_manifest(ix)["files"]["faiss.index"]["fingerprint"] == index_fingerprint(cfg)
     li, _ = build_index(tiny_gallery, ix, cfg.replace(index__nlist=8), extractor=ext)
     assert (ix / "faiss.index").stat().st_mtime_ns != stamp and faiss.extract_index_ivf(li.ix).nlist == 8
+
+
+def _ivf(li):
+    import faiss
+
+    ivf = faiss.try_extract_index_ivf(li.ix)
+    return ivf.nlist, faiss.rev_swig_ptr(faiss.downcast_index(ivf.quantizer).get_xb(), ivf.nlist * ivf.d).copy()
+
+
+def test_an_index_built_in_steps_answers_like_one_built_at_once(tiny_gallery, tiny_cfg, tmp_path):
+    """An IVF outgrown by added images is retrained from the stored descriptors, on a sample drawn in path
+    order: built in two steps (a later-sorted half first, as the app's first start does), it has the lists,
+    quantiser and answers of a one-step build. A small addition appends to the trained lists instead."""
+    cfg = tiny_cfg.replace(index__exact_max=100)                 # IVF over the few hundred descriptors here
+    paths = sorted(p.relative_to(tiny_gallery).as_posix() for p in tiny_gallery.rglob("*.jpg"))
+    once, _ = build_index(tiny_gallery, tmp_path / "once", cfg, paths=paths)
+    first = paths[len(paths) // 2:][:2]                          # not a prefix of the sorted order
+    build_index(tiny_gallery, tmp_path / "steps", cfg, paths=first)
+    small = _ivf(load_index(tmp_path / "steps"))[0]
+    steps, _ = add_images(tmp_path / "steps", paths, cfg)
+    assert steps.paths != once.paths and sorted(steps.paths) == once.paths
+    assert small * cfg.index.retrain_growth <= _ivf(once)[0]     # the first index was outgrown ...
+    n1, c1 = _ivf(once)
+    n2, c2 = _ivf(steps)
+    assert n1 == n2 and np.array_equal(c1, c2)                    # ... and retrained as the one-step build is
+    assert _rankings(steps, paths) == _rankings(once, paths)
+    more = tmp_path / "more"                                       # an addition that does not outgrow it
+    build_index(tiny_gallery, more, cfg, paths=paths[:-1])
+    before = _ivf(load_index(more))
+    after = _ivf(add_images(more, paths, cfg)[0])
+    assert before[0] * cfg.index.retrain_growth > _ivf(once)[0]
+    assert before[0] == after[0] and np.array_equal(before[1], after[1])   # rows appended, lists kept

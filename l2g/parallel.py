@@ -22,6 +22,8 @@ import concurrent.futures as cf
 import contextlib
 import multiprocessing as mp
 import os
+import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,10 +86,22 @@ def _save(dest: Path, f, scale: float) -> Extracted:
 _EXTRACTOR: Extractor | None = None   # a worker's own extractor (set by _init)
 
 
+def _exit_with_parent(parent: int, every: float = 0.5) -> None:
+    """Exit this worker once its parent is gone: kill -9 of a build skips the pool's shutdown, and a
+    worker would otherwise live on (hundreds of MB each) re-parented to init."""
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(every)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="l2g-exit-with-parent", daemon=True).start()
+
+
 def _init(fcfg: C.FeatureConfig) -> None:
     global _EXTRACTOR
     import torch
 
+    _exit_with_parent(os.getppid())
     torch.set_num_threads(1)
     keep_freed_memory()          # a single-threaded worker that only extracts: freed memory reused, not re-faulted
     _EXTRACTOR = Extractor(fcfg, device="cpu")

@@ -125,6 +125,26 @@ def _workers_of(pid: int) -> list[int]:
 
 
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc to find the workers")
+def test_workers_exit_when_their_build_is_killed(small_gallery, small_cfg, tmp_path):
+    """kill -9 of the build process alone (not its group): its extraction workers must not live on."""
+    root, _ = small_gallery
+    folder = tmp_path / "ix"
+    p = _cli("index", root, "--out", folder, "--workers", "2", "--no-global", *SMALL_OPTS)
+    _wait_features(p, folder, 1)
+    workers = _workers_of(p.pid)
+    assert workers
+    os.kill(p.pid, signal.SIGKILL)
+    p.communicate()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and any(Path(f"/proc/{w}").exists() for w in workers):
+        time.sleep(0.2)
+    alive = [w for w in workers if Path(f"/proc/{w}").exists()]
+    for w in alive:                                  # leave nothing behind when the test fails
+        os.kill(w, signal.SIGKILL)
+    assert not alive, f"workers {alive} outlived their build"
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc to find the workers")
 def test_a_dead_worker_is_a_clear_error_and_keeps_finished_features(small_gallery, small_cfg, tmp_path):
     root, keep = small_gallery
     folder = tmp_path / "ix"

@@ -14,8 +14,9 @@ from .. import methods as M
 from .. import pipeline as P
 from ..errors import L2GError
 from ..features import Features, NoKeypointsError
-from ..images import ImageError, LoadedImage, load_image
+from ..images import ImageError, LoadedImage, load_image, mode_words
 from ..metrics import average_precision
+from ..pixels import ALPHA_MODES
 
 METHOD_LABELS = {name: m.label for name, m in M.METHODS.items()}
 
@@ -41,7 +42,8 @@ def preview(source, max_side: int, name: str | None = None):
         notes.append(f"{img.name}: {w} x {h} px, downscaled to {img.rgb.shape[1]} x {img.rgb.shape[0]} "
                      f"for feature extraction")
     if img.source_mode not in ("RGB", "L", "P", "RGBA"):
-        notes.append(f"{img.name}: {img.source_mode} image converted to 8-bit RGB")
+        notes.append(f"{img.name}: {mode_words(img.source_mode)} converted to 8-bit RGB"
+                     + (", transparent areas on white" if img.source_mode in ALPHA_MODES else ""))
     return img, notes
 
 

@@ -68,8 +68,7 @@ def show(eng: P.Engine, v: CF.Verdict | None) -> bool:
         st.success(f"Confident match ({why} above the gallery's calibrated threshold): {v.evidence()}.",
                    icon=":material/check_circle:")
         return False
-    st.warning(f"**No confident match in this gallery.** The best candidates score no better than images "
-               f"that do not match each other: {v.evidence()}. The thresholds are calibrated on the "
+    st.warning(f"**No confident match in this gallery:** {v.shortfall()}. The thresholds are calibrated on the "
                f"gallery's non-matching pairs (about {100 * eng.cfg.confidence.fa_target:.0f}% of queries "
                f"from outside the gallery pass them). The ranked lists are below, collapsed.",
                icon=":material/help:")
@@ -85,7 +84,7 @@ def pair_text(eng: P.Engine, v: CF.Verdict | None, run: P.QueryRun, j: int, show
     ids = [int(i) for i in run.local.ids]
     score = float(run.local.scores[ids.index(j)]) if j in ids else 0.0
     if not v.confident:
-        return (f"No confident match for this query in this gallery ({v.evidence()}). The {shown_inliers} "
+        return (f"No confident match for this query in this gallery ({v.shortfall()}). The {shown_inliers} "
                 f"inliers among the tentative matches drawn below are what non-matching images of this "
                 f"gallery reach too.")
     n = CF.max_inliers(run.query.feats, eng.li, [j], eng.cfg.verify, shared_inliers(eng, run))[0]
@@ -93,5 +92,5 @@ def pair_text(eng: P.Engine, v: CF.Verdict | None, run: P.QueryRun, j: int, show
     pv = CF.judge(cal, score, n, j)
     if pv.confident:
         return None
-    return (f"Not a confident match: {pv.evidence()} for this pair. The lines below are tentative matches; "
-            f"non-matching images of this gallery reach as many.")
+    return (f"Not a confident match for this pair: {pv.shortfall('local score')}. The lines below are "
+            f"tentative matches; non-matching images of this gallery reach as many.")

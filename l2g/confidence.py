@@ -78,6 +78,22 @@ class Verdict:
         return (f"top local score {self.top_score:.3f} (threshold {self.score_threshold:.3f}), "
                 f"{self.inliers} verified inliers (threshold {self.inlier_threshold})")
 
+    def shortfall(self, score: str = "top local score") -> str:
+        """Why a refused verdict is refused: the condition(s) that failed, with their numbers ('' when
+        confident). A match needs the score test (score and at least ``min_inliers`` inliers) or the
+        inlier test (at least ``inlier_threshold`` inliers); both failed. ``score``: what the score is
+        called (a single pair's: 'local score')."""
+        if self.confident:
+            return ""
+        need = int(self.params.get("min_inliers", VerifyConfig.min_inliers))
+        s, thr, n, i_thr = self.top_score, self.score_threshold, self.inliers, self.inlier_threshold
+        if s < thr:
+            return (f"the {score} {s:.3f} is below its threshold {thr:.3f}, and {n} verified inliers "
+                    f"are fewer than the {i_thr} a match on inliers needs")
+        alone = "" if i_thr <= need else f" ({i_thr} for a match on inliers alone)"
+        return (f"the {score} {s:.3f} passes its threshold {thr:.3f}, but a match also needs at least "
+                f"{need} verified inliers{alone}: {n} found")
+
 
 def params_of(cfg: ConfidenceConfig, vcfg: VerifyConfig) -> dict:
     """The settings a calibration depends on (its fingerprint)."""

@@ -38,6 +38,21 @@ warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 Source = str | os.PathLike | bytes | bytearray | memoryview | BinaryIO
 
+# A file's PIL mode in plain words, for notes such as "16-bit greyscale image converted to 8-bit RGB".
+MODE_WORDS = {"1": "black-and-white (1-bit) image", "L": "8-bit greyscale image",
+              "LA": "greyscale image with transparency", "La": "greyscale image with transparency",
+              "P": "palette (indexed colour) image", "PA": "palette (indexed colour) image with transparency",
+              "RGB": "8-bit RGB image", "RGBA": "RGB image with transparency", "RGBa": "RGB image with transparency",
+              "RGBX": "8-bit RGB image", "CMYK": "CMYK (print colour) image", "YCbCr": "YCbCr colour image",
+              "LAB": "CIE Lab colour image", "HSV": "HSV colour image", "I": "32-bit integer greyscale image",
+              "I;16": "16-bit greyscale image", "I;16B": "16-bit greyscale image", "I;16L": "16-bit greyscale image",
+              "I;16N": "16-bit greyscale image", "F": "32-bit floating-point greyscale image"}
+
+
+def mode_words(mode: str) -> str:
+    """A PIL mode ('I;16', 'CMYK', ...) in plain words ('16-bit greyscale image')."""
+    return MODE_WORDS.get(mode) or ("16-bit greyscale image" if mode.startswith("I;16") else f"image in {mode} mode")
+
 
 @dataclass
 class LoadedImage:

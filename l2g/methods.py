@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from .graph import Graph
     from .rerank import RerankResult
     from .search import SearchResult
+    from .verify import VerifyResult
 
 
 @dataclass
@@ -109,11 +110,25 @@ class Context:
 
     def inliers(self, ids: np.ndarray) -> np.ndarray:
         """(len(ids),) RANSAC inlier counts of the query against each gallery id (each verified once)."""
+        vc = self.cfg.verify
+        return np.array([self.shared(("inliers", int(j), vc), lambda j=j: self._verify(j).n_inliers)
+                         for j in ids], np.int64)
+
+    def verify(self, j: int) -> "VerifyResult":
+        """The query's verification with gallery image j, matches and inlier mask included (the app's
+        match view): the computation ``inliers`` counts, so its n_inliers is the pair's count there
+        (global-to-local, the confidence verdict); recorded in the memo when new."""
+        t = time.perf_counter()
+        r = self._verify(j)
+        self.memo.setdefault(("inliers", int(j), self.cfg.verify), (r.n_inliers, time.perf_counter() - t))
+        return r
+
+    def _verify(self, j: int) -> "VerifyResult":
+        """Mutual nearest-neighbour matches of the query and gallery image j, then RANSAC (VerifyConfig)."""
         from .verify import verify_pair
 
         vc = self.cfg.verify
-        return np.array([self.shared(("inliers", int(j), vc), lambda j=j: verify_pair(
-            self.feats, self.li.features(int(j)), vc, model=vc.model).n_inliers) for j in ids], np.int64)
+        return verify_pair(self.feats, self.li.features(int(j)), vc, model=vc.model)
 
 
 @dataclass(frozen=True)

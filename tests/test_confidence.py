@@ -196,3 +196,23 @@ def test_the_verdict_shares_the_query_s_ransac_with_global_to_local(small_engine
     assert len(pairs) == len({int(j) for j in run.local.ids[:top]} - done_by_g2l)      # nothing verified again
     for v in (shared, again):
         assert (v.confident, v.inliers, v.best_id, v.by) == (alone.confident, alone.inliers, alone.best_id, alone.by)
+
+
+@pytest.mark.parametrize("score, inliers, says, not_says", [
+    (0.05, 20, ["score 0.050 is below its threshold 0.100", "20 verified inliers are fewer than the 30"],
+     ["passes"]),                                                       # the score too low
+    (0.50, 3, ["score 0.500 passes its threshold 0.100", "needs at least 12 verified inliers", "3 found",
+               "30 for a match on inliers alone"], ["below"]),            # too few inliers for either test
+    (0.05, 3, ["score 0.050 is below its threshold 0.100", "3 verified inliers are fewer than the 30"],
+     ["passes"]),                                                       # both
+])
+def test_a_refusal_says_which_condition_failed(score, inliers, says, not_says):
+    """The reason names the failed condition(s): a score above its threshold is not called too low."""
+    v = CF.judge(CF.Calibration(0.1, 30, [], [], "groups", {"min_inliers": 12}), score, inliers)
+    assert not v.confident
+    why = v.shortfall()
+    assert all(s in why for s in says) and not any(s in why for s in not_says), why
+    assert CF.judge(CF.Calibration(0.1, 12, [], [], "groups", {"min_inliers": 12}), 0.5, 0).shortfall() == (
+        "the top local score 0.500 passes its threshold 0.100, but a match also needs at least 12 verified "
+        "inliers: 0 found")
+    assert CF.judge(CF.Calibration(0.1, 30, [], [], "groups", {"min_inliers": 12}), 0.5, 40).shortfall() == ""

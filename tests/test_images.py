@@ -322,3 +322,21 @@ def test_bytes_are_named_by_the_name_given(tmp_path):
     Image.fromarray(_noise_rgb(20, 20)).save(ok)
     assert load_image(ok.read_bytes(), name="upload.png").name == "upload.png"
     assert load_image(ok, name="ignored").name == "a.png"             # a path names itself
+
+
+def test_modes_are_named_in_plain_words(tmp_path):
+    """A converted file is described by what it is ('16-bit greyscale'), not by PIL's mode name."""
+    from l2g.app.core import preview
+    from l2g.images import mode_words
+
+    arr = np.tile(np.linspace(0, 60000, 64).astype(np.uint16), (48, 1))
+    p = _save(Image.fromarray(arr), tmp_path / "depth16.png")
+    img, notes = preview(p, max_side=640)
+    assert img.source_mode.startswith("I;16")
+    assert notes == ["depth16.png: 16-bit greyscale image converted to 8-bit RGB"]
+    assert mode_words("CMYK") == "CMYK (print colour) image" and mode_words("I;16B") == "16-bit greyscale image"
+    for m in ("1", "LA", "CMYK", "YCbCr", "I", "F", "I;16", "PA"):
+        assert "I;16" not in mode_words(m) and mode_words(m) != m
+    la = Image.fromarray(np.dstack([np.full((20, 30), 90, np.uint8), np.full((20, 30), 0, np.uint8)]), "LA")
+    _, notes = preview(_save(la, tmp_path / "la.png"), max_side=640)
+    assert notes == ["la.png: greyscale image with transparency converted to 8-bit RGB, transparent areas on white"]

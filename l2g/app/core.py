@@ -6,6 +6,7 @@ import dataclasses
 import io
 import json
 import math
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -14,8 +15,10 @@ from .. import methods as M
 from .. import pipeline as P
 from ..errors import L2GError
 from ..features import Features, NoKeypointsError
-from ..images import ImageError, LoadedImage, load_image
+from ..images import ImageError, LoadedImage, load_image, mode_words
 from ..metrics import average_precision
+from ..pixels import ALPHA_MODES
+from ..verify import VerifyResult, verify_pair
 
 METHOD_LABELS = {name: m.label for name, m in M.METHODS.items()}
 
@@ -41,7 +44,8 @@ def preview(source, max_side: int, name: str | None = None):
         notes.append(f"{img.name}: {w} x {h} px, downscaled to {img.rgb.shape[1]} x {img.rgb.shape[0]} "
                      f"for feature extraction")
     if img.source_mode not in ("RGB", "L", "P", "RGBA"):
-        notes.append(f"{img.name}: {img.source_mode} image converted to 8-bit RGB")
+        notes.append(f"{img.name}: {mode_words(img.source_mode)} converted to 8-bit RGB"
+                     + (", transparent areas on white" if img.source_mode in ALPHA_MODES else ""))
     return img, notes
 
 
@@ -74,14 +78,65 @@ def limit_features(q: P.Query, n: int) -> P.Query:
 
 
 def positives_for(eng: P.Engine, q: P.Query) -> set | None:
-    """Gallery ids of the query's group (itself excluded); None when unknown."""
+    """Gallery ids of the query's group; None when unknown. A whole gallery image leaves itself out
+    (it is left out of the rankings too); a box drawn on one keeps its source image, which the rankings
+    keep and a crop should find (as Revisited Oxford counts its query images, boxes on gallery images,
+    among their own positives)."""
     if eng.gt is None or q.gallery_id is None:
         return None
     grp = eng.gt.group_of(eng.li.paths[q.gallery_id])
     if grp is None:
         return None
-    ids = {eng.li.id_of(p) for p in eng.gt.groups[grp]} - {None, q.gallery_id}
+    ids = {eng.li.id_of(p) for p in eng.gt.groups[grp]} - {None}
+    if q.bbox is None:
+        ids.discard(q.gallery_id)
     return {int(i) for i in ids} if ids else None
+
+
+@dataclass
+class PairMatches:
+    """What the match view shows of the query and one candidate.
+
+    verified:  the pair's spatial verification (mutual nearest-neighbour matches + RANSAC), the one
+               global-to-local and the confidence verdict count: verified.n_inliers is *the* verified
+               inlier count of the pair, one number everywhere
+    n_local:   the local search's matches with the candidate (what voted for it), kept up to
+               SearchConfig.max_matches: at least this many when ``local_capped``
+    seconds:   time to verify
+    """
+
+    verified: VerifyResult
+    n_local: int
+    local_capped: bool
+    seconds: float
+
+    @property
+    def n_inliers(self) -> int:
+        return int(self.verified.n_inliers)
+
+
+def query_context(eng: P.Engine, run: P.QueryRun):
+    """The run's methods.Context when its inlier counts are the engine's (same query features, same
+    VerifyConfig: one RANSAC per pair, shared by global-to-local, the verdict and the match view); else None."""
+    ctx = run.ctx
+    if ctx is not None and ctx.feats is run.query.feats and ctx.cfg.verify == eng.cfg.verify:
+        return ctx
+    return None
+
+
+def pair_matches(eng: P.Engine, run: P.QueryRun, j: int, gallery_feats: Features | None = None) -> PairMatches:
+    """The match view's numbers for candidate j: the pair verified as global-to-local verifies it
+    (methods.Context.verify, whose count its memo shares), and the local search's match count."""
+    t = time.perf_counter()
+    ctx = query_context(eng, run)
+    if ctx is not None:
+        vr = ctx.verify(int(j))
+    else:
+        vc = eng.cfg.verify
+        vr = verify_pair(run.query.feats, gallery_feats or eng.li.features(int(j)), vc, model=vc.model)
+    n_local = len(run.local.matches.get(int(j), ()))
+    cap = (eng.cfg if run.ctx is None else run.ctx.cfg).search.max_matches     # the search's own setting
+    return PairMatches(vr, n_local, bool(cap) and n_local >= cap, time.perf_counter() - t)
 
 
 def full_ranking(eng: P.Engine, run: P.QueryRun, method: str) -> list[int]:

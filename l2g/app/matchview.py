@@ -1,15 +1,12 @@
 """Stage 4 of the query page, the match view (with an inliers-only toggle), and the exports."""
 from __future__ import annotations
 
-import time
-
 import streamlit as st
 
 from .. import methods as M
 from .. import pipeline as P
 from .. import viz
-from ..verify import verify_pair
-from . import core, state
+from . import core, fmt, state
 from .verdict import pair_text
 
 SEL = "l2g_selected"
@@ -41,17 +38,15 @@ def _l2g(run: P.QueryRun, params: dict):
 
 
 def _verified(eng: P.Engine, run: P.QueryRun, j: int):
-    """(VerifyResult, seconds, query RGB, gallery RGB, gallery features) of candidate j; kept for the
+    """(core.PairMatches, query RGB, gallery RGB, gallery features) of candidate j; kept for the
     current search, so that re-ranking sliders and the inliers-only toggle do not redo it."""
     key = (st.session_state.get("l2g_run_key"), j)
     memo = st.session_state.get("l2g_match_memo")
     if memo and memo[0] == key:
         return memo[1]
     q = run.query
-    t0 = time.perf_counter()
     gf = eng.li.features(j)
-    vr = verify_pair(q.feats, gf, eng.cfg.verify, matches=run.local.matches.get(j))
-    t_ver = time.perf_counter() - t0
+    pm = core.pair_matches(eng, run, j, gf)
     if q.image is not None:
         img_q = q.image.rgb
     else:
@@ -59,7 +54,7 @@ def _verified(eng: P.Engine, run: P.QueryRun, j: int):
         img_q = state.gallery_rgb(str(p), p.stat().st_mtime, eng.cfg.features.max_side)
     p = eng.li.image_path(j)
     img_g = state.gallery_rgb(str(p), p.stat().st_mtime, eng.cfg.features.max_side)
-    out = (vr, t_ver, img_q, img_g, gf)
+    out = (pm, img_q, img_g, gf)
     st.session_state["l2g_match_memo"] = (key, out)
     return out
 
@@ -81,29 +76,34 @@ def match_view(eng: P.Engine, run: P.QueryRun, params: dict, positives, verdict=
     j = c1.selectbox("Candidate", ids, format_func=fmt_c, key="l2g_match_pick", on_change=lambda: _select(
         st.session_state["l2g_match_pick"]))
     only = c2.toggle("Inliers only", key="l2g_inliers_only", help="Hide the outlier lines (red)")
-    vr, t_ver, img_q, img_g, gf = _verified(eng, run, j)
+    pm, img_q, img_g, gf = _verified(eng, run, j)
+    vr = pm.verified
     m, inl = vr.matches, vr.inliers
     if only and inl is not None:
         m, inl = m[inl], inl[inl]
-    cap = eng.cfg.search.max_matches
-    n_all, n_in = len(vr.matches), int(vr.n_inliers)
+    n_all, n_in = vr.n_matches, pm.n_inliers
     doubt = pair_text(eng, verdict, run, j, n_in)
-    title = (f"{'not a confident match: ' if doubt else ''}{'at least ' if cap and n_all >= cap else ''}{n_all} "
-             f"{'tentative ' if doubt else ''}matches: {n_in} inliers (green), "
-             + ("outliers hidden" if only else f"{n_all - n_in} outliers (red)"))
+    title = (f"{'not a confident match: ' if doubt else ''}{n_all} {'tentative ' if doubt else ''}matches: "
+             f"{n_in} verified inliers (green), " + ("outliers hidden" if only else f"{n_all - n_in} outliers (red)"))
     if doubt:
         st.warning(doubt, icon=":material/help:")
     png = viz.match_figure(img_q, img_g, run.query.feats.kpts, gf.kpts, m, inl, title=title)
+    cap = eng.cfg.search.max_matches
     st.image(png, width="stretch",
-             caption=f"Left: query. Right: {eng.li.paths[j]}. Lines join keypoints matched by the local search; "
-                     f"green = RANSAC inliers ({vr.model})" + ("" if only else ", red = outliers") +
-                     f". Verified in {_ms(t_ver)}.")
-    c = st.columns(4)
-    c[0].metric("matches", f"≥ {cap}" if cap and len(vr.matches) >= cap else len(vr.matches),
-                help=f"Matched keypoint pairs, kept up to {cap} per image (search.max_matches)")
-    c[1].metric("inliers", vr.n_inliers)
-    c[2].metric("local rank", ids.index(j) + 1)
-    c[3].metric("l2g rank", new_rank.get(j, "—"))
+             caption=f"Left: query. Right: {eng.li.paths[j]}. Lines join mutual nearest-neighbour keypoint "
+                     f"matches, the pairs global-to-local and the confidence check verify; green = RANSAC "
+                     f"inliers ({vr.model})" + ("" if only else ", red = outliers") +
+                     f". Verified in {_ms(pm.seconds)}. The local search voted for this image with "
+                     f"{fmt.matches_text(pm.n_local, cap)} of its own (not drawn).")
+    c = st.columns(5)
+    c[0].metric("matches", n_all, help="Mutual nearest-neighbour keypoint matches of the pair (drawn)")
+    c[1].metric("inliers", n_in, help="Verified inliers: matches consistent with one RANSAC model: the count "
+                "global-to-local ranks by and the confidence check uses")
+    c[2].metric("local votes", f"≥ {pm.n_local}" if pm.local_capped else pm.n_local,
+                help=f"Matches the local search found with this image (what voted for it, not drawn), kept up "
+                     f"to {cap} per image (search.max_matches)")
+    c[3].metric("local rank", ids.index(j) + 1)
+    c[4].metric("l2g rank", new_rank.get(j, "—"))
     return png, j
 
 

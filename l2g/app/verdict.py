@@ -7,7 +7,7 @@ import streamlit as st
 from .. import confidence as CF
 from .. import pipeline as P
 from ..errors import L2GError
-from . import background
+from . import background, core
 
 VERDICT_KEY = "l2g_verdict"        # (run key, Verdict) of the current search
 
@@ -51,12 +51,10 @@ def verdict(eng: P.Engine, run: P.QueryRun) -> CF.Verdict | None:
 
 def shared_inliers(eng: P.Engine, run: P.QueryRun):
     """The query's inlier counts as its methods compute them (``l2g.methods.Context.inliers``: one
-    RANSAC per (query, image) pair, shared with global-to-local and the background job), when they
-    are the ones the calibration expects (same query features, same VerifyConfig); else None."""
-    ctx = run.ctx
-    if ctx is not None and ctx.feats is run.query.feats and ctx.cfg.verify == eng.cfg.verify:
-        return ctx.inliers
-    return None
+    RANSAC per (query, image) pair, shared with global-to-local, the match view and the background
+    job), when they are the ones the calibration expects (core.query_context); else None."""
+    ctx = core.query_context(eng, run)
+    return None if ctx is None else ctx.inliers
 
 
 def show(eng: P.Engine, v: CF.Verdict | None) -> bool:
@@ -68,30 +66,29 @@ def show(eng: P.Engine, v: CF.Verdict | None) -> bool:
         st.success(f"Confident match ({why} above the gallery's calibrated threshold): {v.evidence()}.",
                    icon=":material/check_circle:")
         return False
-    st.warning(f"**No confident match in this gallery.** The best candidates score no better than images "
-               f"that do not match each other: {v.evidence()}. The thresholds are calibrated on the "
+    st.warning(f"**No confident match in this gallery:** {v.shortfall()}. The thresholds are calibrated on the "
                f"gallery's non-matching pairs (about {100 * eng.cfg.confidence.fa_target:.0f}% of queries "
                f"from outside the gallery pass them). The ranked lists are below, collapsed.",
                icon=":material/help:")
     return True
 
 
-def pair_text(eng: P.Engine, v: CF.Verdict | None, run: P.QueryRun, j: int, shown_inliers: int) -> str | None:
+def pair_text(eng: P.Engine, v: CF.Verdict | None, run: P.QueryRun, j: int, n_inliers: int) -> str | None:
     """A warning for the match view when the query and candidate j are not a confident match (None when
     they are, or when nothing is calibrated). The pair is judged as the query is (l2g.confidence.judge):
-    its local score and its inliers over mutual nearest-neighbour matches, as calibrated."""
+    its local score and ``n_inliers``, its verified inliers (core.pair_matches: mutual nearest-neighbour
+    matches + RANSAC, the count of global-to-local and of the calibration)."""
     if v is None or v.by == "uncalibrated":
         return None
+    if not v.confident:
+        return (f"No confident match for this query in this gallery ({v.shortfall()}). The {n_inliers} "
+                f"verified inliers of this pair, drawn below, are what non-matching images of this "
+                f"gallery reach too.")
     ids = [int(i) for i in run.local.ids]
     score = float(run.local.scores[ids.index(j)]) if j in ids else 0.0
-    if not v.confident:
-        return (f"No confident match for this query in this gallery ({v.evidence()}). The {shown_inliers} "
-                f"inliers among the tentative matches drawn below are what non-matching images of this "
-                f"gallery reach too.")
-    n = CF.max_inliers(run.query.feats, eng.li, [j], eng.cfg.verify, shared_inliers(eng, run))[0]
     cal = CF.Calibration(v.score_threshold, v.inlier_threshold, [], [], "pair", v.params)
-    pv = CF.judge(cal, score, n, j)
+    pv = CF.judge(cal, score, int(n_inliers), j)
     if pv.confident:
         return None
-    return (f"Not a confident match: {pv.evidence()} for this pair. The lines below are tentative matches; "
-            f"non-matching images of this gallery reach as many.")
+    return (f"Not a confident match for this pair: {pv.shortfall('local score')}. The lines below are "
+            f"tentative matches; non-matching images of this gallery reach as many.")

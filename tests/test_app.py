@@ -165,14 +165,14 @@ def test_rerank_sliders_do_not_search_again(small_env, monkeypatch):
 ])
 def test_bad_upload_shows_error_and_keeps_index(small_env, name, data, expect):
     at = _app()
-    at.session_state["l2g_inject_upload"] = (name, data)
+    at.session_state["l2g_query_upload"] = (name, data)
     at.run()
     assert not at.exception, at.exception
     errs = _errors(at)
     assert errs and any(expect.lower() in e.lower() for e in errs), errs
     assert not _embedding_specs(at)
     # the index is still loaded: the gallery query works in the same session
-    del at.session_state["l2g_inject_upload"]
+    del at.session_state["l2g_query_upload"]
     at.radio(key="l2g_qkind").set_value("Gallery image").run()
     assert not at.exception and not _errors(at)
     assert at.get("plotly_chart")
@@ -181,11 +181,59 @@ def test_bad_upload_shows_error_and_keeps_index(small_env, name, data, expect):
 def test_good_upload_runs_and_warns_when_downscaled(small_env, engine):
     big = np.asarray(Image.open(engine.li.image_path(0)).convert("RGB").resize((1800, 1350)))
     at = _app()
-    at.session_state["l2g_inject_upload"] = ("big.jpg", _png(big, fmt="JPEG", quality=90))
+    at.session_state["l2g_query_upload"] = ("big.jpg", _png(big, fmt="JPEG", quality=90))
     at.run()
     assert not at.exception and not _errors(at)
     assert any("downscaled" in w.value for w in at.warning)
     assert at.session_state["l2g_run"].query.gallery_id is None and at.get("plotly_chart")
+
+
+def _switch(at, url_path: str):
+    """Open the app's page served at ``url_path`` ('' is the Query page, served at /) and run it.
+    AppTest.switch_page takes page files, and the app's pages are functions (st.Page(callable)): the page
+    is picked by its URL path in the registry AppTest keeps of the last run (a private field)."""
+    at._page_hash = next(h for h, info in at._registered_pages.items() if info.get("url_pathname") == url_path)
+    return at.run()
+
+
+def test_query_and_sidebar_settings_survive_a_page_switch(small_env, engine):
+    """Leaving the Query page for another page and coming back keeps the query (a gallery image or an
+    upload) and every setting of the sidebar (Streamlit drops the state of widgets not drawn on a run)."""
+    from l2g.app import budget
+
+    at = _app().run()
+    rel = next(p for p in engine.li.paths if p != at.session_state["l2g_qpick"])
+    at.selectbox(key="l2g_qpick").set_value(rel).run()
+    n = min(budget.options(engine))
+    values = {"l2g_p_k": 7, "l2g_p_dim": 16, "l2g_p_w": 0.3, budget.KEY: n}
+    for key, v in values.items():
+        w = next(x for x in list(at.sidebar.slider) + list(at.sidebar.select_slider) if x.key == key)
+        w.set_value(v).run()
+    assert not at.exception, at.exception
+    for page in ("galleries", "how-it-works", ""):
+        _switch(at, page)
+        assert not at.exception, (page, at.exception)
+    assert at.selectbox(key="l2g_qpick").value == rel and at.session_state["l2g_run"].query.name == rel
+    for key, v in values.items():
+        assert at.session_state[key] == v, key
+    assert at.session_state["l2g_run"].l2g.X.shape[1] == 16
+    assert any(f"N = {n} verified" in m.value for m in _settle(at).markdown)
+    # an uploaded query survives too, until the user removes it
+    at.radio(key="l2g_qkind").set_value("Upload").run()
+    data = _png(np.asarray(Image.open(engine.li.image_path(3)).convert("RGB")))
+    at.get("file_uploader")[0].set_value(("kept.png", data, "image/png")).run()
+    assert not at.exception and at.session_state["l2g_run"].query.name == "kept.png"
+    _switch(_switch(at, "galleries"), "")
+    assert not at.exception, at.exception
+    assert at.radio(key="l2g_qkind").value == "Upload" and at.session_state["l2g_run"].query.name == "kept.png"
+    assert any("kept.png" in c.value and "uploaded earlier" in c.value for c in at.caption)
+    at.button(key="l2g_upload_forget").click().run()                   # removed: gone
+    assert any("Upload an image" in i.value for i in at.info) and not _embedding_specs(at)
+    again = _png(np.asarray(Image.open(engine.li.image_path(4)).convert("RGB")))
+    at.get("file_uploader")[0].set_value(("again.png", again, "image/png")).run()
+    assert at.session_state["l2g_run"].query.name == "again.png"
+    at.get("file_uploader")[0].set_value(None).run()                   # removed in the uploader: gone too
+    assert any("Upload an image" in i.value for i in at.info) and not _embedding_specs(at)
 
 
 # ----------------------------------------------------------------------------- handlers
@@ -427,7 +475,7 @@ def test_tiny_gallery_query_and_evaluation_pages(small_env, roots_env, n):
     up = Path(small_env["L2G_DATA_DIR"]) / "demo"
     rel = json.loads((up / "groups.json").read_text())["groups"]
     data = (up / next(iter(rel.values()))[0]).read_bytes()
-    at.session_state["l2g_inject_upload"] = ("one.jpg", data)
+    at.session_state["l2g_query_upload"] = ("one.jpg", data)
     at.radio(key="l2g_qkind").set_value("Upload").run()
     assert not at.exception, at.exception
     assert not _errors(at), _errors(at)
@@ -460,7 +508,7 @@ def test_upload_is_decoded_once_and_named_by_its_file_name(small_env, engine, mo
     monkeypatch.setattr(images, "_decode", counting)
     big = np.asarray(Image.open(engine.li.image_path(0)).convert("RGB").resize((1800, 1350)))
     at = _app()
-    at.session_state["l2g_inject_upload"] = ("holiday.jpg", _png(big, fmt="JPEG", quality=90))
+    at.session_state["l2g_query_upload"] = ("holiday.jpg", _png(big, fmt="JPEG", quality=90))
     at.run()
     assert not at.exception and not _errors(at), _errors(at)
     assert at.session_state["l2g_run"].query.name == "holiday.jpg"
@@ -473,7 +521,7 @@ def test_upload_is_decoded_once_and_named_by_its_file_name(small_env, engine, mo
 
     bad = _png(np.zeros((64, 64, 3), np.uint8), fmt="JPEG")[:200]
     at = _app()
-    at.session_state["l2g_inject_upload"] = ("broken photo.jpg", bad)
+    at.session_state["l2g_query_upload"] = ("broken photo.jpg", bad)
     at.run()
     errs = _errors(at)
     assert errs and all("<bytes>" not in e for e in errs) and any("broken photo.jpg" in e for e in errs)
@@ -803,7 +851,7 @@ def test_budget_control_shows_g2l_at_n_without_new_work(small_env, engine, monke
 
 def test_no_confident_match_for_a_photo_from_outside_the_gallery(small_env):
     at = _app()
-    at.session_state["l2g_inject_upload"] = outside_photo()
+    at.session_state["l2g_query_upload"] = outside_photo()
     at.run()
     assert not at.exception, at.exception
     warn = [w.value for w in at.warning if "No confident match in this gallery" in w.value]
@@ -813,7 +861,7 @@ def test_no_confident_match_for_a_photo_from_outside_the_gallery(small_env):
     assert any("No confident match for this query" in w.value for w in at.warning)   # the match view too
     assert not any("Confident match" in s.value for s in at.success)
     # a demo query from its own group: a confident match, the lists shown as usual
-    del at.session_state["l2g_inject_upload"]
+    del at.session_state["l2g_query_upload"]
     at.radio(key="l2g_qkind").set_value("Gallery image").run()
     assert not at.exception and any("Confident match" in s.value for s in at.success)
     assert not [e for e in at.expander if "no confident match" in e.label]

@@ -10,6 +10,7 @@ from __future__ import annotations
 from .. import methods as M
 from .. import pipeline as P
 from . import fmt
+from .settings import KEEP
 
 KEY = "l2g_p_budget"
 
@@ -34,7 +35,7 @@ def control(box, eng: P.Engine) -> int:
         box.caption(f"Verification budget N: {top} (the only budget configured)")
         return top
     return box.select_slider(
-        "Verification budget N", opts, value=top, key=KEY, disabled=eng.gi is None,
+        "Verification budget N", opts, value=top, key=KEY, disabled=eng.gi is None, persist_state=KEEP,
         format_func=lambda k: f"{k} ({k / max(1, n):.0%})",
         help="Images of the global shortlist that global-to-local verifies with RANSAC (share of the "
              "gallery in brackets). A smaller N re-orders only the top N of the global list by the inlier "

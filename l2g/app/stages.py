@@ -12,6 +12,7 @@ from .. import methods as M
 from .. import pipeline as P
 from .. import viz
 from . import background, budget, core, fmt, matchview, state, verdict
+from .settings import KEEP
 
 SEL = matchview.SEL
 DEFERRED = M.names(deferred=True, shown=True)   # slow methods (g2l): verified in the background
@@ -45,7 +46,7 @@ def shortlist(eng: P.Engine, run: P.QueryRun, positives) -> None:
     st.caption("Every query descriptor votes for the gallery images among its nearest neighbours "
                f"(CANN kernel). Score = summed votes / query keypoints. Matches: keypoint pairs found, "
                f"kept up to {cap} per image for drawing (\"≥ {cap}\" when the cap is hit).")
-    n = st.select_slider("Thumbnails shown", [8, 12, 16, 24, 36, 48], value=12, key="l2g_nthumb")
+    n = st.select_slider("Thumbnails shown", [8, 12, 16, 24, 36, 48], value=12, key="l2g_nthumb", persist_state=KEEP)
     ids = run.local.ids[:n]
     per_row = 4
     for r0 in range(0, len(ids), per_row):
@@ -88,13 +89,13 @@ def embedding(eng: P.Engine, run: P.QueryRun, params: dict, positives):
                  "by MDS in d dimensions; candidates are re-ranked by cosine to the query (the diamond). "
                  "Click a point (2-D) or pick it below (2-D and 3-D) to open it in the match view (Stage 4). "
                  "PNG: the camera button of the plot's toolbar.")
-    dim = side.radio("View", ["2-D", "3-D"], horizontal=True, key="l2g_mds_dim")
-    view = side.radio("Projection", ["PCA", "fresh MDS"], horizontal=True, key="l2g_mds_view",
+    dim = side.radio("View", ["2-D", "3-D"], horizontal=True, key="l2g_mds_dim", persist_state=KEEP)
+    view = side.radio("Projection", ["PCA", "fresh MDS"], horizontal=True, key="l2g_mds_view", persist_state=KEEP,
                       disabled=rr.X.shape[1] <= 3,
                       help="PCA: the d-D embedding the ranking used, on its main axes. Fresh MDS: the same "
                            "similarities embedded directly in 2-D / 3-D (a more faithful picture).")
     opts = ["rank change"] + (["ground truth"] if positives is not None else [])
-    colour = side.radio("Colour by", opts, horizontal=True, key="l2g_mds_colour")
+    colour = side.radio("Colour by", opts, horizontal=True, key="l2g_mds_colour", persist_state=KEEP)
     head = [int(j) for j in rr.ids[:len(rr.head)]]
     chart_key = f"l2g_mds_{ss.get('l2g_mds_gen', 0)}"
     if dim == "2-D":      # a click on the 2-D plot (its state from the last run) selects that candidate
@@ -171,7 +172,7 @@ def rankings(eng: P.Engine, run: P.QueryRun, params: dict, positives, t_start: f
     shown = [(budget.shown(matchview.shown_method(m, run, params), run, params), M.get(m).own or "search")
              for m in M.SIDE_BY_SIDE]        # the verifying column at the sidebar's budget N (g2l@N)
     ap = core.aps(eng, run, positives)
-    n = st.select_slider("Ranks shown", [10, 20, 30, 50, 100], value=20, key="l2g_nrank")
+    n = st.select_slider("Ranks shown", [10, 20, 30, 50, 100], value=20, key="l2g_nrank", persist_state=KEEP)
     cols = st.columns(len(M.SIDE_BY_SIDE))
     for c, (m, tk) in zip(cols, shown):
         with c:

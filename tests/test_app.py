@@ -16,7 +16,7 @@ from PIL import Image
 
 from l2g import methods as M
 from l2g import pipeline as P
-from l2g.app import core
+from l2g.app import core, matchview
 from l2g.app.settings import Gallery, check_gallery, list_galleries, parse_settings
 from l2g.app.uploads import safe_member_path, save_uploads
 from l2g.viz import count_points
@@ -748,6 +748,41 @@ def test_failed_background_verification_is_shown_once(small_env, monkeypatch):
     assert "l2g_g2l_job" not in at.session_state and any("RANSAC exploded" in e for e in _errors(at))
 
 
+def test_rankings_latency_is_timed_from_the_interaction_not_from_the_page_s_own_rerun(small_env):
+    """When the background global-to-local list is ready, the page re-runs itself: that run keeps the
+    interaction's latency, and adds the time until the global-to-local list was shown, counted from the
+    interaction; the next real interaction starts a new record."""
+    import time
+
+    from l2g.app import latency
+
+    def ready_caption(at):
+        return next(c.value for c in at.caption if "after the interaction" in c.value)
+
+    at = _app().run()
+    t_first = time.perf_counter()
+    assert not at.exception, at.exception
+    first = dict(at.session_state[latency.KEY])
+    assert first["lists"] > 0 and first["deferred"] is None             # g2l still verifying
+    assert "global-to-local list" not in ready_caption(at)
+    assert at.session_state["l2g_g2l_job"].wait(TIMEOUT)
+    time.sleep(0.5)
+    gap = time.perf_counter() - t_first
+    at.session_state[latency.FOLLOW_KEY] = True     # what the page's poll sets before it re-runs the page
+    at.run()                                        # (AppTest does not run fragments on a timer)
+    rec = at.session_state[latency.KEY]
+    assert rec["t0"] == first["t0"] and rec["lists"] == first["lists"]        # not the follow-up's own time
+    assert rec["deferred"] >= gap + first["lists"] > rec["lists"]
+    assert at.get_by_key("l2g_rank_g2l").dataframe
+    cap = ready_caption(at)
+    assert f"ready {matchview._ms(first['lists'])} after the interaction" in cap
+    assert f"global-to-local list {matchview._ms(rec['deferred'])} after it" in cap
+    at.select_slider(key="l2g_nrank").set_value(10).run()               # an interaction: a new record
+    new = at.session_state[latency.KEY]
+    assert new["t0"] > rec["t0"] and new["lists"] == new["deferred"] < gap
+    assert "global-to-local list" not in ready_caption(at)
+
+
 # ----------------------------------------------------------------------------- verification budget N (issue 12)
 
 
@@ -902,6 +937,31 @@ def test_tour_stop_opens_the_query_page_with_its_caption(small_env, engine, monk
     assert any("CAPTION-MARK" in i.value and "Tour 1/1" in i.value for i in at.info)
     at.selectbox(key="l2g_qpick").set_value(engine.li.paths[0]).run()     # moving on ends the stop
     assert not any("CAPTION-MARK" in i.value for i in at.info)
+
+
+def test_a_tour_stop_about_a_budget_sets_the_verification_budget(small_env, engine, monkeypatch):
+    """Opening a stop that carries a budget N sets the sidebar's N (g2l@N shown); a stop without one
+    leaves the user's N as it is."""
+    from l2g import demo_tour
+    from l2g.app import budget
+
+    opts = sorted(budget.options(engine))
+    rels = [m for m in engine.gt.groups.values() if len(m) > 2]
+    monkeypatch.setattr(demo_tour, "TOUR", (demo_tour.TourStop("with-n", rels[0][1], "t", "c", budget=opts[0]),
+                                            demo_tour.TourStop("no-n", rels[1][1], "t", "c")))
+    at = _app()
+    at.query_params["tour"] = "with-n"
+    at.run()
+    assert not at.exception, at.exception
+    assert at.session_state["l2g_run"].query.name == rels[0][1]
+    assert at.sidebar.select_slider(key=budget.KEY).value == opts[0] != engine.cfg.verify.top
+    assert any(f"N = {opts[0]} verified" in m.value for m in _settle(at).markdown)
+    at.sidebar.select_slider(key=budget.KEY).set_value(opts[1]).run()
+    at.query_params["tour"] = "no-n"
+    at.run()
+    assert not at.exception, at.exception
+    assert at.session_state["l2g_run"].query.name == rels[1][1]
+    assert at.sidebar.select_slider(key=budget.KEY).value == opts[1]
 
 
 @pytest.mark.timeout(900)

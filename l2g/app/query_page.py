@@ -13,7 +13,7 @@ from .. import methods as M
 from .. import pipeline as P
 from ..errors import L2GError
 from ..images import ImageError
-from . import budget, core, qbox, stages, state, tour
+from . import budget, core, latency, qbox, stages, state, tour
 from .settings import KEEP
 from .uploads import MAX_FILE_BYTES
 
@@ -205,6 +205,7 @@ def compute(eng: P.Engine, spec: dict, box, params: dict) -> P.QueryRun | None:
 
 def render() -> None:
     st.title("Local-to-global image retrieval")
+    followup = latency.is_followup()      # the page re-ran itself (a background list is ready): no interaction
     tour.from_url()
     opened = st.session_state.pop(OPEN_KEY, None)      # from the Evaluation page or the tour
     if opened:
@@ -214,7 +215,7 @@ def render() -> None:
     if eng is None:
         st.stop()
     tour.caption(g.label)
-    t_start = time.perf_counter()      # after the gallery is open: indexing time is not query latency
+    clock = latency.begin(followup)      # after the gallery is open: indexing time is not query latency
     params = sidebar_params(eng)
     timing_slot = st.empty()
     left, right = st.columns([2, 3], gap="large")
@@ -227,4 +228,4 @@ def render() -> None:
         box = rectangle(spec)
         run = compute(eng, spec, box, params)
     if run is not None:
-        stages.render_all(eng, run, params, t_start, right, timing_slot)
+        stages.render_all(eng, run, params, clock, right, timing_slot)

@@ -11,7 +11,7 @@ import streamlit as st
 from .. import methods as M
 from .. import pipeline as P
 from .. import viz
-from . import background, budget, core, fmt, matchview, state, verdict
+from . import background, budget, core, fmt, latency, matchview, state, verdict
 from .settings import KEEP
 
 SEL = matchview.SEL
@@ -164,10 +164,11 @@ def _head(eng: P.Engine, m: str, run: P.QueryRun, params: dict, ap: dict, tk: st
     return head + (f" · AP **{ap[m]:.3f}**" if m in ap else "")
 
 
-def rankings(eng: P.Engine, run: P.QueryRun, params: dict, positives, t_start: float, ready=None,
+def rankings(eng: P.Engine, run: P.QueryRun, params: dict, positives, clock: dict, ready=None,
              nested: bool = False):
     """Stage 3: local, local-to-global and global-to-local side by side (the last one from the background
-    job, polled by a fragment until it is ready); returns AP per method."""
+    job, polled by a fragment until it is ready); returns AP per method. ``clock``: the interaction's
+    latency record (latency.begin)."""
     st.subheader("Stage 3 · Rankings")
     shown = [(budget.shown(matchview.shown_method(m, run, params), run, params), M.get(m).own or "search")
              for m in M.SIDE_BY_SIDE]        # the verifying column at the sidebar's budget N (g2l@N)
@@ -191,9 +192,8 @@ def rankings(eng: P.Engine, run: P.QueryRun, params: dict, positives, t_start: f
             note = budget.unverified_note(eng, run, m, positives)    # partial matches the budget N misses
             if note:
                 st.caption(note)
-    latency = time.perf_counter() - t_start
-    st.session_state["l2g_latency"] = latency
-    (ready or st).caption(f"Rankings for {run.query.name} ready {_ms(latency)} after the interaction." +
+    rec = latency.mark(clock, bool(background.missing(run, DEFERRED)))
+    (ready or st).caption(f"Rankings for {run.query.name} {latency.text(rec, _ms)}." +
                ("" if positives is not None else " AP is shown when the query is a gallery image of a "
                                                  "gallery with ground truth (groups.json)."))
     more = [m for m in run.rankings() if m not in {s for s, _ in shown} and m not in DEFERRED and M.get(m).shown]
@@ -244,7 +244,7 @@ def g2l_pending(eng: P.Engine, run: P.QueryRun, method: str) -> None:
         first, inline["first"] = inline["first"], False
         if job is None or job.done:
             if not first:
-                st.rerun()
+                latency.rerun_followup()
             if job is None:
                 return
         st.markdown(f"**{core.METHOD_LABELS[method]}**")
@@ -255,7 +255,7 @@ def g2l_pending(eng: P.Engine, run: P.QueryRun, method: str) -> None:
     st.fragment(poll, run_every=1.0)()
 
 
-def render_all(eng: P.Engine, run: P.QueryRun, params: dict, t_start: float, right, timing_slot) -> None:
+def render_all(eng: P.Engine, run: P.QueryRun, params: dict, clock: dict, right, timing_slot) -> None:
     """Stage 1 in the ``right`` column (next to the query), then the embedding, the rankings, the match
     view and the exports below, in the order the data flows."""
     sync_g2l(eng, run)
@@ -279,6 +279,6 @@ def render_all(eng: P.Engine, run: P.QueryRun, params: dict, t_start: float, rig
         if collapsed:
             shortlist(eng, run, positives)
         fig = embedding(eng, run, params, positives)
-        rankings(eng, run, params, positives, t_start, ready, nested=collapsed)
+        rankings(eng, run, params, positives, clock, ready, nested=collapsed)
         png, j = matchview.match_view(eng, run, params, positives, v)
         matchview.export(eng, run, params, positives, fig, png, j)

@@ -99,8 +99,8 @@ def test_query_page_shows_every_stage(small_env, engine, monkeypatch):
     assert q.gallery_id is not None and engine.gt.group_of(q.name) is not None   # a group image by default
     # (a) the shortlist: thumbnails with rank, score and matched keypoints
     caps = [c for im in at.image for c in im.captions if c.startswith("#")]
-    assert len(caps) >= 12 and "score" in caps[0] and "matches" in caps[0]
     top = int(run.local.ids[0])
+    assert len(caps) >= 12 and f"{run.local.scores[0]:.3f}" in caps[0] and "matches" in caps[0]
     assert caps[0].startswith("#1") and f"{run.local.n_matches(top)} matches" in caps[0]
     # (b) the embedding: k + 1 points
     k = len(run.l2g.head)
@@ -586,6 +586,10 @@ def test_cell_formats():
     assert fmt.short_name("groups/coffee/coffee_crop1.jpg") == "coffee_crop1.jpg"     # the group is in the name
     assert fmt.short_name("distractors/brick.jpg") == "distractors/brick.jpg"
     assert fmt.short_name("brick.jpg") == "brick.jpg"
+    assert fmt.middle_ellipsis("chelsea_homography.jpg", 16) == "chelse…raphy.jpg"      # extension kept
+    assert fmt.middle_ellipsis("chelsea_orig.jpg", 16) == "chelsea_orig.jpg"
+    assert fmt.middle_ellipsis("a_very_long_name_without_extension", 10) == "a_ver…sion"
+    assert all(len(fmt.middle_ellipsis("x" * n + ".jpeg", w)) <= w for n in range(30) for w in range(1, 20))
     g2l, local, qe, l2g = (M.get(m) for m in ("g2l", "local", "local_qe", "l2g"))
     assert fmt.score_cell(g2l, 165.0) == "165 inliers" and fmt.score_cell(g2l, 1.0) == "1 inlier"
     assert fmt.score_cell(local, 0.41234) == "0.412"
@@ -624,6 +628,22 @@ def test_query_page_stages_in_data_order_and_readable_cells(small_env, engine):
     for c, j in zip(caps, run.local.ids):
         n = run.local.n_matches(int(j))
         assert (f"≥ {cap} matches" in c) == (n >= cap) and ("None" not in c)
+    # the thumbnails' file names: one line each (a long one shortened in the middle, its extension kept);
+    # the full path on the button's tooltip
+    from l2g.app.settings import THUMB_NAME_CHARS
+    small = [c.value for c in at.caption]
+    for j in run.local.ids[:len(caps)]:
+        name = Path(engine.li.paths[int(j)]).name
+        short = next(s for s in small if s == name or ("…" in s and name.endswith(s.split("…")[1])
+                                                       and name.startswith(s.split("…")[0])))
+        assert len(short) <= THUMB_NAME_CHARS and short.endswith(Path(name).suffix), (name, short)
+        assert engine.li.paths[int(j)] in at.button(key=f"l2g_sl_{int(j)}").help
+    assert any(len(Path(engine.li.paths[int(j)]).name) > THUMB_NAME_CHARS for j in run.local.ids[:len(caps)])
+    # each list's header says what its time is
+    heads = {m: next(x.value for x in at.markdown if x.value.startswith(f"**{core.METHOD_LABELS[m]}**"))
+             for m in ("local", "l2g", "g2l")}
+    assert " · local search " in heads["local"] and " · re-rank (MDS) " in heads["l2g"], heads
+    assert " · spatial verification " in heads["g2l"] and heads["g2l"].split(" · spatial verification ")[1][0].isdigit()
 
 
 def test_query_features_cached_per_crop(small_env, monkeypatch):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from contextlib import nullcontext
+from pathlib import PurePosixPath
 
 import pandas as pd
 import streamlit as st
@@ -12,7 +13,7 @@ from .. import methods as M
 from .. import pipeline as P
 from .. import viz
 from . import background, budget, core, fmt, latency, matchview, state, verdict
-from .settings import KEEP
+from .settings import KEEP, THUMB_NAME_CHARS
 
 SEL = matchview.SEL
 DEFERRED = M.names(deferred=True, shown=True)   # slow methods (g2l): verified in the background
@@ -23,6 +24,7 @@ _ms, _l2g, _select = matchview._ms, matchview._l2g, matchview._select
 
 STAGES = [("extract", "extract"), ("local search", "search"), ("confidence", "confidence"), ("re-rank (MDS)", "l2g"),
           ("global descriptor", "global"), ("spatial verification", "g2l")]
+STAGE_LABEL = {key: lab for lab, key in STAGES}
 
 
 def timing_line(slot, run: P.QueryRun) -> None:
@@ -50,14 +52,18 @@ def shortlist(eng: P.Engine, run: P.QueryRun, positives) -> None:
     ids = run.local.ids[:n]
     per_row = 4
     for r0 in range(0, len(ids), per_row):
-        cols = st.columns(per_row)
-        for c, r in zip(cols, range(r0, min(r0 + per_row, len(ids)))):
-            j = int(ids[r])
+        row = range(r0, min(r0 + per_row, len(ids)))
+        for c, r in zip(st.columns(per_row), row):      # rank, score and matches (no long word), the file name
+            j = int(ids[r])                             # on one line: shortened in the middle, cut if narrower
             mark = "" if positives is None else (" ✓" if j in positives else " ✗")
-            c.image(state.thumb_of(eng, j), width="stretch",
-                    caption=f"#{r + 1}{mark} {fmt.short_name(eng.li.paths[j])}\n"
-                            f"score {run.local.scores[r]:.3f} · {fmt.matches_text(run.local.n_matches(j), cap)}")
-            c.button("matches", key=f"l2g_sl_{j}", on_click=_select, args=(j,), width="stretch")
+            c.image(state.thumb_of(eng, j), width="stretch", caption=f"#{r + 1}{mark} · {run.local.scores[r]:.3f} · "
+                                                                     f"{fmt.matches_text(run.local.n_matches(j), cap)}")
+            c.caption(fmt.middle_ellipsis(PurePosixPath(eng.li.paths[j]).name, THUMB_NAME_CHARS), wrap=False,
+                      text_alignment="center")
+        for c, r in zip(st.columns(per_row), row):      # the buttons in a row of their own: level
+            j = int(ids[r])
+            c.button("matches", key=f"l2g_sl_{j}", on_click=_select, args=(j,), width="stretch",
+                     help=f"Open `{eng.li.paths[j]}` in the match view (Stage 4)")
 
 
 def _clear_selection() -> None:
@@ -160,7 +166,8 @@ def _head(eng: P.Engine, m: str, run: P.QueryRun, params: dict, ap: dict, tk: st
     head = f"**{lab}**" + (f" (w = {params['w']:.2f})" if m in M.WITH_BLEND.values() else "")
     n = budget.label(m, run, eng.li.n_images)
     head += f" · {n}" if n else ""
-    head += f" · {_ms(run.results[m].timings.get(tk) if not M.get(m).shown else run.timings.get(tk))}"
+    t = run.results[m].timings.get(tk) if not M.get(m).shown else run.timings.get(tk)
+    head += f" · {STAGE_LABEL.get(tk, tk)} {_ms(t)}"        # what the time is: the method's own stage
     return head + (f" · AP **{ap[m]:.3f}**" if m in ap else "")
 
 

@@ -954,6 +954,10 @@ def test_tour_stop_opens_the_query_page_with_its_caption(small_env, engine, monk
     at.run()
     assert not at.exception, at.exception
     assert at.session_state["l2g_run"].query.name == rel
+    # the address the tour documents: the Query page is served at / (the default page has no other path)
+    from l2g.app import tour
+    served = {info["page_name"]: info["url_pathname"] for info in at._registered_pages.values()}
+    assert served["Query"] == "" and "``/?tour=KEY``" in tour.__doc__ and "``/query?tour" not in tour.__doc__
     assert any("CAPTION-MARK" in i.value and "Tour 1/1" in i.value for i in at.info)
     at.selectbox(key="l2g_qpick").set_value(engine.li.paths[0]).run()     # moving on ends the stop
     assert not any("CAPTION-MARK" in i.value for i in at.info)

@@ -1,5 +1,6 @@
 """The guided tour: How it works lists the demo's preset queries (l2g.demo_tour.TOUR); each opens the
-Query page on that query with its caption above it. A stop is also reachable as ``/query?tour=KEY``."""
+Query page on that query with its caption above it. A stop is also reachable as ``/?tour=KEY`` (the
+Query page is the default page, served at ``/``; ``/query`` is not an address of the app)."""
 from __future__ import annotations
 
 import streamlit as st

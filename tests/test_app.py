@@ -460,6 +460,17 @@ def _query_page_on(label: str):
     return at
 
 
+def test_kept_settings_fit_a_smaller_gallery(small_env, roots_env):
+    """Sidebar values kept from a large gallery are brought within a small one's ranges."""
+    label = _tiny_gallery(small_env, roots_env, 3)
+    at = _app().run()
+    at.sidebar.slider(key="l2g_p_shortlist").set_value(100).run()
+    at.sidebar.selectbox(key="l2g_gallery_box").set_value(label).run()
+    assert not at.exception, at.exception
+    s = at.sidebar.slider(key="l2g_p_shortlist")
+    assert s.value == s.max == 3 and at.session_state["l2g_p_shortlist"] == 3
+
+
 @pytest.mark.parametrize("n", [1, 2, 3])
 def test_tiny_gallery_query_and_evaluation_pages(small_env, roots_env, n):
     """Galleries of 1-3 images: no slider whose minimum equals its maximum (it used to crash)."""

@@ -27,10 +27,14 @@ PREVIEW_KEY = "l2g_upload_preview"   # (spec key, LoadedImage, notes) of the cur
 
 def _int_slider(box, label: str, lo: int, hi: int, value: int, **kw) -> int:
     """A whole-number slider that survives tiny galleries: when only one value is possible
-    (lo >= hi) it shows that value as a caption instead of a slider, which Streamlit refuses."""
+    (lo >= hi) it shows that value as a caption instead of a slider, which Streamlit refuses; a value
+    kept from another gallery (settings.KEEP) is brought within [lo, hi]."""
     if hi <= lo:
         box.caption(f"{label}: {lo} (the only value this gallery allows)")
         return lo
+    key, ss = kw.get("key"), st.session_state
+    if key in ss and not lo <= ss[key] <= hi:       # kept from a larger gallery: within this one's range
+        ss[key] = min(max(ss[key], lo), hi)
     return box.slider(label, lo, hi, min(max(value, lo), hi), persist_state=KEEP, **kw)
 
 

@@ -126,10 +126,9 @@ def query_spec(eng: P.Engine, label: str) -> dict | None:
         return None
     name, data = ss[UPLOAD_KEY]
     if up is None:           # kept from before a page switch: the uploader itself shows no file
-        c1, c2 = st.columns([3, 1.3], vertical_alignment="center")
-        c1.caption(f"Query: **{name}**, uploaded earlier. Drop an image here to replace it.")
-        c2.button("Remove", icon=":material/close:", key="l2g_upload_forget", on_click=ss.pop, args=(UPLOAD_KEY, None),
-                  help="Forget the uploaded query", width="stretch")
+        st.caption(f"Query: **{name}**, uploaded earlier. Drop an image here to replace it.")
+        st.button("Remove this upload", icon=":material/close:", key="l2g_upload_forget", on_click=ss.pop,
+                  args=(UPLOAD_KEY, None), help="Forget the uploaded query")
     spec.update(key=(label, "u", hashlib.sha1(data).hexdigest(), eng.cfg.features.max_side), name=name, data=data)
     memo = st.session_state.get(PREVIEW_KEY)
     if memo is None or memo[0] != spec["key"]:     # one decode per upload, not one per page run

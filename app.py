@@ -8,6 +8,7 @@ from l2g.app import eval_page, gallery_page, howto_page, query_page
 
 st.set_page_config(page_title="l2g: local-to-global retrieval", page_icon=":material/search:", layout="wide")
 pages = {
+    # the default page is served at / (its url_path gives it no /query address): a tour link is /?tour=KEY
     "query": st.Page(query_page.render, title="Query", icon=":material/search:", url_path="query", default=True),
     "evaluation": st.Page(eval_page.render, title="Evaluation", icon=":material/leaderboard:", url_path="evaluation"),
     "galleries": st.Page(gallery_page.render, title="Galleries", icon=":material/photo_library:", url_path="galleries"),

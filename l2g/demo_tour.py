@@ -28,6 +28,8 @@ class TourStop:
     title: str      # one line, shown on the link
     caption: str    # what to look at, shown above the Query page while the stop is open
     focus: str = ""  # gallery-relative path of the image the caption is about (a positive or a distractor)
+    budget: int | None = None   # the verification budget N the caption is about (g2l@N): the stop sets the
+    #                             Query page's N to it; None leaves N as it is
 
 
 # Chosen from `python -m l2g eval demo` (DEMO_VERSION 3); tests/test_demo_tour.py checks every claim.
@@ -39,7 +41,7 @@ TOUR: tuple[TourStop, ...] = (
         "descriptor does not resemble the whole scene, so the full photo (motorcycle_orig) is not among "
         "the 10 images g2l@10 verifies. Local search finds the wall's keypoints inside the full photo, "
         "and l2g keeps it in its top 10.",
-        focus="groups/motorcycle/motorcycle_orig.jpg"),
+        focus="groups/motorcycle/motorcycle_orig.jpg", budget=10),
     TourStop(
         "texture", "groups/chelsea/chelsea_blurnoise.jpg",
         "Streaks that look alike: l2g pushes a false texture match down",

@@ -16,7 +16,7 @@ from PIL import Image
 
 from l2g import methods as M
 from l2g import pipeline as P
-from l2g.app import core
+from l2g.app import core, matchview
 from l2g.app.settings import Gallery, check_gallery, list_galleries, parse_settings
 from l2g.app.uploads import safe_member_path, save_uploads
 from l2g.viz import count_points
@@ -99,8 +99,8 @@ def test_query_page_shows_every_stage(small_env, engine, monkeypatch):
     assert q.gallery_id is not None and engine.gt.group_of(q.name) is not None   # a group image by default
     # (a) the shortlist: thumbnails with rank, score and matched keypoints
     caps = [c for im in at.image for c in im.captions if c.startswith("#")]
-    assert len(caps) >= 12 and "score" in caps[0] and "matches" in caps[0]
     top = int(run.local.ids[0])
+    assert len(caps) >= 12 and f"{run.local.scores[0]:.3f}" in caps[0] and "matches" in caps[0]
     assert caps[0].startswith("#1") and f"{run.local.n_matches(top)} matches" in caps[0]
     # (b) the embedding: k + 1 points
     k = len(run.l2g.head)
@@ -165,14 +165,14 @@ def test_rerank_sliders_do_not_search_again(small_env, monkeypatch):
 ])
 def test_bad_upload_shows_error_and_keeps_index(small_env, name, data, expect):
     at = _app()
-    at.session_state["l2g_inject_upload"] = (name, data)
+    at.session_state["l2g_query_upload"] = (name, data)
     at.run()
     assert not at.exception, at.exception
     errs = _errors(at)
     assert errs and any(expect.lower() in e.lower() for e in errs), errs
     assert not _embedding_specs(at)
     # the index is still loaded: the gallery query works in the same session
-    del at.session_state["l2g_inject_upload"]
+    del at.session_state["l2g_query_upload"]
     at.radio(key="l2g_qkind").set_value("Gallery image").run()
     assert not at.exception and not _errors(at)
     assert at.get("plotly_chart")
@@ -181,11 +181,59 @@ def test_bad_upload_shows_error_and_keeps_index(small_env, name, data, expect):
 def test_good_upload_runs_and_warns_when_downscaled(small_env, engine):
     big = np.asarray(Image.open(engine.li.image_path(0)).convert("RGB").resize((1800, 1350)))
     at = _app()
-    at.session_state["l2g_inject_upload"] = ("big.jpg", _png(big, fmt="JPEG", quality=90))
+    at.session_state["l2g_query_upload"] = ("big.jpg", _png(big, fmt="JPEG", quality=90))
     at.run()
     assert not at.exception and not _errors(at)
     assert any("downscaled" in w.value for w in at.warning)
     assert at.session_state["l2g_run"].query.gallery_id is None and at.get("plotly_chart")
+
+
+def _switch(at, url_path: str):
+    """Open the app's page served at ``url_path`` ('' is the Query page, served at /) and run it.
+    AppTest.switch_page takes page files, and the app's pages are functions (st.Page(callable)): the page
+    is picked by its URL path in the registry AppTest keeps of the last run (a private field)."""
+    at._page_hash = next(h for h, info in at._registered_pages.items() if info.get("url_pathname") == url_path)
+    return at.run()
+
+
+def test_query_and_sidebar_settings_survive_a_page_switch(small_env, engine):
+    """Leaving the Query page for another page and coming back keeps the query (a gallery image or an
+    upload) and every setting of the sidebar (Streamlit drops the state of widgets not drawn on a run)."""
+    from l2g.app import budget
+
+    at = _app().run()
+    rel = next(p for p in engine.li.paths if p != at.session_state["l2g_qpick"])
+    at.selectbox(key="l2g_qpick").set_value(rel).run()
+    n = min(budget.options(engine))
+    values = {"l2g_p_k": 7, "l2g_p_dim": 16, "l2g_p_w": 0.3, budget.KEY: n}
+    for key, v in values.items():
+        w = next(x for x in list(at.sidebar.slider) + list(at.sidebar.select_slider) if x.key == key)
+        w.set_value(v).run()
+    assert not at.exception, at.exception
+    for page in ("galleries", "how-it-works", ""):
+        _switch(at, page)
+        assert not at.exception, (page, at.exception)
+    assert at.selectbox(key="l2g_qpick").value == rel and at.session_state["l2g_run"].query.name == rel
+    for key, v in values.items():
+        assert at.session_state[key] == v, key
+    assert at.session_state["l2g_run"].l2g.X.shape[1] == 16
+    assert any(f"N = {n} verified" in m.value for m in _settle(at).markdown)
+    # an uploaded query survives too, until the user removes it
+    at.radio(key="l2g_qkind").set_value("Upload").run()
+    data = _png(np.asarray(Image.open(engine.li.image_path(3)).convert("RGB")))
+    at.get("file_uploader")[0].set_value(("kept.png", data, "image/png")).run()
+    assert not at.exception and at.session_state["l2g_run"].query.name == "kept.png"
+    _switch(_switch(at, "galleries"), "")
+    assert not at.exception, at.exception
+    assert at.radio(key="l2g_qkind").value == "Upload" and at.session_state["l2g_run"].query.name == "kept.png"
+    assert any("kept.png" in c.value and "uploaded earlier" in c.value for c in at.caption)
+    at.button(key="l2g_upload_forget").click().run()                   # removed: gone
+    assert any("Upload an image" in i.value for i in at.info) and not _embedding_specs(at)
+    again = _png(np.asarray(Image.open(engine.li.image_path(4)).convert("RGB")))
+    at.get("file_uploader")[0].set_value(("again.png", again, "image/png")).run()
+    assert at.session_state["l2g_run"].query.name == "again.png"
+    at.get("file_uploader")[0].set_value(None).run()                   # removed in the uploader: gone too
+    assert any("Upload an image" in i.value for i in at.info) and not _embedding_specs(at)
 
 
 # ----------------------------------------------------------------------------- handlers
@@ -412,6 +460,17 @@ def _query_page_on(label: str):
     return at
 
 
+def test_kept_settings_fit_a_smaller_gallery(small_env, roots_env):
+    """Sidebar values kept from a large gallery are brought within a small one's ranges."""
+    label = _tiny_gallery(small_env, roots_env, 3)
+    at = _app().run()
+    at.sidebar.slider(key="l2g_p_shortlist").set_value(100).run()
+    at.sidebar.selectbox(key="l2g_gallery_box").set_value(label).run()
+    assert not at.exception, at.exception
+    s = at.sidebar.slider(key="l2g_p_shortlist")
+    assert s.value == s.max == 3 and at.session_state["l2g_p_shortlist"] == 3
+
+
 @pytest.mark.parametrize("n", [1, 2, 3])
 def test_tiny_gallery_query_and_evaluation_pages(small_env, roots_env, n):
     """Galleries of 1-3 images: no slider whose minimum equals its maximum (it used to crash)."""
@@ -427,7 +486,7 @@ def test_tiny_gallery_query_and_evaluation_pages(small_env, roots_env, n):
     up = Path(small_env["L2G_DATA_DIR"]) / "demo"
     rel = json.loads((up / "groups.json").read_text())["groups"]
     data = (up / next(iter(rel.values()))[0]).read_bytes()
-    at.session_state["l2g_inject_upload"] = ("one.jpg", data)
+    at.session_state["l2g_query_upload"] = ("one.jpg", data)
     at.radio(key="l2g_qkind").set_value("Upload").run()
     assert not at.exception, at.exception
     assert not _errors(at), _errors(at)
@@ -460,7 +519,7 @@ def test_upload_is_decoded_once_and_named_by_its_file_name(small_env, engine, mo
     monkeypatch.setattr(images, "_decode", counting)
     big = np.asarray(Image.open(engine.li.image_path(0)).convert("RGB").resize((1800, 1350)))
     at = _app()
-    at.session_state["l2g_inject_upload"] = ("holiday.jpg", _png(big, fmt="JPEG", quality=90))
+    at.session_state["l2g_query_upload"] = ("holiday.jpg", _png(big, fmt="JPEG", quality=90))
     at.run()
     assert not at.exception and not _errors(at), _errors(at)
     assert at.session_state["l2g_run"].query.name == "holiday.jpg"
@@ -473,7 +532,7 @@ def test_upload_is_decoded_once_and_named_by_its_file_name(small_env, engine, mo
 
     bad = _png(np.zeros((64, 64, 3), np.uint8), fmt="JPEG")[:200]
     at = _app()
-    at.session_state["l2g_inject_upload"] = ("broken photo.jpg", bad)
+    at.session_state["l2g_query_upload"] = ("broken photo.jpg", bad)
     at.run()
     errs = _errors(at)
     assert errs and all("<bytes>" not in e for e in errs) and any("broken photo.jpg" in e for e in errs)
@@ -538,6 +597,10 @@ def test_cell_formats():
     assert fmt.short_name("groups/coffee/coffee_crop1.jpg") == "coffee_crop1.jpg"     # the group is in the name
     assert fmt.short_name("distractors/brick.jpg") == "distractors/brick.jpg"
     assert fmt.short_name("brick.jpg") == "brick.jpg"
+    assert fmt.middle_ellipsis("chelsea_homography.jpg", 16) == "chelse…raphy.jpg"      # extension kept
+    assert fmt.middle_ellipsis("chelsea_orig.jpg", 16) == "chelsea_orig.jpg"
+    assert fmt.middle_ellipsis("a_very_long_name_without_extension", 10) == "a_ver…sion"
+    assert all(len(fmt.middle_ellipsis("x" * n + ".jpeg", w)) <= w for n in range(30) for w in range(1, 20))
     g2l, local, qe, l2g = (M.get(m) for m in ("g2l", "local", "local_qe", "l2g"))
     assert fmt.score_cell(g2l, 165.0) == "165 inliers" and fmt.score_cell(g2l, 1.0) == "1 inlier"
     assert fmt.score_cell(local, 0.41234) == "0.412"
@@ -576,6 +639,22 @@ def test_query_page_stages_in_data_order_and_readable_cells(small_env, engine):
     for c, j in zip(caps, run.local.ids):
         n = run.local.n_matches(int(j))
         assert (f"≥ {cap} matches" in c) == (n >= cap) and ("None" not in c)
+    # the thumbnails' file names: one line each (a long one shortened in the middle, its extension kept);
+    # the full path on the button's tooltip
+    from l2g.app.settings import THUMB_NAME_CHARS
+    small = [c.value for c in at.caption]
+    for j in run.local.ids[:len(caps)]:
+        name = Path(engine.li.paths[int(j)]).name
+        short = next(s for s in small if s == name or ("…" in s and name.endswith(s.split("…")[1])
+                                                       and name.startswith(s.split("…")[0])))
+        assert len(short) <= THUMB_NAME_CHARS and short.endswith(Path(name).suffix), (name, short)
+        assert engine.li.paths[int(j)] in at.button(key=f"l2g_sl_{int(j)}").help
+    assert any(len(Path(engine.li.paths[int(j)]).name) > THUMB_NAME_CHARS for j in run.local.ids[:len(caps)])
+    # each list's header says what its time is
+    heads = {m: next(x.value for x in at.markdown if x.value.startswith(f"**{core.METHOD_LABELS[m]}**"))
+             for m in ("local", "l2g", "g2l")}
+    assert " · local search " in heads["local"] and " · re-rank (MDS) " in heads["l2g"], heads
+    assert " · spatial verification " in heads["g2l"] and heads["g2l"].split(" · spatial verification ")[1][0].isdigit()
 
 
 def test_query_features_cached_per_crop(small_env, monkeypatch):
@@ -700,6 +779,41 @@ def test_failed_background_verification_is_shown_once(small_env, monkeypatch):
     assert "l2g_g2l_job" not in at.session_state and any("RANSAC exploded" in e for e in _errors(at))
 
 
+def test_rankings_latency_is_timed_from_the_interaction_not_from_the_page_s_own_rerun(small_env):
+    """When the background global-to-local list is ready, the page re-runs itself: that run keeps the
+    interaction's latency, and adds the time until the global-to-local list was shown, counted from the
+    interaction; the next real interaction starts a new record."""
+    import time
+
+    from l2g.app import latency
+
+    def ready_caption(at):
+        return next(c.value for c in at.caption if "after the interaction" in c.value)
+
+    at = _app().run()
+    t_first = time.perf_counter()
+    assert not at.exception, at.exception
+    first = dict(at.session_state[latency.KEY])
+    assert first["lists"] > 0 and first["deferred"] is None             # g2l still verifying
+    assert "global-to-local list" not in ready_caption(at)
+    assert at.session_state["l2g_g2l_job"].wait(TIMEOUT)
+    time.sleep(0.5)
+    gap = time.perf_counter() - t_first
+    at.session_state[latency.FOLLOW_KEY] = True     # what the page's poll sets before it re-runs the page
+    at.run()                                        # (AppTest does not run fragments on a timer)
+    rec = at.session_state[latency.KEY]
+    assert rec["t0"] == first["t0"] and rec["lists"] == first["lists"]        # not the follow-up's own time
+    assert rec["deferred"] >= gap + first["lists"] > rec["lists"]
+    assert at.get_by_key("l2g_rank_g2l").dataframe
+    cap = ready_caption(at)
+    assert f"ready {matchview._ms(first['lists'])} after the interaction" in cap
+    assert f"global-to-local list {matchview._ms(rec['deferred'])} after it" in cap
+    at.select_slider(key="l2g_nrank").set_value(10).run()               # an interaction: a new record
+    new = at.session_state[latency.KEY]
+    assert new["t0"] > rec["t0"] and new["lists"] == new["deferred"] < gap
+    assert "global-to-local list" not in ready_caption(at)
+
+
 # ----------------------------------------------------------------------------- verification budget N (issue 12)
 
 
@@ -803,7 +917,7 @@ def test_budget_control_shows_g2l_at_n_without_new_work(small_env, engine, monke
 
 def test_no_confident_match_for_a_photo_from_outside_the_gallery(small_env):
     at = _app()
-    at.session_state["l2g_inject_upload"] = outside_photo()
+    at.session_state["l2g_query_upload"] = outside_photo()
     at.run()
     assert not at.exception, at.exception
     warn = [w.value for w in at.warning if "No confident match in this gallery" in w.value]
@@ -813,7 +927,7 @@ def test_no_confident_match_for_a_photo_from_outside_the_gallery(small_env):
     assert any("No confident match for this query" in w.value for w in at.warning)   # the match view too
     assert not any("Confident match" in s.value for s in at.success)
     # a demo query from its own group: a confident match, the lists shown as usual
-    del at.session_state["l2g_inject_upload"]
+    del at.session_state["l2g_query_upload"]
     at.radio(key="l2g_qkind").set_value("Gallery image").run()
     assert not at.exception and any("Confident match" in s.value for s in at.success)
     assert not [e for e in at.expander if "no confident match" in e.label]
@@ -851,9 +965,38 @@ def test_tour_stop_opens_the_query_page_with_its_caption(small_env, engine, monk
     at.run()
     assert not at.exception, at.exception
     assert at.session_state["l2g_run"].query.name == rel
+    # the address the tour documents: the Query page is served at / (the default page has no other path)
+    from l2g.app import tour
+    served = {info["page_name"]: info["url_pathname"] for info in at._registered_pages.values()}
+    assert served["Query"] == "" and "``/?tour=KEY``" in tour.__doc__ and "``/query?tour" not in tour.__doc__
     assert any("CAPTION-MARK" in i.value and "Tour 1/1" in i.value for i in at.info)
     at.selectbox(key="l2g_qpick").set_value(engine.li.paths[0]).run()     # moving on ends the stop
     assert not any("CAPTION-MARK" in i.value for i in at.info)
+
+
+def test_a_tour_stop_about_a_budget_sets_the_verification_budget(small_env, engine, monkeypatch):
+    """Opening a stop that carries a budget N sets the sidebar's N (g2l@N shown); a stop without one
+    leaves the user's N as it is."""
+    from l2g import demo_tour
+    from l2g.app import budget
+
+    opts = sorted(budget.options(engine))
+    rels = [m for m in engine.gt.groups.values() if len(m) > 2]
+    monkeypatch.setattr(demo_tour, "TOUR", (demo_tour.TourStop("with-n", rels[0][1], "t", "c", budget=opts[0]),
+                                            demo_tour.TourStop("no-n", rels[1][1], "t", "c")))
+    at = _app()
+    at.query_params["tour"] = "with-n"
+    at.run()
+    assert not at.exception, at.exception
+    assert at.session_state["l2g_run"].query.name == rels[0][1]
+    assert at.sidebar.select_slider(key=budget.KEY).value == opts[0] != engine.cfg.verify.top
+    assert any(f"N = {opts[0]} verified" in m.value for m in _settle(at).markdown)
+    at.sidebar.select_slider(key=budget.KEY).set_value(opts[1]).run()
+    at.query_params["tour"] = "no-n"
+    at.run()
+    assert not at.exception, at.exception
+    assert at.session_state["l2g_run"].query.name == rels[1][1]
+    assert at.sidebar.select_slider(key=budget.KEY).value == opts[1]
 
 
 @pytest.mark.timeout(900)

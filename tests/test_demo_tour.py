@@ -3,6 +3,7 @@ first start's indexing order."""
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -64,6 +65,20 @@ def test_tour_stops_are_demo_images(meta):
         assert s.query in listed and s.focus in listed and s.title and len(s.caption) < 400, s
 
 
+def test_a_stop_about_a_budget_names_it_and_the_app_offers_it():
+    """A stop whose caption is about g2l@N carries N (the Query page is set to it), N is a budget the
+    app's control offers with the shipped defaults, and the caption names no other budget."""
+    from l2g import methods as M
+    from l2g.config import DEFAULT
+
+    offered = {n for n in M.budget_methods(DEFAULT) if n <= DEFAULT.verify.top}
+    for s in TOUR:
+        named = set(re.findall(r"g2l@(\d+)", s.caption))
+        assert named == ({str(s.budget)} if s.budget is not None else set()), s.key
+        assert s.budget is None or s.budget in offered, s.key
+    assert _stop("partial-crop").budget == 10
+
+
 @pytest.fixture(scope="module")
 def runs(demo_engine):
     from l2g.pipeline import make_query, run_query
@@ -71,7 +86,7 @@ def runs(demo_engine):
     out = {}
     for s in TOUR:
         q = make_query(demo_engine, gallery_id=demo_engine.li.id_of(s.query))
-        out[s.key] = run_query(demo_engine, q, methods=("global", "local", "l2g", "g2l@10"))
+        out[s.key] = run_query(demo_engine, q, methods=("global", "local", "l2g", f"g2l@{s.budget or 10}"))
     return out
 
 
@@ -92,13 +107,16 @@ def _stop(key: str) -> TourStop:
 
 
 def test_partial_crop_stop_g2l_at_10_loses_the_positive_and_l2g_keeps_it(demo_engine, runs, meta):
-    """The stop's positive is not among the 10 images g2l@10 verifies (its global rank is 10 or
-    more, so it keeps that rank or lower), while l2g puts it in its top 10; l2g's AP is higher."""
+    """At the stop's budget N (the Query page opens with it), the stop's positive is not among the N
+    images g2l@N verifies (its global rank is N or more, so it keeps that rank or lower), while l2g
+    puts it in its top 10; l2g's AP is higher."""
     s, run = _stop("partial-crop"), runs["partial-crop"]
-    assert _rank(demo_engine, run, "global", s.focus) >= 10
-    assert _rank(demo_engine, run, "g2l@10", s.focus) >= 10
+    n, g2l = s.budget, f"g2l@{s.budget}"
+    assert _rank(demo_engine, run, "global", s.focus) >= n
+    assert _rank(demo_engine, run, g2l, s.focus) >= n
+    assert int(demo_engine.li.id_of(s.focus)) not in set(run.results[g2l].ids[:run.results[g2l].extras["n_verified"]])
     assert _rank(demo_engine, run, "l2g", s.focus) < 10
-    assert _ap(demo_engine, run, "l2g", meta, s.query) > _ap(demo_engine, run, "g2l@10", meta, s.query)
+    assert _ap(demo_engine, run, "l2g", meta, s.query) > _ap(demo_engine, run, g2l, meta, s.query)
 
 
 def test_texture_stop_local_ranks_the_distractor_high_and_l2g_demotes_it(demo_engine, runs, meta):

@@ -7,9 +7,12 @@ list by those counts (``methods._g2l``) without extracting, searching or verifyi
 """
 from __future__ import annotations
 
+import streamlit as st
+
 from .. import methods as M
 from .. import pipeline as P
 from . import fmt
+from .settings import KEEP
 
 KEY = "l2g_p_budget"
 
@@ -33,8 +36,10 @@ def control(box, eng: P.Engine) -> int:
     if len(opts) <= 1:
         box.caption(f"Verification budget N: {top} (the only budget configured)")
         return top
+    if st.session_state.get(KEY, top) not in opts:     # e.g. a tour stop's N that this configuration lacks
+        st.session_state.pop(KEY)
     return box.select_slider(
-        "Verification budget N", opts, value=top, key=KEY, disabled=eng.gi is None,
+        "Verification budget N", opts, value=top, key=KEY, disabled=eng.gi is None, persist_state=KEEP,
         format_func=lambda k: f"{k} ({k / max(1, n):.0%})",
         help="Images of the global shortlist that global-to-local verifies with RANSAC (share of the "
              "gallery in brackets). A smaller N re-orders only the top N of the global list by the inlier "

@@ -14,6 +14,23 @@ def short_name(path: str) -> str:
     return "/".join(parts[-2:])
 
 
+def middle_ellipsis(name: str, width: int) -> str:
+    """``name`` in at most ``width`` characters: the middle of a long one replaced by '…', its extension
+    kept ('chelsea_homography.jpg', 16 -> 'chelse…raphy.jpg'), so a narrow caption never breaks a word."""
+    if len(name) <= width:
+        return name
+    stem, dot, ext = name.rpartition(".")
+    if not dot or not stem or len(ext) > 5:
+        stem, ext = name, ""
+    else:
+        ext = "." + ext
+    room = width - len(ext) - 1            # characters of the stem around the '…'
+    if room < 2:
+        return name[:max(0, width - 1)] + "…"
+    head = (room + 1) // 2
+    return stem[:head] + "…" + stem[len(stem) - (room - head):] + ext
+
+
 def is_count(method) -> bool:
     """Whether a registered method (l2g.methods.Method) scores by a count (e.g. RANSAC inliers)."""
     return method.fmt == "%d"

@@ -13,22 +13,29 @@ from .. import methods as M
 from .. import pipeline as P
 from ..errors import L2GError
 from ..images import ImageError
-from . import budget, core, qbox, stages, state, tour
+from . import budget, core, latency, qbox, stages, state, tour
+from .settings import KEEP
 from .uploads import MAX_FILE_BYTES
 
 OPEN_KEY = "l2g_open_query"      # set by the Evaluation page: a gallery path to open
 FIRST_METHODS = M.names(deferred=False, shown=True)   # the deferred ones (g2l) follow once the page is drawn
-INJECT_KEY = "l2g_inject_upload"   # tests put (name, bytes) here to stand in for the file uploader
+UPLOAD_KEY = "l2g_query_upload"   # (name, bytes) of the uploaded query, kept outside the uploader widget (whose
+#                                  file is dropped when another page is shown) until removed in the uploader;
+#                                  tests put an upload here to stand in for the uploader
 PREVIEW_KEY = "l2g_upload_preview"   # (spec key, LoadedImage, notes) of the current upload
 
 
 def _int_slider(box, label: str, lo: int, hi: int, value: int, **kw) -> int:
     """A whole-number slider that survives tiny galleries: when only one value is possible
-    (lo >= hi) it shows that value as a caption instead of a slider, which Streamlit refuses."""
+    (lo >= hi) it shows that value as a caption instead of a slider, which Streamlit refuses; a value
+    kept from another gallery (settings.KEEP) is brought within [lo, hi]."""
     if hi <= lo:
         box.caption(f"{label}: {lo} (the only value this gallery allows)")
         return lo
-    return box.slider(label, lo, hi, min(max(value, lo), hi), **kw)
+    key, ss = kw.get("key"), st.session_state
+    if key in ss and not lo <= ss[key] <= hi:       # kept from a larger gallery: within this one's range
+        ss[key] = min(max(ss[key], lo), hi)
+    return box.slider(label, lo, hi, min(max(value, lo), hi), persist_state=KEEP, **kw)
 
 
 def sidebar_params(eng: P.Engine) -> dict:
@@ -50,10 +57,10 @@ def sidebar_params(eng: P.Engine) -> dict:
     kmax = min(p["shortlist"], 200)
     p["k"] = _int_slider(sb, "Re-ranked head k", min(3, kmax), kmax, eng.cfg.rerank.k, key="l2g_p_k")
     p["dim"] = sb.select_slider("Embedding dimension d", [2, 3, 4, 8, 16, 32, 64], value=eng.cfg.rerank.dim,
-                                key="l2g_p_dim")
+                                key="l2g_p_dim", persist_state=KEEP)
     p["w"] = sb.slider("Global blend weight w", 0.0, 1.0, float(eng.cfg.rerank.w), step=0.05,
                        help="0: pure similarity embedding; >0 blends in the global descriptor cosine",
-                       disabled=eng.gi is None, key="l2g_p_w")
+                       disabled=eng.gi is None, key="l2g_p_w", persist_state=KEEP)
     p["budget"] = budget.control(sb, eng)
     return p
 
@@ -77,17 +84,27 @@ def _gallery_pick(eng: P.Engine) -> str:
         st.session_state["l2g_qpick"] = random.choice(paths)
 
     c1, c2 = st.columns([3, 1.3], vertical_alignment="bottom")
-    c1.selectbox("Gallery image", paths, key="l2g_qpick")
+    c1.selectbox("Gallery image", paths, key="l2g_qpick", persist_state=KEEP)
     c2.button("Random", icon=":material/casino:", on_click=rnd, help="A random gallery image as the query",
               width="stretch")
     return st.session_state["l2g_qpick"]
 
 
+def _upload_changed() -> None:
+    """The uploader's file was replaced or removed by the user: the kept upload follows (a page switch
+    empties the widget without a change event, so the kept upload stays)."""
+    up = st.session_state.get("l2g_upload")
+    if up is None:
+        st.session_state.pop(UPLOAD_KEY, None)
+    else:
+        st.session_state[UPLOAD_KEY] = (up.name, up.getvalue())
+
+
 def query_spec(eng: P.Engine, label: str) -> dict | None:
     """The query the user asked for: {'key', 'name', 'gallery_id' or 'data', 'rgb' preview, 'notes'}."""
-    injected = st.session_state.get(INJECT_KEY)
+    ss = st.session_state
     kind = st.radio("Query", ["Gallery image", "Upload"], horizontal=True, key="l2g_qkind",
-                    index=1 if injected else 0, label_visibility="collapsed")
+                    index=1 if ss.get(UPLOAD_KEY) else 0, label_visibility="collapsed", persist_state=KEEP)
     spec = {"notes": []}
     if kind == "Gallery image":
         rel = _gallery_pick(eng)
@@ -101,14 +118,17 @@ def query_spec(eng: P.Engine, label: str) -> dict | None:
             return None
         return spec
     up = st.file_uploader("Drop a query image here", key="l2g_upload", max_upload_size=MAX_FILE_BYTES // 1_000_000,
-                          help="JPEG, PNG, TIFF, WebP, ... Large images are downscaled.")
+                          help="JPEG, PNG, TIFF, WebP, ... Large images are downscaled.", on_change=_upload_changed)
     if up is not None:
-        name, data = up.name, up.getvalue()
-    elif injected:
-        name, data = injected
-    else:
+        ss[UPLOAD_KEY] = (up.name, up.getvalue())
+    if ss.get(UPLOAD_KEY) is None:
         st.info("Upload an image (drag and drop), or switch to a gallery image.")
         return None
+    name, data = ss[UPLOAD_KEY]
+    if up is None:           # kept from before a page switch: the uploader itself shows no file
+        st.caption(f"Query: **{name}**, uploaded earlier. Drop an image here to replace it.")
+        st.button("Remove this upload", icon=":material/close:", key="l2g_upload_forget", on_click=ss.pop,
+                  args=(UPLOAD_KEY, None), help="Forget the uploaded query")
     spec.update(key=(label, "u", hashlib.sha1(data).hexdigest(), eng.cfg.features.max_side), name=name, data=data)
     memo = st.session_state.get(PREVIEW_KEY)
     if memo is None or memo[0] != spec["key"]:     # one decode per upload, not one per page run
@@ -188,6 +208,7 @@ def compute(eng: P.Engine, spec: dict, box, params: dict) -> P.QueryRun | None:
 
 def render() -> None:
     st.title("Local-to-global image retrieval")
+    followup = latency.is_followup()      # the page re-ran itself (a background list is ready): no interaction
     tour.from_url()
     opened = st.session_state.pop(OPEN_KEY, None)      # from the Evaluation page or the tour
     if opened:
@@ -197,7 +218,7 @@ def render() -> None:
     if eng is None:
         st.stop()
     tour.caption(g.label)
-    t_start = time.perf_counter()      # after the gallery is open: indexing time is not query latency
+    clock = latency.begin(followup)      # after the gallery is open: indexing time is not query latency
     params = sidebar_params(eng)
     timing_slot = st.empty()
     left, right = st.columns([2, 3], gap="large")
@@ -210,4 +231,4 @@ def render() -> None:
         box = rectangle(spec)
         run = compute(eng, spec, box, params)
     if run is not None:
-        stages.render_all(eng, run, params, t_start, right, timing_slot)
+        stages.render_all(eng, run, params, clock, right, timing_slot)

@@ -26,6 +26,11 @@ from .uploads import upload_name
 
 DEMO = "demo"
 REALBENCH = "realbench-dev"
+# Every widget of the Query page (the query, the sidebar's settings, the stages' view options) is drawn
+# with ``persist_state=KEEP``: its value survives a visit to another page, where it is not drawn (by
+# default Streamlit drops the state of a widget not drawn on a run). Uploads: query_page.UPLOAD_KEY.
+KEEP = "session"
+THUMB_NAME_CHARS = 15      # a Stage 1 thumbnail's file name is shortened to this (one line at 4 per row, 1280 px)
 
 
 @dataclass(frozen=True)

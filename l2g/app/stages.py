@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from contextlib import nullcontext
+from pathlib import PurePosixPath
 
 import pandas as pd
 import streamlit as st
@@ -11,7 +12,8 @@ import streamlit as st
 from .. import methods as M
 from .. import pipeline as P
 from .. import viz
-from . import background, budget, core, fmt, matchview, state, verdict
+from . import background, budget, core, fmt, latency, matchview, state, verdict
+from .settings import KEEP, THUMB_NAME_CHARS
 
 SEL = matchview.SEL
 DEFERRED = M.names(deferred=True, shown=True)   # slow methods (g2l): verified in the background
@@ -22,6 +24,7 @@ _ms, _l2g, _select = matchview._ms, matchview._l2g, matchview._select
 
 STAGES = [("extract", "extract"), ("local search", "search"), ("confidence", "confidence"), ("re-rank (MDS)", "l2g"),
           ("global descriptor", "global"), ("spatial verification", "g2l")]
+STAGE_LABEL = {key: lab for lab, key in STAGES}
 
 
 def timing_line(slot, run: P.QueryRun) -> None:
@@ -45,18 +48,22 @@ def shortlist(eng: P.Engine, run: P.QueryRun, positives) -> None:
     st.caption("Every query descriptor votes for the gallery images among its nearest neighbours "
                f"(CANN kernel). Score = summed votes / query keypoints. Matches: keypoint pairs found, "
                f"kept up to {cap} per image for drawing (\"≥ {cap}\" when the cap is hit).")
-    n = st.select_slider("Thumbnails shown", [8, 12, 16, 24, 36, 48], value=12, key="l2g_nthumb")
+    n = st.select_slider("Thumbnails shown", [8, 12, 16, 24, 36, 48], value=12, key="l2g_nthumb", persist_state=KEEP)
     ids = run.local.ids[:n]
     per_row = 4
     for r0 in range(0, len(ids), per_row):
-        cols = st.columns(per_row)
-        for c, r in zip(cols, range(r0, min(r0 + per_row, len(ids)))):
-            j = int(ids[r])
+        row = range(r0, min(r0 + per_row, len(ids)))
+        for c, r in zip(st.columns(per_row), row):      # rank, score and matches (no long word), the file name
+            j = int(ids[r])                             # on one line: shortened in the middle, cut if narrower
             mark = "" if positives is None else (" ✓" if j in positives else " ✗")
-            c.image(state.thumb_of(eng, j), width="stretch",
-                    caption=f"#{r + 1}{mark} {fmt.short_name(eng.li.paths[j])}\n"
-                            f"score {run.local.scores[r]:.3f} · {fmt.matches_text(run.local.n_matches(j), cap)}")
-            c.button("matches", key=f"l2g_sl_{j}", on_click=_select, args=(j,), width="stretch")
+            c.image(state.thumb_of(eng, j), width="stretch", caption=f"#{r + 1}{mark} · {run.local.scores[r]:.3f} · "
+                                                                     f"{fmt.matches_text(run.local.n_matches(j), cap)}")
+            c.caption(fmt.middle_ellipsis(PurePosixPath(eng.li.paths[j]).name, THUMB_NAME_CHARS), wrap=False,
+                      text_alignment="center")
+        for c, r in zip(st.columns(per_row), row):      # the buttons in a row of their own: level
+            j = int(ids[r])
+            c.button("matches", key=f"l2g_sl_{j}", on_click=_select, args=(j,), width="stretch",
+                     help=f"Open `{eng.li.paths[j]}` in the match view (Stage 4)")
 
 
 def _clear_selection() -> None:
@@ -88,13 +95,13 @@ def embedding(eng: P.Engine, run: P.QueryRun, params: dict, positives):
                  "by MDS in d dimensions; candidates are re-ranked by cosine to the query (the diamond). "
                  "Click a point (2-D) or pick it below (2-D and 3-D) to open it in the match view (Stage 4). "
                  "PNG: the camera button of the plot's toolbar.")
-    dim = side.radio("View", ["2-D", "3-D"], horizontal=True, key="l2g_mds_dim")
-    view = side.radio("Projection", ["PCA", "fresh MDS"], horizontal=True, key="l2g_mds_view",
+    dim = side.radio("View", ["2-D", "3-D"], horizontal=True, key="l2g_mds_dim", persist_state=KEEP)
+    view = side.radio("Projection", ["PCA", "fresh MDS"], horizontal=True, key="l2g_mds_view", persist_state=KEEP,
                       disabled=rr.X.shape[1] <= 3,
                       help="PCA: the d-D embedding the ranking used, on its main axes. Fresh MDS: the same "
                            "similarities embedded directly in 2-D / 3-D (a more faithful picture).")
     opts = ["rank change"] + (["ground truth"] if positives is not None else [])
-    colour = side.radio("Colour by", opts, horizontal=True, key="l2g_mds_colour")
+    colour = side.radio("Colour by", opts, horizontal=True, key="l2g_mds_colour", persist_state=KEEP)
     head = [int(j) for j in rr.ids[:len(rr.head)]]
     chart_key = f"l2g_mds_{ss.get('l2g_mds_gen', 0)}"
     if dim == "2-D":      # a click on the 2-D plot (its state from the last run) selects that candidate
@@ -159,19 +166,21 @@ def _head(eng: P.Engine, m: str, run: P.QueryRun, params: dict, ap: dict, tk: st
     head = f"**{lab}**" + (f" (w = {params['w']:.2f})" if m in M.WITH_BLEND.values() else "")
     n = budget.label(m, run, eng.li.n_images)
     head += f" · {n}" if n else ""
-    head += f" · {_ms(run.results[m].timings.get(tk) if not M.get(m).shown else run.timings.get(tk))}"
+    t = run.results[m].timings.get(tk) if not M.get(m).shown else run.timings.get(tk)
+    head += f" · {STAGE_LABEL.get(tk, tk)} {_ms(t)}"        # what the time is: the method's own stage
     return head + (f" · AP **{ap[m]:.3f}**" if m in ap else "")
 
 
-def rankings(eng: P.Engine, run: P.QueryRun, params: dict, positives, t_start: float, ready=None,
+def rankings(eng: P.Engine, run: P.QueryRun, params: dict, positives, clock: dict, ready=None,
              nested: bool = False):
     """Stage 3: local, local-to-global and global-to-local side by side (the last one from the background
-    job, polled by a fragment until it is ready); returns AP per method."""
+    job, polled by a fragment until it is ready); returns AP per method. ``clock``: the interaction's
+    latency record (latency.begin)."""
     st.subheader("Stage 3 · Rankings")
     shown = [(budget.shown(matchview.shown_method(m, run, params), run, params), M.get(m).own or "search")
              for m in M.SIDE_BY_SIDE]        # the verifying column at the sidebar's budget N (g2l@N)
     ap = core.aps(eng, run, positives)
-    n = st.select_slider("Ranks shown", [10, 20, 30, 50, 100], value=20, key="l2g_nrank")
+    n = st.select_slider("Ranks shown", [10, 20, 30, 50, 100], value=20, key="l2g_nrank", persist_state=KEEP)
     cols = st.columns(len(M.SIDE_BY_SIDE))
     for c, (m, tk) in zip(cols, shown):
         with c:
@@ -190,9 +199,8 @@ def rankings(eng: P.Engine, run: P.QueryRun, params: dict, positives, t_start: f
             note = budget.unverified_note(eng, run, m, positives)    # partial matches the budget N misses
             if note:
                 st.caption(note)
-    latency = time.perf_counter() - t_start
-    st.session_state["l2g_latency"] = latency
-    (ready or st).caption(f"Rankings for {run.query.name} ready {_ms(latency)} after the interaction." +
+    rec = latency.mark(clock, bool(background.missing(run, DEFERRED)))
+    (ready or st).caption(f"Rankings for {run.query.name} {latency.text(rec, _ms)}." +
                ("" if positives is not None else " AP is shown when the query is a gallery image of a "
                                                  "gallery with ground truth (groups.json)."))
     more = [m for m in run.rankings() if m not in {s for s, _ in shown} and m not in DEFERRED and M.get(m).shown]
@@ -243,7 +251,7 @@ def g2l_pending(eng: P.Engine, run: P.QueryRun, method: str) -> None:
         first, inline["first"] = inline["first"], False
         if job is None or job.done:
             if not first:
-                st.rerun()
+                latency.rerun_followup()
             if job is None:
                 return
         st.markdown(f"**{core.METHOD_LABELS[method]}**")
@@ -254,7 +262,7 @@ def g2l_pending(eng: P.Engine, run: P.QueryRun, method: str) -> None:
     st.fragment(poll, run_every=1.0)()
 
 
-def render_all(eng: P.Engine, run: P.QueryRun, params: dict, t_start: float, right, timing_slot) -> None:
+def render_all(eng: P.Engine, run: P.QueryRun, params: dict, clock: dict, right, timing_slot) -> None:
     """Stage 1 in the ``right`` column (next to the query), then the embedding, the rankings, the match
     view and the exports below, in the order the data flows."""
     sync_g2l(eng, run)
@@ -278,6 +286,6 @@ def render_all(eng: P.Engine, run: P.QueryRun, params: dict, t_start: float, rig
         if collapsed:
             shortlist(eng, run, positives)
         fig = embedding(eng, run, params, positives)
-        rankings(eng, run, params, positives, t_start, ready, nested=collapsed)
+        rankings(eng, run, params, positives, clock, ready, nested=collapsed)
         png, j = matchview.match_view(eng, run, params, positives, v)
         matchview.export(eng, run, params, positives, fig, png, j)

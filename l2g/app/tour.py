@@ -1,10 +1,12 @@
 """The guided tour: How it works lists the demo's preset queries (l2g.demo_tour.TOUR); each opens the
-Query page on that query with its caption above it. A stop is also reachable as ``/query?tour=KEY``."""
+Query page on that query with its caption above it. A stop is also reachable as ``/?tour=KEY`` (the
+Query page is the default page, served at ``/``; ``/query`` is not an address of the app)."""
 from __future__ import annotations
 
 import streamlit as st
 
 from .. import demo_tour
+from . import budget
 from .settings import DEMO
 
 TOUR_KEY = "l2g_tour"               # the key of the open stop
@@ -16,11 +18,14 @@ def stop_of(key: str | None) -> demo_tour.TourStop | None:
 
 
 def open_stop(stop: demo_tour.TourStop) -> None:
-    """Select the stop's query on the demo and remember the stop (the Query page reads both)."""
+    """Select the stop's query on the demo and remember the stop (the Query page reads both); a stop
+    about a verification budget sets the sidebar's N to it."""
     ss = st.session_state
     ss[TOUR_KEY] = stop.key
     ss[OPEN_KEY] = stop.query
     ss["l2g_crop_on"] = False
+    if stop.budget is not None:
+        ss[budget.KEY] = stop.budget
     if ss.get("l2g_gallery") != DEMO:
         ss["l2g_gallery_pending"] = DEMO
 

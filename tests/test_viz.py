@@ -134,3 +134,24 @@ def test_mds_title_clear_of_toolbar_and_clicks_grey_nothing(dim):
     if dim == 2:         # a click (plotly selection) keeps the other points in full colour
         for t in d["data"]:
             assert t["unselected"]["marker"]["opacity"] == 1.0
+
+
+@pytest.mark.parametrize("colors_by", ["rank_change", "ground_truth"])
+def test_3d_marks_the_selected_point(colors_by):
+    """3-D markers take no per-point outline, so the picked point is a ring trace of its own, in the legend."""
+    rr = fake_rr()
+    fig = viz.mds_figure(rr, LABELS, colors_by, positives={10, 12}, dim=3, selected=12)
+    i = list(rr.head).index(12)
+    Y, _ = viz.project(rr.X, 3)
+    marks = [t for t in fig.data if t.name.startswith("selected")]
+    assert len(marks) == 1 and marks[0].name == "selected: img12.jpg" and marks[0].showlegend is not False
+    m = marks[0]
+    assert [c[0] for c in m.customdata] == [12]
+    assert [m.x[0], m.y[0], m.z[0]] == pytest.approx(Y[1 + i].tolist()) and len(m.x) == 1
+    cand = [t for t in fig.data if t.name in ("candidates", "other", "positive")]
+    assert m.marker.size > max(t.marker.size for t in cand)                   # a ring around the point
+    for t in cand:            # every candidate outlined: a pale (no-change) colour stays visible on white
+        assert t.marker.line.width >= 1 and t.marker.line.color not in (None, "white", "#ffffff")
+    assert not [t for t in viz.mds_figure(rr, LABELS, colors_by, dim=3).data if t.name.startswith("selected")]
+    assert not [t for t in viz.mds_figure(rr, LABELS, colors_by, dim=3, selected=77).data
+                if t.name.startswith("selected")]                          # not among the candidates: no ring

@@ -25,6 +25,7 @@ from .pipeline import Engine, make_query, open_engine, run_query
 
 DEFAULT_METHODS = M.names(default=True)     # all but g2l@50 (= g2l at the default VerifyConfig.top)
 TOP_SAVED = 100
+TIE = 1e-9          # an AP change this small is no change (improved / hurt / equal)
 
 
 def score_query(ranking_paths: list, q) -> dict:
@@ -111,15 +112,28 @@ def _scaled_bbox(bbox, ds: EvalDataset, q, max_side: int):
     return tuple(v * s for v in bbox)
 
 
+def per_query_ap(results: dict, base: str, new: str) -> list[dict]:
+    """Every query both methods scored, in results order: {'query', 'base', 'new', 'delta'} (AP, delta =
+    new - base); queries without positives (AP NaN) left out."""
+    a = {r["query"]: r["ap"] for r in results["methods"][base]["queries"]}
+    b = {r["query"]: r["ap"] for r in results["methods"][new]["queries"]}
+    return [{"query": k, "base": float(a[k]), "new": float(b[k]), "delta": float(b[k] - a[k])}
+            for k in a if k in b and np.isfinite(a[k]) and np.isfinite(b[k])]
+
+
+def hurt_queries(results: dict, base: str = "local", new: str = "l2g") -> list[dict]:
+    """The queries whose AP ``new`` lowered against ``base`` (by more than TIE; the rows of
+    ``per_query_ap``), most AP lost first. Empty when no query was hurt."""
+    return sorted((r for r in per_query_ap(results, base, new) if r["delta"] < -TIE), key=lambda r: r["delta"])
+
+
 def compare(results: dict, base: str = "local", new: str = "l2g") -> dict:
     """Per-query AP change of ``new`` over ``base``: counts of improved / hurt / equal queries,
     and the per-query deltas {query: AP new - AP base} (queries without positives left out)."""
-    a = {r["query"]: r["ap"] for r in results["methods"][base]["queries"]}
-    b = {r["query"]: r["ap"] for r in results["methods"][new]["queries"]}
-    delta = {k: float(b[k] - a[k]) for k in a if k in b and np.isfinite(a[k]) and np.isfinite(b[k])}
+    delta = {r["query"]: r["delta"] for r in per_query_ap(results, base, new)}
     d = np.array(list(delta.values()))
-    return {"improved": int((d > 1e-9).sum()), "hurt": int((d < -1e-9).sum()),
-            "equal": int((abs(d) <= 1e-9).sum()), "delta_ap": delta}
+    return {"improved": int((d > TIE).sum()), "hurt": int((d < -TIE).sum()),
+            "equal": int((abs(d) <= TIE).sum()), "delta_ap": delta}
 
 
 def wins_losses(results: dict, new: str = M.MAIN, baselines=M.BASELINES) -> dict:

@@ -79,6 +79,8 @@ def mds_figure(rr: RerankResult, labels: Sequence[str] | Mapping[int, str], colo
     view (used when d > dim): 'pca' projects rr.X (the embedding the ranking used) on its main
     axes; 'mds' embeds the same dissimilarities afresh in ``dim`` dimensions.
     The title shows stress-1 and how the view was made (variance kept, or the view's own stress).
+    selected (a gallery id among the candidates): ringed in black, in 2-D by the point's outline, in 3-D
+    (no per-point outlines there) by a trace of its own, 'selected: NAME' in the legend.
     """
     if colors_by not in ("rank_change", "ground_truth"):
         raise ValueError(f"colors_by must be 'rank_change' or 'ground_truth', got {colors_by!r}")
@@ -124,6 +126,7 @@ def mds_figure(rr: RerankResult, labels: Sequence[str] | Mapping[int, str], colo
     Scatter = go.Scatter if dim == 2 else go.Scatter3d
     size = 10 if dim == 2 else 5
     line = dict(width=[3 if int(j) == selected else 0.5 for j in head], color="black")
+    rim = dict(width=1, color="#444444")      # 3-D: one outline for all (a pale colour stays visible on white)
     traces = []
     if colors_by == "rank_change":
         lim = max(1.0, float(np.abs(moves).max()) if k else 1.0)
@@ -132,7 +135,7 @@ def mds_figure(rr: RerankResult, labels: Sequence[str] | Mapping[int, str], colo
                               customdata=head[:, None].tolist(), text=hover, hovertemplate="%{text}<extra></extra>",
                               marker=dict(size=size, color=moves.tolist(), colorscale="RdYlGn", cmin=-lim, cmax=lim,
                                           colorbar=dict(title="rank<br>change", thickness=12),
-                                          line=line if dim == 2 else None)))
+                                          line=line if dim == 2 else rim)))
     else:
         for flag, nm, col in ((False, "other", NEG_COLOUR), (True, "positive", POS_COLOUR)):
             sel = is_pos == flag
@@ -143,7 +146,13 @@ def mds_figure(rr: RerankResult, labels: Sequence[str] | Mapping[int, str], colo
                                   hovertemplate="%{text}<extra></extra>",
                                   marker=dict(size=size + (3 if flag else 0), color=col,
                                               line=dict(width=[w for w, s in zip(line["width"], sel) if s],
-                                                        color="black") if dim == 2 else None)))
+                                                        color="black") if dim == 2 else rim)))
+    if dim == 3 and selected is not None and int(selected) in set(head.tolist()):
+        i = int(np.flatnonzero(head == int(selected))[0])     # 3-D markers take no per-point outline: a ring
+        traces.append(go.Scatter3d(**coords(np.arange(k) == i), mode="markers", name=f"selected: {names[i]}",
+                                   customdata=[[int(selected)]], text=[hover[i]],
+                                   hovertemplate="%{text}<extra></extra>",
+                                   marker=dict(symbol="circle-open", size=14, color="black", line=dict(width=3))))
     qc = {ax: [float(Y[0, a])] for a, ax in enumerate("xyz"[:dim])}
     traces.append(Scatter(**qc, mode="markers", name="query", customdata=[[-1]],
                           text=[f"<b>{query_label}</b> (query)"], hovertemplate="%{text}<extra></extra>",
@@ -157,7 +166,7 @@ def mds_figure(rr: RerankResult, labels: Sequence[str] | Mapping[int, str], colo
         title=dict(text=f"Query + top-{k} · stress-1 = {rr.stress1:.3f} · {about}", font=dict(size=14),
                    x=0.01, xanchor="left", y=0.98, yanchor="top"),
         modebar=dict(orientation="v"),       # the toolbar down the right edge, off the title
-        margin=dict(l=10, r=40, t=60, b=10), height=520, legend=dict(orientation="h", y=-0.05),
+        margin=dict(l=10, r=40, t=60, b=10), height=520, legend=dict(orientation="h", y=-0.05, itemsizing="constant"),
         clickmode="event+select", dragmode="pan" if dim == 2 else "orbit")
     if dim == 2:
         fig.update_yaxes(scaleanchor="x", scaleratio=1, zeroline=False, showticklabels=False)

@@ -2,16 +2,46 @@
 
 No Streamlit here (re-exported by ``l2g.viz``). It reads ``evaluate``'s results dict: a method
 with ``budget: {n, fraction}`` is a point of the verifying curve (global-to-local at N = 5, 10,
-...); every other method does not depend on N and is a labelled horizontal line.
+...); every other method does not depend on N and is a horizontal line, each with its own colour and dash,
+labelled in the right margin. Labels keep a minimum gap whatever the values (``label_positions``): two
+methods at the same mAP get two readable labels, each tied to its line by a leader, and the line drawn
+first is wider, so it shows around a coincident one drawn over it.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import plotly.graph_objects as go
 
 CURVE_COLOUR = "#d73027"
 LINE_COLOURS = ("#1f77b4", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#17becf")
+LINE_DASHES = ("dash", "dot", "dashdot", "longdash", "longdashdot")
+HEIGHT = 440            # the figure, px
+PLOT_PX = 200           # its plot area's height, a lower bound (Chromium: 205 px at 420-560 px wide, 281 at 1,200)
+LABEL_PX = 17           # the least vertical distance between two labels' centres (font size 12)
+LINE_PX = 3             # lines closer than this (px) look like one: the earlier is drawn wider
+CHAR_PX = 7             # about the width of one label character (the right margin's width)
+
+
+def label_positions(values, gap: float, lo: float, hi: float) -> list[float]:
+    """Heights for labels of ``values`` (in their order), as close to them as possible, each at least
+    ``gap`` from the others and inside [lo, hi]; the order of the values is kept (ties: the earlier one
+    lower). If [lo, hi] cannot hold them ``gap`` apart they are spread evenly over it."""
+    order = sorted(range(len(values)), key=lambda i: values[i])
+    pos = [float(values[i]) for i in order]
+    for k in range(1, len(pos)):
+        pos[k] = max(pos[k], pos[k - 1] + gap)
+    if pos and pos[-1] > hi:
+        pos[-1] = hi
+        for k in range(len(pos) - 2, -1, -1):
+            pos[k] = min(pos[k], pos[k + 1] - gap)
+    if pos and pos[0] < lo:
+        pos = [lo + k * (hi - lo) / max(1, len(pos) - 1) for k in range(len(pos))]
+    out = [0.0] * len(values)
+    for k, i in enumerate(order):
+        out[i] = pos[k]
+    return out
 
 
 def budget_points(results: dict) -> list[tuple[int, float, float, str]]:
@@ -28,7 +58,8 @@ def budget_points(results: dict) -> list[tuple[int, float, float, str]]:
 def budget_figure(results: dict, labels: Mapping[str, str] | None = None) -> go.Figure | None:
     """mAP (y) against the verification budget N (x, log scale; its share of the gallery on the tick
     label and on hover): the verifying methods as one line with markers, the N-independent methods as
-    horizontal lines labelled with their names. None when no method of ``results`` verifies."""
+    horizontal lines (mode 'lines'), each labelled in the right margin by an annotation named
+    'label: NAME' whose arrow points at its line. None when no method of ``results`` verifies."""
     labels = labels or {}
     pts = budget_points(results)
     if not pts:
@@ -36,13 +67,22 @@ def budget_figure(results: dict, labels: Mapping[str, str] | None = None) -> go.
     ns = [p[0] for p in pts]
     lo, hi = min(ns) / 1.25, max(ns) * 1.25
     fig = go.Figure()
-    flat = [(m, r) for m, r in results["methods"].items() if r.get("budget") is None]
-    for i, (m, r) in enumerate(flat):
-        name = labels.get(m, m)
+    flat = [(labels.get(m, m), float(r["map"])) for m, r in results["methods"].items() if r.get("budget") is None]
+    ys = [p[2] for p in pts] + [v for _, v in flat]
+    pad = max(2.0, 0.08 * (max(ys) - min(ys)))
+    y0, y1 = min(ys) - pad, max(ys) + pad
+    per_px = (y1 - y0) / PLOT_PX                  # mAP per pixel (at least; the plot is seldom smaller)
+    at = label_positions([v for _, v in flat], LABEL_PX * per_px, y0, y1)
+    for i, ((name, v), ly) in enumerate(zip(flat, at)):
+        colour = LINE_COLOURS[i % len(LINE_COLOURS)]
+        under = sum(abs(w - v) < LINE_PX * per_px for _, w in flat[i + 1:])     # coincident lines drawn later
         fig.add_trace(go.Scatter(
-            x=[lo, hi], y=[r["map"]] * 2, mode="lines+text", name=name, text=["", name],
-            textposition="top left", line=dict(color=LINE_COLOURS[i % len(LINE_COLOURS)], width=2, dash="dash"),
+            x=[lo, hi], y=[v] * 2, mode="lines", name=name,
+            line=dict(color=colour, width=2 + 2 * under, dash=LINE_DASHES[i % len(LINE_DASHES)]),
             hovertemplate=f"<b>{name}</b><br>mAP %{{y:.1f}} (any N)<extra></extra>"))
+        fig.add_annotation(x=1, xref="paper", y=v, yref="y", ax=18, axref="pixel", ay=ly, ayref="y",
+                           text=name, xanchor="left", showarrow=True, arrowhead=0, arrowwidth=1,
+                           arrowcolor=colour, font=dict(size=12, color=colour), name=f"label: {name}")
     curve = labels.get(pts[-1][3], pts[-1][3]).split(",")[0]     # 'global-to-local, 20 verified' -> ...
     fig.add_trace(go.Scatter(
         x=ns, y=[p[2] for p in pts], mode="lines+markers", name=f"{curve} at budget N",
@@ -54,7 +94,8 @@ def budget_figure(results: dict, labels: Mapping[str, str] | None = None) -> go.
         title=dict(text=f"mAP against the verification budget N ({results.get('n_images', '?')} images)",
                    font=dict(size=14)),
         xaxis=dict(title="N images verified per query (share of the gallery)", type="log",
+                   range=[math.log10(lo), math.log10(hi)],
                    tickvals=ns, ticktext=[f"{n} ({f:.0%})" for n, f, _, _ in pts]),
-        yaxis=dict(title="mAP"), legend=dict(orientation="h", y=-0.25),
-        margin=dict(l=10, r=10, t=50, b=10), height=440)
+        yaxis=dict(title="mAP", range=[y0, y1]), legend=dict(orientation="h", y=-0.25),
+        margin=dict(l=10, r=30 + CHAR_PX * max((len(n) for n, _ in flat), default=0), t=50, b=10), height=HEIGHT)
     return fig

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from l2g import config as C
-from l2g.evaluate import compare, evaluate, table
+from l2g.evaluate import compare, evaluate, hurt_queries, per_query_ap, table
 
 SMALL = C.DEFAULT.replace(features__num_features=400, features__max_side=480)
 
@@ -109,3 +109,24 @@ def test_unknown_method_is_refused_before_any_work(demo_ds):
 
     with pytest.raises(UnknownMethod, match="g2l@7"):
         evaluate(demo_ds, ("local", "g2l@7"))
+
+
+def _res(base: dict, new: dict) -> dict:
+    return {"methods": {m: {"queries": [{"query": q, "ap": ap} for q, ap in aps.items()]}
+                        for m, aps in (("local", base), ("l2g", new))}}
+
+
+def test_hurt_queries_are_only_those_that_lost_ap_most_first():
+    """The evaluation page's 'hurt most' list: no query that kept or gained AP, the largest loss first."""
+    base = {"a": 0.5, "b": 0.9, "c": 0.2, "d": 0.7, "e": float("nan"), "f": 0.4, "g": 0.6}
+    new = {"a": 0.5, "b": 0.6, "c": 0.29, "d": 0.65, "e": 0.1, "f": 0.4 - 1e-12, "g": 0.6}
+    hurt = hurt_queries(_res(base, new))
+    assert [r["query"] for r in hurt] == ["b", "d"]          # c gained, a/g equal, f a rounding tie, e no positives
+    assert [r["delta"] for r in hurt] == pytest.approx([-0.3, -0.05])
+    assert hurt[0] == {"query": "b", "base": 0.9, "new": pytest.approx(0.6), "delta": pytest.approx(-0.3)}
+    assert compare(_res(base, new))["hurt"] == len(hurt)
+    assert [r["query"] for r in per_query_ap(_res(base, new), "local", "l2g")] == ["a", "b", "c", "d", "f", "g"]
+    # 8 queries, none hurt (the audit's demo run: deltas 0.000 to +0.093): nothing listed
+    same = {f"q{i}": 0.5 for i in range(8)}
+    assert hurt_queries(_res(same, {q: 0.5 + 0.093 * (i % 2) for i, q in enumerate(same)})) == []
+    assert [r["query"] for r in hurt_queries(_res(new, base))] == ["c"]      # swapped: c lost, b/d gained

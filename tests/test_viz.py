@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from l2g import viz, viz_howto
+from l2g import viz, viz_budget, viz_howto
 from l2g.rerank import RerankResult
 
 
@@ -134,3 +134,70 @@ def test_mds_title_clear_of_toolbar_and_clicks_grey_nothing(dim):
     if dim == 2:         # a click (plotly selection) keeps the other points in full colour
         for t in d["data"]:
             assert t["unselected"]["marker"]["opacity"] == 1.0
+
+
+@pytest.mark.parametrize("colors_by", ["rank_change", "ground_truth"])
+def test_3d_marks_the_selected_point(colors_by):
+    """3-D markers take no per-point outline, so the picked point is a ring trace of its own, in the legend."""
+    rr = fake_rr()
+    fig = viz.mds_figure(rr, LABELS, colors_by, positives={10, 12}, dim=3, selected=12)
+    i = list(rr.head).index(12)
+    Y, _ = viz.project(rr.X, 3)
+    marks = [t for t in fig.data if t.name.startswith("selected")]
+    assert len(marks) == 1 and marks[0].name == "selected: img12.jpg" and marks[0].showlegend is not False
+    m = marks[0]
+    assert [c[0] for c in m.customdata] == [12]
+    assert [m.x[0], m.y[0], m.z[0]] == pytest.approx(Y[1 + i].tolist()) and len(m.x) == 1
+    cand = [t for t in fig.data if t.name in ("candidates", "other", "positive")]
+    assert m.marker.size > max(t.marker.size for t in cand)                   # a ring around the point
+    for t in cand:            # every candidate outlined: a pale (no-change) colour stays visible on white
+        assert t.marker.line.width >= 1 and t.marker.line.color not in (None, "white", "#ffffff")
+    assert not [t for t in viz.mds_figure(rr, LABELS, colors_by, dim=3).data if t.name.startswith("selected")]
+    assert not [t for t in viz.mds_figure(rr, LABELS, colors_by, dim=3, selected=77).data
+                if t.name.startswith("selected")]                          # not among the candidates: no ring
+
+
+def test_label_positions_keep_a_gap_and_the_order():
+    assert viz_budget.label_positions([10.0, 50.0, 90.0], 5, 0, 100) == [10.0, 50.0, 90.0]       # apart already: kept
+    pos = viz_budget.label_positions([99.1, 98.6, 99.1, 40.0], 4, 30, 100)
+    assert pos[3] == 40.0 and all(30 <= p <= 100 for p in pos)
+    assert sorted(pos) == [pos[3], pos[1], pos[0], pos[2]]                 # value order kept, ties: earlier lower
+    assert all(b - a >= 4 - 1e-9 for a, b in zip(sorted(pos), sorted(pos)[1:]))
+    assert viz_budget.label_positions([5.0] * 3, 10, 0, 10) == [0.0, 5.0, 10.0]   # no room for the gap: spread evenly
+
+
+def _budget_results(flat: dict) -> dict:
+    m = {k: {"map": v} for k, v in flat.items()}
+    for n, v in ((5, 80.2), (10, 88.0), (20, 93.5)):
+        m[f"g2l@{n}"] = {"map": v, "budget": {"n": n, "fraction": n / 217}}
+    return {"methods": m, "n_images": 217}
+
+
+@pytest.mark.parametrize("flat", [
+    {"global": 72.4, "local": 96.0, "local_qe": 98.6, "l2g": 99.1, "l2g_blend": 99.1},    # the demo: two at 99.1
+    {"global": 50.0, "local": 50.0, "local_qe": 50.0, "l2g": 50.0, "l2g_blend": 50.0}])   # all five at one mAP
+def test_budget_labels_never_overprint(flat):
+    """Each N-independent method keeps a readable label of its own, however close the mAPs."""
+    names = {m: m.upper() for m in flat}
+    fig = viz.budget_figure(_budget_results(flat), names)
+    lay = fig.layout
+    y0, y1 = lay.yaxis.range
+    gap = viz_budget.LABEL_PX * (y1 - y0) / viz_budget.PLOT_PX     # LABEL_PX apart on a plot >= PLOT_PX high
+    ann = {a.text: a for a in lay.annotations}
+    assert set(ann) == set(names.values())                # one label per line, named
+    lines = {t.name: t for t in fig.data if t.mode == "lines"}
+    assert set(lines) == set(names.values())
+    ys = sorted(a.ay for a in ann.values())
+    assert all(b - a >= gap - 1e-9 for a, b in zip(ys, ys[1:])) and y0 <= ys[0] and ys[-1] <= y1
+    for m, v in flat.items():                             # each label's arrow ends on its own line
+        a = ann[names[m]]
+        assert a.y == pytest.approx(v) and a.yref == "y" and a.ayref == "y" and a.showarrow
+        assert a.arrowcolor == a.font.color == lines[names[m]].line.color
+        assert list(lines[names[m]].y) == [v, v]
+    styles = {(t.line.color, t.line.dash) for t in lines.values()}
+    assert len(styles) == len(lines)                      # coincident lines stay distinguishable
+    order = list(lines.values())                          # drawn in this order: a line under a later equal one is wider
+    for i, t in enumerate(order):
+        later = [u for u in order[i + 1:] if u.y[0] == t.y[0]]
+        assert t.line.width > max((u.line.width for u in later), default=0)
+    assert lay.margin.r >= max(len(n) for n in names.values()) * viz_budget.CHAR_PX    # the labels' room on the right

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import math
 
 import pandas as pd
 import streamlit as st
@@ -40,12 +39,19 @@ def _summary(res: dict) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _per_query(res: dict, before: str, after: str) -> pd.DataFrame:
-    a = {r["query"]: r["ap"] for r in res["methods"][before]["queries"]}
-    b = {r["query"]: r["ap"] for r in res["methods"][after]["queries"]}
-    rows = [{"query": q, f"AP {before}": a[q], f"AP {after}": b[q], "ΔAP": b[q] - a[q]}
-            for q in a if q in b and not (math.isnan(a[q]) or math.isnan(b[q]))]
-    return pd.DataFrame(rows).sort_values("ΔAP", kind="stable").reset_index(drop=True)
+def _per_query(rows: list[dict], before: str, after: str) -> pd.DataFrame:
+    """Rows of evaluate.per_query_ap / hurt_queries as a table, in their order."""
+    return pd.DataFrame({"query": [r["query"] for r in rows], f"AP {before}": [r["base"] for r in rows],
+                         f"AP {after}": [r["new"] for r in rows], "ΔAP": [r["delta"] for r in rows]})
+
+
+def _query_table(df: pd.DataFrame, key: str) -> None:
+    """A per-query table; selecting a row opens that query on the Query page."""
+    sel = st.dataframe(df, hide_index=True, key=key, on_select="rerun", selection_mode="single-row",
+                       column_config={c: st.column_config.NumberColumn(format="%.3f") for c in df.columns[1:]})
+    rows = sel.get("selection", {}).get("rows", []) if sel else []
+    if rows:
+        _open(df["query"].iloc[rows[0]])
 
 
 def _open(path: str) -> None:
@@ -101,7 +107,8 @@ def render() -> None:
     if curve is not None:       # mAP against the verification budget N (the N-independent methods as lines)
         st.plotly_chart(curve, key="l2g_budget_curve")
         st.caption("Global-to-local verifies the global descriptor's top N images with RANSAC; the other "
-                   "methods do not depend on N (dashed lines). At real scale N is a small share of the gallery.")
+                   "methods do not depend on N (the lines labelled on the right). At real scale N is a small "
+                   "share of the gallery.")
     for pair, c in res.get("wins", {}).items():
         st.caption(f"{pair}: {c['improved']} queries improved, {c['hurt']} hurt, {c['equal']} unchanged "
                    "(per-query AP deltas in results.json)")
@@ -113,15 +120,21 @@ def render() -> None:
                           format_func=lambda m: core.METHOD_LABELS[m])
     after = c2.selectbox("After", ms, index=ms.index(M.MAIN) if M.MAIN in ms else 1,
                          format_func=lambda m: core.METHOD_LABELS[m])
-    df = _per_query(res, before, after)
+    from ..evaluate import hurt_queries, per_query_ap
+
+    df = _per_query(per_query_ap(res, before, after), before, after)
     fig = viz.ap_scatter(df[f"AP {before}"], df[f"AP {after}"], list(df["query"]), before, after)
     ev = st.plotly_chart(fig, key="l2g_ap_scatter", on_select="rerun", selection_mode="points")
     pts = ev.get("selection", {}).get("points", []) if ev else []
     if pts and pts[0].get("customdata"):
         _open(df["query"].iloc[int(pts[0]["customdata"][0])])
-    st.markdown("**Queries that re-ranking hurt most** (click a column to sort, select a row to open the query)")
-    sel = st.dataframe(df, hide_index=True, key="l2g_hurt", on_select="rerun", selection_mode="single-row",
-                       column_config={c: st.column_config.NumberColumn(format="%.3f") for c in df.columns[1:]})
-    rows = sel.get("selection", {}).get("rows", []) if sel else []
-    if rows:
-        _open(df["query"].iloc[rows[0]])
+    hurt = hurt_queries(res, before, after)
+    st.markdown(f"**Queries that re-ranking hurt most**: {core.METHOD_LABELS[after]} against "
+                f"{core.METHOD_LABELS[before]}" + (", most AP lost first (select a row to open the query)" if hurt
+                                                     else ""))
+    if hurt:
+        _query_table(_per_query(hurt, before, after), "l2g_hurt")
+    else:
+        st.caption(f"No query was hurt: none of the {len(df)} queries lost AP.")
+    with st.expander(f"Every query ({len(df)}), by AP change (click a column to sort, select a row to open it)"):
+        _query_table(df.sort_values("ΔAP", kind="stable").reset_index(drop=True), "l2g_per_query")

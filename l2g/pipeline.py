@@ -74,6 +74,8 @@ def open_engine(gallery: Path, index_dir: Path | None = None, cfg: C.L2GConfig =
             li = load_index(index_dir, gallery, cfg)
         else:
             li, report = build_index(gallery, index_dir, cfg, paths=paths, extractor=extractor, progress=progress)
+        if li.n_images and not li.ntotal:      # saved as it is (nothing lost), but nothing can be searched
+            raise NoDescriptorsError(_no_descriptors(gallery, li, report))
         li.cfg = li.cfg.replace(search=cfg.search, graph=cfg.graph, rerank=cfg.rerank, verify=cfg.verify,
                                 globaldesc=cfg.globaldesc, store=cfg.store)
         stages = [ensure_graph(index_dir, li, cfg.graph, cfg.search, progress, repair=sync)]
@@ -93,6 +95,17 @@ def open_engine(gallery: Path, index_dir: Path | None = None, cfg: C.L2GConfig =
                   report, {"index": time.perf_counter() - t0 - sum(sum(v.values()) for v in t.values()),
                            "graph": sum(t["graph.npz"].values()),
                            "global": sum(t.get("global.npz", {}).values())})
+
+
+class NoDescriptorsError(DatasetError):
+    """Every image of the gallery was read, but none has a keypoint: nothing to search or train on."""
+
+
+def _no_descriptors(gallery: Path, li: LocalIndex, report) -> str:
+    empty = list(getattr(report, "empty", None) or li.paths)
+    names = ", ".join(empty[:5]) + (f" and {len(empty) - 5} more" if len(empty) > 5 else "")
+    return (f"no keypoints in any image of {gallery} ({li.n_images} image(s): {names}); blank, flat or tiny "
+            "images cannot be searched. Add photos with texture and run the same command again.")
 
 
 @dataclass

@@ -82,3 +82,43 @@ def test_search_extracts_with_the_index_settings_on_the_device_asked(demo_engine
     want = stored_config(read_manifest(demo_engine.li.folder))
     assert cfg.features == want.features == demo_engine.li.cfg.features and cfg.index == want.index
     assert cfg.build.device == "cpu" and cfg.features.num_features != 123
+
+
+SMALL = ["--num-features", "300", "--max-side", "320", "--workers", "1"]
+
+
+def _flat(path, size=(400, 300)):
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", size, (128, 128, 128)).save(path)
+
+
+@pytest.mark.parametrize("cmd", ["index", "calibrate"])
+def test_a_gallery_without_keypoints_is_a_clear_error(cmd, tmp_path, capsys):
+    """Only featureless images: a message and exit 2 (was a ValueError traceback from the VLAD training),
+    again on a second run; the index folder is kept."""
+    _flat(tmp_path / "g" / "flat.png")
+    argv = [cmd, str(tmp_path / "g"), *SMALL, "--data-dir", str(tmp_path / "data")]
+    if cmd == "index":
+        argv += ["--out", str(tmp_path / "ix")]
+    for _ in range(2):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert "no keypoints in any image" in err and "flat.png" in err
+    if cmd == "index":
+        assert (tmp_path / "ix" / "manifest.json").is_file()
+
+
+def test_a_gallery_with_some_featureless_images_is_indexed(demo_gallery, tmp_path, capsys):
+    import shutil
+
+    g = tmp_path / "g"
+    g.mkdir()
+    for name in ("chelsea/chelsea_orig.jpg", "coffee/coffee_orig.jpg"):
+        shutil.copy(demo_gallery / "groups" / name, g / name.split("/")[1])
+    _flat(g / "flat.png")
+    assert main(["index", str(g), "--out", str(tmp_path / "ix"), *SMALL]) == 0
+    out = capsys.readouterr().out
+    assert "images: 3" in out and "no keypoints: flat.png" in out
+    assert (tmp_path / "ix" / "global.npz").is_file()

@@ -149,6 +149,9 @@ def cmd_search(args) -> int:
 def cmd_eval(args) -> int:
     from .evaluate import evaluate, table, write_results
 
+    if args.max_queries is not None and args.max_queries < 1:
+        print(f"error: --max-queries must be at least 1, got {args.max_queries}", file=sys.stderr)
+        return 2
     ds = paths.resolve_dataset(args.dataset, _data(args))
     if str(args.dataset) == "demo" and not ds.is_dir():          # generated, never downloaded: make it
         from .datasets import build_demo
@@ -158,6 +161,8 @@ def cmd_eval(args) -> int:
     res = evaluate(ds, tuple(args.methods), cfg, progress=Bar("eval"), max_queries=args.max_queries,
                    index_dir=paths.index_dir(ds, cfg, _data(args)) if ds.is_dir() else None)
     write_results(res, Path(args.out))
+    for s in res["skipped"]:
+        print(f"  skipped {s['path']}: {s['reason']} (left out of the queries and the positives)")
     print(table(res))
     for pair, c in res["wins"].items():
         print(f"{pair}, queries: improved {c['improved']}, hurt {c['hurt']}, equal {c['equal']}")

@@ -575,3 +575,86 @@ def test_check_hashes_every_file_once(clean, tmp_path):
     with mock.patch.object(checksum, "sha256_file", count):
         assert check_index(folder) == []
     assert names == Counter(dict.fromkeys(manifest["files"], 1))
+
+
+@pytest.fixture
+def before_and_after(tiny_gallery, tiny_cfg, tiny_extractor, tmp_path):
+    """An index folder of five images, and the faiss.index + manifest.json a build adding a sixth wrote."""
+    g = tmp_path / "g"
+    shutil.copytree(tiny_gallery, g)
+    last = sorted(p for p in g.rglob("*.jpg"))[-1]
+    kept = last.read_bytes()
+    last.unlink()
+    folder = tmp_path / "ix"
+    open_engine(g, folder, tiny_cfg, extractor=tiny_extractor, with_global=False)
+    old = {n: (folder / n).read_bytes() for n in ("faiss.index", "manifest.json", "graph.npz")}
+    shards = {p.name: p.read_bytes() for p in (folder / "features").iterdir()}
+    last.write_bytes(kept)
+    open_engine(g, folder, tiny_cfg, extractor=tiny_extractor, with_global=False)
+    new = {n: (folder / n).read_bytes() for n in old}
+    for n, b in old.items():
+        store.write_bytes(folder / n, b)
+    for n, b in shards.items():          # the build removes the shards it re-packed once it has finished
+        store.write_bytes(folder / "features" / n, b)
+    return folder, new
+
+
+def test_a_search_while_a_build_renames_in_its_files_reads_one_build(before_and_after, monkeypatch):
+    """The build renamed its new faiss.index between the reader's check and its read (its manifest came
+    later): the reader said 'inconsistent ... Repair it' of a healthy index. Now it reads again."""
+    from l2g import index as I
+    from l2g import lock
+
+    folder, new = before_and_after
+    assert I.load_index(folder).n_images == 5
+    real, events = I.read_faiss, []
+
+    def racing(path, **kw):
+        if not events:
+            events.append("faiss")
+            store.write_bytes(folder / "faiss.index", new["faiss.index"])   # the writer's rename
+        return real(path, **kw)
+
+    def pause(seconds):
+        events.append("pause")
+        if events.count("pause") == 1:
+            store.write_bytes(folder / "manifest.json", new["manifest.json"])   # the writer finishes
+
+    monkeypatch.setattr(I, "read_faiss", racing)
+    monkeypatch.setattr(lock, "_pause", pause, raising=False)
+    li = I.load_index(folder)
+    assert events[:2] == ["faiss", "pause"]
+    assert li.n_images == 6 and li.ix.ntotal == li.ntotal == read_manifest(folder)["ntotal"]
+
+
+def test_a_mismatch_while_another_build_holds_the_lock_says_so(before_and_after, monkeypatch):
+    """Half-written (faiss.index new, manifest.json old) while a build holds the folder: 'a build is
+    updating', never 'repair'; the same files with no build at work: a damage, with its fix."""
+    import threading
+
+    from l2g import lock
+    from l2g.index import load_index
+
+    folder, new = before_and_after
+    store.write_bytes(folder / "faiss.index", new["faiss.index"])
+    monkeypatch.setattr(lock, "_pause", lambda s: None, raising=False)
+    held, done = threading.Event(), threading.Event()
+
+    def build():
+        with store.folder_lock(folder, 5):
+            held.set()
+            done.wait(10)
+
+    t = threading.Thread(target=build)
+    t.start()
+    try:
+        assert held.wait(10)
+        with pytest.raises(store.IndexBusyError, match="a build is updating") as e:
+            load_index(folder)
+        assert "epair" not in str(e.value)
+    finally:
+        done.set()
+        t.join()
+    with pytest.raises(IndexFormatError, match="faiss.index") as e:
+        load_index(folder)
+    assert not isinstance(e.value, store.IndexBusyError)

@@ -658,3 +658,18 @@ def test_a_mismatch_while_another_build_holds_the_lock_says_so(before_and_after,
     with pytest.raises(IndexFormatError, match="faiss.index") as e:
         load_index(folder)
     assert not isinstance(e.value, store.IndexBusyError)
+
+
+@pytest.mark.parametrize("mask, mode", [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
+def test_files_are_written_with_the_mode_the_umask_gives(mask, mode, tmp_path):
+    """Every file was 0600 (tempfile.mkstemp) whatever the umask: another user sharing the data folder
+    could not read the index."""
+    old = os.umask(mask)
+    try:
+        store.write_text(tmp_path / "results.json", "{}")
+        with store.atomic_path(tmp_path / "faiss.index") as tmp:
+            Path(tmp).write_bytes(b"x")
+    finally:
+        os.umask(old)
+    for name in ("results.json", "faiss.index"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == mode

@@ -149,9 +149,6 @@ def cmd_search(args) -> int:
 def cmd_eval(args) -> int:
     from .evaluate import evaluate, table, write_results
 
-    if args.max_queries is not None and args.max_queries < 1:
-        print(f"error: --max-queries must be at least 1, got {args.max_queries}", file=sys.stderr)
-        return 2
     ds = paths.resolve_dataset(args.dataset, _data(args))
     if str(args.dataset) == "demo" and not ds.is_dir():          # generated, never downloaded: make it
         from .datasets import build_demo

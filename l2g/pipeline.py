@@ -123,9 +123,13 @@ class Query:
 def crop(rgb: np.ndarray, bbox) -> np.ndarray:
     """(H, W, 3) -> the bbox (x0, y0, x1, y1) region, clamped to the image; refuses empty boxes."""
     h, w = rgb.shape[:2]
+    if len(bbox) != 4 or not all(np.isfinite(float(v)) for v in bbox):
+        raise QueryError(f"the query rectangle {tuple(bbox)} must be 4 finite numbers (x0, y0, x1, y1) of pixels")
     x0, y0, x1, y1 = (int(round(v)) for v in bbox)
     x0, x1 = max(0, min(x0, x1)), min(w, max(x0, x1))
     y0, y1 = max(0, min(y0, y1)), min(h, max(y0, y1))
+    if x1 <= x0 or y1 <= y0:
+        raise QueryError(f"the query rectangle {bbox} lies outside the image ({w} x {h} pixels)")
     if x1 - x0 < 16 or y1 - y0 < 16:
         raise QueryError(f"the query rectangle {bbox} is too small (at least 16 x 16 pixels)")
     return rgb[y0:y1, x0:x1]

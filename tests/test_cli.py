@@ -122,3 +122,30 @@ def test_a_gallery_with_some_featureless_images_is_indexed(demo_gallery, tmp_pat
     out = capsys.readouterr().out
     assert "images: 3" in out and "no keypoints: flat.png" in out
     assert (tmp_path / "ix" / "global.npz").is_file()
+
+
+@pytest.mark.parametrize("opts, says", [(["--top", "0"], "--top: must be at least 1, got 0"),
+                                        (["--top", "-9"], "--top: must be at least 1, got -9"),
+                                        (["--bbox", "nan", "0", "100", "100"], "finite number of pixels, got 'nan'"),
+                                        (["--bbox", "0", "0", "inf", "inf"], "finite number of pixels, got 'inf'")])
+def test_search_options_are_checked_when_parsed(opts, says, tmp_path, capsys):
+    """--top 0 printed a bare header, --top -9 two rows; a NaN or infinite box ended in a traceback."""
+    with pytest.raises(SystemExit) as e:
+        main(["search", str(tmp_path / "q.jpg"), "--index", str(tmp_path / "ix"), *opts])
+    assert e.value.code == 2 and says in capsys.readouterr().err
+
+
+def test_a_query_rectangle_outside_the_image_says_so():
+    import numpy as np
+
+    from l2g.errors import QueryError
+    from l2g.pipeline import crop
+
+    rgb = np.zeros((100, 200, 3), np.uint8)
+    with pytest.raises(QueryError, match=r"outside the image \(200 x 100 pixels\)"):
+        crop(rgb, (300, 0, 400, 50))
+    with pytest.raises(QueryError, match="too small"):
+        crop(rgb, (190, 0, 400, 50))
+    with pytest.raises(QueryError, match="finite"):
+        crop(rgb, (0, 0, float("inf"), 50))
+    assert crop(rgb, (-10, -10, 50, 60)).shape == (60, 50, 3)

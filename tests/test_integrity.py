@@ -673,3 +673,26 @@ def test_files_are_written_with_the_mode_the_umask_gives(mask, mode, tmp_path):
         os.umask(old)
     for name in ("results.json", "faiss.index"):
         assert (tmp_path / name).stat().st_mode & 0o777 == mode
+
+
+@pytest.mark.parametrize("how", [_delete, _truncate])
+def test_check_repair_recomputes_a_damaged_calibration(how, clean, tiny_gallery, tiny_cfg, tiny_extractor,
+                                                       tmp_path, capsys):
+    """check --repair left confidence.json 'still a problem' (exit 1, no fix named)."""
+    from l2g import confidence as CF
+
+    folder = tmp_path / "ix"
+    shutil.copytree(clean[0], folder)
+    eng = open_engine(tiny_gallery, folder, tiny_cfg, extractor=tiny_extractor)
+    CF.ensure_calibration(folder, eng.li, eng.graph, eng.gt, eng.cfg.confidence, eng.cfg.verify)
+    def calibration():      # what it says (not how long it took)
+        d = json.loads((folder / CF.FILE).read_text())
+        return {k: v for k, v in d.items() if k not in ("timings", "checksum")}
+
+    before = calibration()
+    how(folder / CF.FILE)
+    assert any(p.startswith(CF.FILE) for p in check_index(folder))
+    assert main(["check", str(folder), "--repair"]) == 0
+    out = capsys.readouterr().out
+    assert f"repaired {CF.FILE}" in out and "still a problem" not in out and "intact" in out
+    assert check_index(folder) == [] and calibration() == before

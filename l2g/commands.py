@@ -189,10 +189,15 @@ def cmd_calibrate(args) -> int:
     st = CF.ensure_calibration(eng.li.folder, eng.li, eng.graph, eng.gt, cfg.confidence, cfg.verify,
                                progress=Bar("calibrating"))
     cal = st.result
-    print(f"calibration ({st.action}, null from {cal.source}, {len(cal.null_scores)} samples): "
-          f"match when top local score >= {cal.score_threshold:.4f} (with >= {cfg.verify.min_inliers} inliers) "
-          f"or verified inliers >= {cal.inlier_threshold}"
-          f"\n  saved: {eng.li.folder / CF.FILE}")
+    if cal.calibrated:
+        print(f"calibration ({st.action}, null from {cal.source}, {len(cal.null_scores)} samples): "
+              f"match when top local score >= {cal.score_threshold:.4f} (with >= {cfg.verify.min_inliers} inliers) "
+              f"or verified inliers >= {cal.inlier_threshold}")
+    else:       # its thresholds (0) mean nothing: the verdict accepts every query
+        print(f"not calibrated: too few samples ({len(cal.null_scores)}; at least {cfg.confidence.min_null} "
+              "needed, one per gallery image); the app keeps its defaults: every query is shown "
+              "as a match, never 'no confident match'. Calibrate again once the gallery is larger.")
+    print(f"  saved: {eng.li.folder / CF.FILE}")
     if eng.gt is not None and not args.no_rates:
         r = error_rates(eng.li, eng.graph, eng.gt, cfg.confidence, cfg.verify, args.folds, Bar("rates"))
         c = r["counts"]
@@ -205,7 +210,15 @@ def cmd_calibrate(args) -> int:
               f"| group image, its group left out: accepted (false accept) | {c['group_out']} | "
               f"{r['false_accept_group_out']} |\n"
               f"| distractor: accepted (false accept) | {c['distractor']} | {r['false_accept_distractor']} |")
+        # a fold calibrated on too few samples has thresholds of 0: it accepts every query (its false-accept
+        # rates are 1 by construction, not a measurement)
+        bad = [t["fold"] for t in r["thresholds"] if t["score"] <= 0 and t["inliers"] <= 0]
+        for t in r["thresholds"]:
+            t["calibrated"] = t["fold"] not in bad
         print("thresholds per fold: " + json.dumps(r["thresholds"]))
+        if bad:
+            print(f"  not calibrated: fold(s) {', '.join(str(f) for f in bad)} (too few samples in the other folds; "
+                  "every query accepted): the false-accept rates above measure nothing for them")
     return 0
 
 

@@ -149,3 +149,21 @@ def test_a_query_rectangle_outside_the_image_says_so():
     with pytest.raises(QueryError, match="finite"):
         crop(rgb, (0, 0, float("inf"), 50))
     assert crop(rgb, (-10, -10, 50, 60)).shape == (60, 50, 3)
+
+
+def test_calibrate_on_a_tiny_gallery_says_it_is_not_calibrated(demo_gallery, tmp_path, capsys):
+    """Four images: it printed 'match when top local score >= 0.0000 ... or verified inliers >= 0' and
+    per-fold thresholds of 0 with false-accept rates of 1, as if measured."""
+    import shutil
+
+    groups = {g: [f"{g}/{g}_{v}.jpg" for v in ("orig", "light")] for g in ("astronaut", "coffee")}
+    for paths in groups.values():
+        for p in paths:
+            (tmp_path / "g" / p).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(demo_gallery / "groups" / p, tmp_path / "g" / p)
+    (tmp_path / "g" / "groups.json").write_text(json.dumps({"groups": groups}))
+    assert main(["calibrate", str(tmp_path / "g"), *SMALL, "--data-dir", str(tmp_path / "data")]) == 0
+    out = capsys.readouterr().out
+    assert "not calibrated: too few samples (4;" in out and "keeps its defaults" in out
+    assert "match when top local score" not in out
+    assert '"calibrated": false' in out and "not calibrated: fold(s) 0, 1" in out

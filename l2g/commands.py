@@ -74,7 +74,15 @@ def cmd_index(args) -> int:
     if not folder.is_dir():
         print(f"error: {folder} is not a folder", file=sys.stderr)
         return 2
-    eng = open_engine(folder, Path(args.out) if args.out else None, _cfg(args), progress=Bar("indexing"),
+    out = Path(args.out) if args.out else None
+    if out is not None and out.exists() and not out.is_dir():
+        print(f"error: --out {out} is a file; give a folder for the index (made if missing)", file=sys.stderr)
+        return 2
+    if out is not None and out.resolve().is_relative_to(folder.resolve()):
+        print(f"error: --out {out} is inside the gallery {folder}: the index files would be scanned with the "
+              "photos; give a folder outside it (or leave --out out: <data dir>/index/...)", file=sys.stderr)
+        return 2
+    eng = open_engine(folder, out, _cfg(args), progress=Bar("indexing"),
                       with_global=not args.no_global, data_dir=_data(args))
     r = eng.report
     print(f"index: {eng.li.folder}\n  images: {eng.li.n_images} ({len(r.added)} extracted, {len(r.reused)} resumed, "
@@ -154,6 +162,9 @@ def cmd_eval(args) -> int:
         from .datasets import build_demo
 
         ds = build_demo(paths.dataset_dir("demo", _data(args)), progress=Bar("demo images"))
+    if Path(args.out).is_dir():
+        print(f"error: --out {args.out} is a folder; give the results file's name", file=sys.stderr)
+        return 2
     cfg = _cfg(args)
     res = evaluate(ds, tuple(args.methods), cfg, progress=Bar("eval"), max_queries=args.max_queries,
                    index_dir=paths.index_dir(ds, cfg, _data(args)) if ds.is_dir() else None)

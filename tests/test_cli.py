@@ -167,3 +167,19 @@ def test_calibrate_on_a_tiny_gallery_says_it_is_not_calibrated(demo_gallery, tmp
     assert "not calibrated: too few samples (4;" in out and "keeps its defaults" in out
     assert "match when top local score" not in out
     assert '"calibrated": false' in out and "not calibrated: fold(s) 0, 1" in out
+
+
+@pytest.mark.parametrize("where", ["file", "gallery", "inside"])
+def test_index_out_must_be_a_folder_outside_the_gallery(where, tmp_path, capsys):
+    """An existing file gave the raw '[Errno 17] File exists'; the gallery itself was taken as the index folder."""
+    g = tmp_path / "g"
+    _flat(g / "a.png")
+    out = {"file": tmp_path / "ix", "gallery": g, "inside": g / "sub" / "ix"}[where]
+    if where == "file":
+        out.write_text("keep me")
+    assert main(["index", str(g), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert ("is a file" if where == "file" else "inside the gallery") in err and "Errno" not in err
+    assert sorted(p.name for p in g.rglob("*")) == ["a.png"]
+    if where == "file":
+        assert out.read_text() == "keep me"

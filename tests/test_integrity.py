@@ -627,9 +627,10 @@ def test_a_search_while_a_build_renames_in_its_files_reads_one_build(before_and_
     assert li.n_images == 6 and li.ix.ntotal == li.ntotal == read_manifest(folder)["ntotal"]
 
 
-def test_a_mismatch_while_another_build_holds_the_lock_says_so(before_and_after, monkeypatch):
-    """Half-written (faiss.index new, manifest.json old) while a build holds the folder: 'a build is
-    updating', never 'repair'; the same files with no build at work: a damage, with its fix."""
+@pytest.mark.parametrize("builder", ["thread", "process"])
+def test_a_mismatch_while_another_build_holds_the_lock_says_so(builder, before_and_after, monkeypatch):
+    """Half-written (faiss.index new, manifest.json old) while a build holds the folder (another thread or
+    another process): 'a build is updating', never 'repair'; with no build at work: a damage, with its fix."""
     import threading
 
     from l2g import lock
@@ -645,16 +646,26 @@ def test_a_mismatch_while_another_build_holds_the_lock_says_so(before_and_after,
             held.set()
             done.wait(10)
 
-    t = threading.Thread(target=build)
-    t.start()
-    try:
+    if builder == "thread":
+        t = threading.Thread(target=build)
+        t.start()
         assert held.wait(10)
+    else:
+        code = ("import sys, time; from l2g.lock import folder_lock\n"
+                "with folder_lock(sys.argv[1], 5):\n    print('held', flush=True); time.sleep(30)")
+        proc = subprocess.Popen([sys.executable, "-c", code, str(folder)], cwd=REPO, stdout=subprocess.PIPE, text=True)
+        assert proc.stdout.readline().strip() == "held"
+    try:
         with pytest.raises(store.IndexBusyError, match="a build is updating") as e:
             load_index(folder)
         assert "epair" not in str(e.value)
     finally:
-        done.set()
-        t.join()
+        if builder == "thread":
+            done.set()
+            t.join()
+        else:
+            proc.kill()
+            proc.wait()
     with pytest.raises(IndexFormatError, match="faiss.index") as e:
         load_index(folder)
     assert not isinstance(e.value, store.IndexBusyError)

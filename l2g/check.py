@@ -18,6 +18,7 @@ from .index import BuildReport, Progress, load_index
 from .manifest import entries, read_manifest, stored_config
 
 ORDER_CHECKED = ("graph.npz", "global.npz")   # stage files whose image list must match faiss.index's
+CALIBRATION = "confidence.json"                # the 'no confident match' thresholds (l2g.confidence.FILE)
 
 
 def check_index(folder: Path, cfg: C.StoreConfig = C.StoreConfig()) -> list[str]:
@@ -69,11 +70,20 @@ def repair_index(folder: Path, gallery: Path | None = None, cfg: C.L2GConfig = C
         cfg = stored_config(m, cfg)
         paths = [e["path"] for e in m["images"]] + [f[0] for f in m.get("failed", [])]
         with_global = "global.npz" in m["files"] or (folder / "global.npz").is_file()
+        calibrated = CALIBRATION in m["files"] or (folder / CALIBRATION).is_file()
     except IndexFormatError as e:
         if gallery is None:
             raise IndexFormatError(f"{e}\nThe manifest names the gallery folder: pass it with --gallery FOLDER "
                                    "(and the index's feature options) to rebuild the index.") from None
         with_global = (folder / "global.npz").is_file()
+        calibrated = (folder / CALIBRATION).is_file()
     eng = open_engine(Path(gallery), folder, cfg, progress, sync=True, with_global=with_global,
                       paths=[p for p in paths if (Path(gallery) / p).exists()] if paths is not None else None)
+    if calibrated:      # computed from the index (and groups.json), as `calibrate` does: loaded if intact
+        from .confidence import ensure_calibration
+
+        with store.folder_lock(folder, cfg.store.lock_timeout, cfg.store):
+            st = ensure_calibration(folder, eng.li, eng.graph, eng.gt, cfg.confidence, cfg.verify, progress)
+        if st.action != "loaded":
+            eng.report.repaired.append((CALIBRATION, st.reason or "recomputed"))
     return eng.report

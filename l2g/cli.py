@@ -6,6 +6,7 @@ command does is in ``l2g.commands``.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 
 from . import commands as K
@@ -13,6 +14,26 @@ from . import config as C
 from . import methods as M
 from . import options
 from .errors import L2GError
+
+
+def _at_least_1(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {v}")
+    return v
+
+
+def _pixels(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of pixels, got {text!r}") from None
+    if not math.isfinite(v):
+        raise argparse.ArgumentTypeError(f"expected a finite number of pixels, got {text!r}")
+    return v
 
 
 def parser() -> argparse.ArgumentParser:
@@ -58,10 +79,10 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("search", help="search an index with a query image")
     s.add_argument("image", help="query image file")
     s.add_argument("--index", required=True, help="index folder made by `index`")
-    s.add_argument("--top", type=int, default=10, help="results to print (default 10)")
+    s.add_argument("--top", type=_at_least_1, default=10, help="results to print (default 10)")
     s.add_argument("--method", choices=list(M.METHODS), default="local",
                    help="ranking to print: local (local-search shortlist, default), l2g (MDS re-ranked), ...")
-    s.add_argument("--bbox", type=float, nargs=4, metavar=("X0", "Y0", "X1", "Y1"),
+    s.add_argument("--bbox", type=_pixels, nargs=4, metavar=("X0", "Y0", "X1", "Y1"),
                    help="query rectangle in pixels of the loaded (max-side capped) image")
     s.add_argument("--json", action="store_true", help="print JSON: {query, results: [{rank, path, score, matches}]}")
     options.add_device(s)
@@ -72,7 +93,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS), choices=list(M.METHODS),
                    help=f"methods to run (default {' '.join(DEFAULT_METHODS)})")
     s.add_argument("--out", default="results.json", help="results file (default results.json)")
-    s.add_argument("--max-queries", type=int, help="evaluate only the first N queries")
+    s.add_argument("--max-queries", type=_at_least_1, help="evaluate only the first N queries")
     feat_opts(s)
     s.set_defaults(fn=K.cmd_eval)
 

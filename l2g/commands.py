@@ -74,7 +74,15 @@ def cmd_index(args) -> int:
     if not folder.is_dir():
         print(f"error: {folder} is not a folder", file=sys.stderr)
         return 2
-    eng = open_engine(folder, Path(args.out) if args.out else None, _cfg(args), progress=Bar("indexing"),
+    out = Path(args.out) if args.out else None
+    if out is not None and out.exists() and not out.is_dir():
+        print(f"error: --out {out} is a file; give a folder for the index (made if missing)", file=sys.stderr)
+        return 2
+    if out is not None and out.resolve().is_relative_to(folder.resolve()):
+        print(f"error: --out {out} is inside the gallery {folder}: the index files would be scanned with the "
+              "photos; give a folder outside it (or leave --out out: <data dir>/index/...)", file=sys.stderr)
+        return 2
+    eng = open_engine(folder, out, _cfg(args), progress=Bar("indexing"),
                       with_global=not args.no_global, data_dir=_data(args))
     r = eng.report
     print(f"index: {eng.li.folder}\n  images: {eng.li.n_images} ({len(r.added)} extracted, {len(r.reused)} resumed, "
@@ -154,10 +162,15 @@ def cmd_eval(args) -> int:
         from .datasets import build_demo
 
         ds = build_demo(paths.dataset_dir("demo", _data(args)), progress=Bar("demo images"))
+    if Path(args.out).is_dir():
+        print(f"error: --out {args.out} is a folder; give the results file's name", file=sys.stderr)
+        return 2
     cfg = _cfg(args)
     res = evaluate(ds, tuple(args.methods), cfg, progress=Bar("eval"), max_queries=args.max_queries,
                    index_dir=paths.index_dir(ds, cfg, _data(args)) if ds.is_dir() else None)
     write_results(res, Path(args.out))
+    for s in res["skipped"]:
+        print(f"  skipped {s['path']}: {s['reason']} (left out of the queries and the positives)")
     print(table(res))
     for pair, c in res["wins"].items():
         print(f"{pair}, queries: improved {c['improved']}, hurt {c['hurt']}, equal {c['equal']}")
@@ -187,10 +200,15 @@ def cmd_calibrate(args) -> int:
     st = CF.ensure_calibration(eng.li.folder, eng.li, eng.graph, eng.gt, cfg.confidence, cfg.verify,
                                progress=Bar("calibrating"))
     cal = st.result
-    print(f"calibration ({st.action}, null from {cal.source}, {len(cal.null_scores)} samples): "
-          f"match when top local score >= {cal.score_threshold:.4f} (with >= {cfg.verify.min_inliers} inliers) "
-          f"or verified inliers >= {cal.inlier_threshold}"
-          f"\n  saved: {eng.li.folder / CF.FILE}")
+    if cal.calibrated:
+        print(f"calibration ({st.action}, null from {cal.source}, {len(cal.null_scores)} samples): "
+              f"match when top local score >= {cal.score_threshold:.4f} (with >= {cfg.verify.min_inliers} inliers) "
+              f"or verified inliers >= {cal.inlier_threshold}")
+    else:       # its thresholds (0) mean nothing: the verdict accepts every query
+        print(f"not calibrated: too few samples ({len(cal.null_scores)}; at least {cfg.confidence.min_null} "
+              "needed, one per gallery image); the app keeps its defaults: every query is shown "
+              "as a match, never 'no confident match'. Calibrate again once the gallery is larger.")
+    print(f"  saved: {eng.li.folder / CF.FILE}")
     if eng.gt is not None and not args.no_rates:
         r = error_rates(eng.li, eng.graph, eng.gt, cfg.confidence, cfg.verify, args.folds, Bar("rates"))
         c = r["counts"]
@@ -203,7 +221,15 @@ def cmd_calibrate(args) -> int:
               f"| group image, its group left out: accepted (false accept) | {c['group_out']} | "
               f"{r['false_accept_group_out']} |\n"
               f"| distractor: accepted (false accept) | {c['distractor']} | {r['false_accept_distractor']} |")
+        # a fold calibrated on too few samples has thresholds of 0: it accepts every query (its false-accept
+        # rates are 1 by construction, not a measurement)
+        bad = [t["fold"] for t in r["thresholds"] if t["score"] <= 0 and t["inliers"] <= 0]
+        for t in r["thresholds"]:
+            t["calibrated"] = t["fold"] not in bad
         print("thresholds per fold: " + json.dumps(r["thresholds"]))
+        if bad:
+            print(f"  not calibrated: fold(s) {', '.join(str(f) for f in bad)} (too few samples in the other folds; "
+                  "every query accepted): the false-accept rates above measure nothing for them")
     return 0
 
 

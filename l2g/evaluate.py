@@ -9,6 +9,7 @@ revisitop sets, 'map' is the Medium setup and 'map_easy/medium/hard' are given.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections import defaultdict
@@ -19,7 +20,7 @@ import numpy as np
 from . import config as C
 from . import methods as M
 from .datasets import EvalDataset, load_eval_dataset
-from .errors import L2GError
+from .errors import DatasetError, L2GError
 from .metrics import average_precision, precision_at_k, revisited_setups, summarise
 from .pipeline import Engine, make_query, open_engine, run_query
 
@@ -48,21 +49,38 @@ def evaluate(dataset, methods=DEFAULT_METHODS, cfg: C.L2GConfig = C.DEFAULT, eng
     """Run ``methods`` for every query of ``dataset``; returns the results.json dict."""
     ds: EvalDataset = dataset if isinstance(dataset, EvalDataset) else load_eval_dataset(dataset)
     methods = [m.name for m in M.resolve(methods)]      # UnknownMethod for a bad name
+    no_queries = f"{ds.root}: no queries: every group needs at least 2 readable images"
+    if not ds.queries:
+        raise DatasetError(no_queries)
     t0 = time.perf_counter()
     if engine is None:
         engine = open_engine(ds.root, index_dir, cfg, progress=progress, paths=ds.images,
                              with_global=any(M.get(m).needs_global for m in methods))
     li = engine.li
     methods = list(M.available(methods, engine.gi is not None))
-    queries = ds.queries[:max_queries] if max_queries else ds.queries
+    # gallery images the build could not read: neither a query nor a positive of the others (a positive
+    # that cannot be ranked would lower every AP), listed with their reason in results["skipped"]
+    why = dict(li.failed)
+    skipped = [{"path": p, "reason": why.get(p, "not in the index")} for p in ds.images if li.id_of(p) is None]
+    gone = {s["path"] for s in skipped}
+    queries = []
+    for q in ds.queries:
+        q = dataclasses.replace(q, easy=[p for p in q.easy if p not in gone], hard=[p for p in q.hard if p not in gone],
+                                junk=[p for p in q.junk if p not in gone])
+        if (q.exclude_self and q.path in gone) or not (q.easy or q.hard):
+            continue  # the query itself unreadable, or none of its positives readable: it cannot be scored
+        queries.append(q)
+    queries = queries[:max_queries] if max_queries else queries
+    if not queries:
+        raise DatasetError(no_queries + (f" ({len(skipped)} could not be read: "
+                                         + "; ".join(f"{s['path']}: {s['reason']}" for s in skipped[:5]) + ")"
+                                         if skipped else ""))
     per = {m: [] for m in methods}
     stage_t = {m: defaultdict(list) for m in methods}
     for n, q in enumerate(queries):
         if progress:
             progress(n, len(queries), f"query {q.path}")
         gid = li.id_of(q.path) if q.exclude_self else None
-        if q.exclude_self and gid is None:
-            continue  # the query image could not be indexed (reported at build time)
         try:
             query = (make_query(engine, gallery_id=gid) if gid is not None else
                      make_query(engine, source=ds.query_root / q.path, name=q.path,
@@ -80,6 +98,7 @@ def evaluate(dataset, methods=DEFAULT_METHODS, cfg: C.L2GConfig = C.DEFAULT, eng
     if progress:
         progress(len(queries), len(queries), "done")
     out = {"dataset": ds.name, "root": str(ds.root), "n_images": li.n_images, "n_queries": len(queries),
+           "skipped": skipped, "skipped_note": "unreadable gallery images: left out of the queries and the positives",
            "config": {"features": C.asdict(engine.cfg.features), "search": C.asdict(engine.cfg.search),
                       "rerank": C.asdict(engine.cfg.rerank), "index": li.kind},
            "methods": {}, "timings": {"total": time.perf_counter() - t0, **engine.timings}}
@@ -89,8 +108,9 @@ def evaluate(dataset, methods=DEFAULT_METHODS, cfg: C.L2GConfig = C.DEFAULT, eng
         res = {"map": s["mAP"], "mp@1": s["mP@1"], "mp@5": s["mP@5"], "mp@10": s["mP@10"],
                "timings": {k: float(np.mean(v)) for k, v in stage_t[m].items()}, "queries": rows}
         b = M.budget(M.get(m), engine.cfg)
-        if b is not None:   # images spatially verified per query, and the share of the gallery that is
-            res["budget"] = {"n": b, "fraction": b / max(1, li.n_images)}
+        if b is not None:   # images spatially verified per query (at most the gallery less the query), and
+            n = min(b, max(0, li.n_images - 1))     # the share of the gallery that is
+            res["budget"] = {"n": n, "fraction": n / max(1, li.n_images)}
         if ds.kind == "revisitop":
             for setup in ("easy", "medium", "hard"):
                 res[f"map_{setup}"] = summarise([r.get(f"ap_{setup}", np.nan) for r in rows])["mAP"]

@@ -42,6 +42,7 @@ from .ann import (  # noqa: F401 (re-exported)
 from .errors import IndexFormatError
 from .features import Extractor, Features
 from .gather import BuildReport, Progress, gather  # noqa: F401 (re-exported: they lived here)
+from .lock import read_consistent
 from .manifest import (  # noqa: F401
     ImageEntry,
     buildable_manifest,
@@ -160,16 +161,11 @@ def load_index(folder: Path, root: Path | None = None, cfg: C.L2GConfig = C.DEFA
     """Load an index folder, every file checked against the manifest (faiss.index above
     cfg.store.full_hash_max: size + sampled hash; ``hashed``: sizes only, the caller has just
     hashed every file in full, as ``check`` does). ``root`` overrides the stored gallery folder.
-    A build replacing files meanwhile is waited out (the check is retried on a new manifest)."""
-    path = Path(folder) / store.MANIFEST
-    for attempt in range(5):
-        stamp = path.stat().st_mtime_ns if path.is_file() else None
-        try:
-            return _load_index(Path(folder), root, cfg, False if hashed else None)
-        except IndexFormatError:
-            if attempt == 4 or not path.is_file() or path.stat().st_mtime_ns == stamp:
-                raise
-            time.sleep(0.2)
+    A build replacing files meanwhile is waited out (l2g.lock.read_consistent: the open is done again
+    when manifest.json or faiss.index was replaced during it; IndexBusyError if a build keeps at it)."""
+    folder = Path(folder)
+    return read_consistent(folder, (store.MANIFEST, "faiss.index"),
+                           lambda: _load_index(folder, root, cfg, False if hashed else None))
 
 
 def _load_index(folder: Path, root, cfg: C.L2GConfig, full: bool | None) -> LocalIndex:

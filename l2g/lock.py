@@ -61,3 +61,73 @@ def folder_lock(folder: Path, timeout: float | None = None, cfg: StoreConfig = S
                 slot[1] = None
     finally:
         slot[0].release()
+
+
+def held_by_another(folder: Path) -> bool:
+    """Whether another thread or process holds the build lock of ``folder`` now (never waits; a reader's
+    check: the calling thread's own lock, a missing lock file or a read-only folder say False)."""
+    import filelock
+
+    folder = Path(folder)
+    if not (folder / LOCK_NAME).is_file():
+        return False
+    with _REG:
+        slot = _HELD.setdefault(str(folder.resolve()), [threading.RLock(), None, 0])
+    if not slot[0].acquire(blocking=False):
+        return True                                  # another thread of this process builds
+    try:
+        if slot[2]:
+            return False                             # this thread holds it (a repair checking its work)
+        fl = filelock.FileLock(folder / LOCK_NAME, timeout=0, thread_local=False)
+        try:
+            fl.acquire()
+        except filelock.Timeout:
+            return True
+        except OSError:
+            return False
+        fl.release()
+        return False
+    finally:
+        slot[0].release()
+
+
+def _identity(folder: Path, names) -> tuple:
+    out = []
+    for name in names:
+        try:
+            st = (folder / name).stat()
+            out.append((st.st_ino, st.st_mtime_ns, st.st_size))
+        except OSError:
+            out.append(None)
+    return tuple(out)
+
+
+def _pause(seconds: float) -> None:
+    time.sleep(seconds)
+
+
+def read_consistent(folder: Path, names, read, attempts: int = 6, wait: float = 0.1):
+    """``read()`` (which opens files ``names`` of ``folder`` and raises IndexFormatError on a mismatch)
+    over the files of one build: a read during which one of them was replaced (a build renaming in its
+    new files) is done again, and so is a failed one while another build holds the folder's lock, a
+    bounded number of times (waits doubling from ``wait``). When a build keeps the files changing,
+    IndexBusyError says so (not a damage: nothing to repair)."""
+    from .errors import IndexFormatError
+
+    folder = Path(folder)
+    busy = IndexBusyError(f"a build is updating the index at {folder}; try again when it finishes")
+    for attempt in range(attempts):
+        stamp = _identity(folder, names)
+        try:
+            out = read()
+        except IndexFormatError:
+            changed = _identity(folder, names) != stamp
+            if not (changed or held_by_another(folder)):
+                raise                                # a damaged file, no build at work: the message says the fix
+            if attempt == attempts - 1:
+                raise busy from None
+        else:
+            if _identity(folder, names) == stamp:
+                return out
+        _pause(wait * 2 ** attempt)
+    raise busy

@@ -74,6 +74,8 @@ def open_engine(gallery: Path, index_dir: Path | None = None, cfg: C.L2GConfig =
             li = load_index(index_dir, gallery, cfg)
         else:
             li, report = build_index(gallery, index_dir, cfg, paths=paths, extractor=extractor, progress=progress)
+        if li.n_images and not li.ntotal:      # saved as it is (nothing lost), but nothing can be searched
+            raise NoDescriptorsError(_no_descriptors(gallery, li, report))
         li.cfg = li.cfg.replace(search=cfg.search, graph=cfg.graph, rerank=cfg.rerank, verify=cfg.verify,
                                 globaldesc=cfg.globaldesc, store=cfg.store)
         stages = [ensure_graph(index_dir, li, cfg.graph, cfg.search, progress, repair=sync)]
@@ -95,6 +97,17 @@ def open_engine(gallery: Path, index_dir: Path | None = None, cfg: C.L2GConfig =
                            "global": sum(t.get("global.npz", {}).values())})
 
 
+class NoDescriptorsError(DatasetError):
+    """Every image of the gallery was read, but none has a keypoint: nothing to search or train on."""
+
+
+def _no_descriptors(gallery: Path, li: LocalIndex, report) -> str:
+    empty = list(getattr(report, "empty", None) or li.paths)
+    names = ", ".join(empty[:5]) + (f" and {len(empty) - 5} more" if len(empty) > 5 else "")
+    return (f"no keypoints in any image of {gallery} ({li.n_images} image(s): {names}); blank, flat or tiny "
+            "images cannot be searched. Add photos with texture and run the same command again.")
+
+
 @dataclass
 class Query:
     """A query: its features, and where it came from."""
@@ -110,9 +123,13 @@ class Query:
 def crop(rgb: np.ndarray, bbox) -> np.ndarray:
     """(H, W, 3) -> the bbox (x0, y0, x1, y1) region, clamped to the image; refuses empty boxes."""
     h, w = rgb.shape[:2]
+    if len(bbox) != 4 or not all(np.isfinite(float(v)) for v in bbox):
+        raise QueryError(f"the query rectangle {tuple(bbox)} must be 4 finite numbers (x0, y0, x1, y1) of pixels")
     x0, y0, x1, y1 = (int(round(v)) for v in bbox)
     x0, x1 = max(0, min(x0, x1)), min(w, max(x0, x1))
     y0, y1 = max(0, min(y0, y1)), min(h, max(y0, y1))
+    if x1 <= x0 or y1 <= y0:
+        raise QueryError(f"the query rectangle {bbox} lies outside the image ({w} x {h} pixels)")
     if x1 - x0 < 16 or y1 - y0 < 16:
         raise QueryError(f"the query rectangle {bbox} is too small (at least 16 x 16 pixels)")
     return rgb[y0:y1, x0:x1]

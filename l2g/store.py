@@ -57,13 +57,38 @@ class Stage:
 
 
 # --------------------------------------------------------------------------- writes
+def _umask_at_import() -> int:
+    mask = os.umask(0o022)      # os.umask can only be read by setting it: once, when l2g.store is imported
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _umask_at_import()
+
+
+def umask() -> int:
+    """The process's umask now (Linux: read from /proc, no set-and-restore race between threads; else
+    the one at import)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return _UMASK
+
+
 @contextlib.contextmanager
 def atomic_path(path: Path, sync: bool = True):
     """A unique temporary path beside ``path`` for a library that writes by name (faiss.write_index);
     on success it is fsynced (``sync``) and replaces ``path`` atomically, on failure it is removed."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
-    os.close(fd)
+    try:        # mkstemp makes it 0600: the mode of a file open() would create (others sharing the folder read it)
+        os.fchmod(fd, 0o666 & ~umask())
+    finally:
+        os.close(fd)
     try:
         yield tmp
         if sync:

@@ -833,7 +833,7 @@ def test_evaluation_page_plots_map_against_the_verification_budget(small_env, en
     summary = at.dataframe[0].value
     mAP = {m: float(summary.loc[summary["method"] == core.METHOD_LABELS[m], "mAP"].iloc[0]) for m in flat + budgets}
     curve = [t for t in fig["data"] if t["mode"] == "lines+markers"]
-    lines = [t for t in fig["data"] if t["mode"] == "lines+text"]
+    lines = [t for t in fig["data"] if t["mode"] == "lines"]
     assert len(curve) == 1 and len(lines) == len(flat)            # one line per N-independent method
     assert _xs(curve[0]) == [M.budget(M.get(m), engine.cfg) for m in budgets]    # one g2l point per budget
     assert _ys(curve[0]) == pytest.approx([mAP[m] for m in budgets])

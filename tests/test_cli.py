@@ -82,3 +82,104 @@ def test_search_extracts_with_the_index_settings_on_the_device_asked(demo_engine
     want = stored_config(read_manifest(demo_engine.li.folder))
     assert cfg.features == want.features == demo_engine.li.cfg.features and cfg.index == want.index
     assert cfg.build.device == "cpu" and cfg.features.num_features != 123
+
+
+SMALL = ["--num-features", "300", "--max-side", "320", "--workers", "1"]
+
+
+def _flat(path, size=(400, 300)):
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", size, (128, 128, 128)).save(path)
+
+
+@pytest.mark.parametrize("cmd", ["index", "calibrate"])
+def test_a_gallery_without_keypoints_is_a_clear_error(cmd, tmp_path, capsys):
+    """Only featureless images: a message and exit 2 (was a ValueError traceback from the VLAD training),
+    again on a second run; the index folder is kept."""
+    _flat(tmp_path / "g" / "flat.png")
+    argv = [cmd, str(tmp_path / "g"), *SMALL, "--data-dir", str(tmp_path / "data")]
+    if cmd == "index":
+        argv += ["--out", str(tmp_path / "ix")]
+    for _ in range(2):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert "no keypoints in any image" in err and "flat.png" in err
+    if cmd == "index":
+        assert (tmp_path / "ix" / "manifest.json").is_file()
+
+
+def test_a_gallery_with_some_featureless_images_is_indexed(demo_gallery, tmp_path, capsys):
+    import shutil
+
+    g = tmp_path / "g"
+    g.mkdir()
+    for name in ("chelsea/chelsea_orig.jpg", "coffee/coffee_orig.jpg"):
+        shutil.copy(demo_gallery / "groups" / name, g / name.split("/")[1])
+    _flat(g / "flat.png")
+    assert main(["index", str(g), "--out", str(tmp_path / "ix"), *SMALL]) == 0
+    out = capsys.readouterr().out
+    assert "images: 3" in out and "no keypoints: flat.png" in out
+    assert (tmp_path / "ix" / "global.npz").is_file()
+
+
+@pytest.mark.parametrize("opts, says", [(["--top", "0"], "--top: must be at least 1, got 0"),
+                                        (["--top", "-9"], "--top: must be at least 1, got -9"),
+                                        (["--bbox", "nan", "0", "100", "100"], "finite number of pixels, got 'nan'"),
+                                        (["--bbox", "0", "0", "inf", "inf"], "finite number of pixels, got 'inf'")])
+def test_search_options_are_checked_when_parsed(opts, says, tmp_path, capsys):
+    """--top 0 printed a bare header, --top -9 two rows; a NaN or infinite box ended in a traceback."""
+    with pytest.raises(SystemExit) as e:
+        main(["search", str(tmp_path / "q.jpg"), "--index", str(tmp_path / "ix"), *opts])
+    assert e.value.code == 2 and says in capsys.readouterr().err
+
+
+def test_a_query_rectangle_outside_the_image_says_so():
+    import numpy as np
+
+    from l2g.errors import QueryError
+    from l2g.pipeline import crop
+
+    rgb = np.zeros((100, 200, 3), np.uint8)
+    with pytest.raises(QueryError, match=r"outside the image \(200 x 100 pixels\)"):
+        crop(rgb, (300, 0, 400, 50))
+    with pytest.raises(QueryError, match="too small"):
+        crop(rgb, (190, 0, 400, 50))
+    with pytest.raises(QueryError, match="finite"):
+        crop(rgb, (0, 0, float("inf"), 50))
+    assert crop(rgb, (-10, -10, 50, 60)).shape == (60, 50, 3)
+
+
+def test_calibrate_on_a_tiny_gallery_says_it_is_not_calibrated(demo_gallery, tmp_path, capsys):
+    """Four images: it printed 'match when top local score >= 0.0000 ... or verified inliers >= 0' and
+    per-fold thresholds of 0 with false-accept rates of 1, as if measured."""
+    import shutil
+
+    groups = {g: [f"{g}/{g}_{v}.jpg" for v in ("orig", "light")] for g in ("astronaut", "coffee")}
+    for paths in groups.values():
+        for p in paths:
+            (tmp_path / "g" / p).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(demo_gallery / "groups" / p, tmp_path / "g" / p)
+    (tmp_path / "g" / "groups.json").write_text(json.dumps({"groups": groups}))
+    assert main(["calibrate", str(tmp_path / "g"), *SMALL, "--data-dir", str(tmp_path / "data")]) == 0
+    out = capsys.readouterr().out
+    assert "not calibrated: too few samples (4;" in out and "keeps its defaults" in out
+    assert "match when top local score" not in out
+    assert '"calibrated": false' in out and "not calibrated: fold(s) 0, 1" in out
+
+
+@pytest.mark.parametrize("where", ["file", "gallery", "inside"])
+def test_index_out_must_be_a_folder_outside_the_gallery(where, tmp_path, capsys):
+    """An existing file gave the raw '[Errno 17] File exists'; the gallery itself was taken as the index folder."""
+    g = tmp_path / "g"
+    _flat(g / "a.png")
+    out = {"file": tmp_path / "ix", "gallery": g, "inside": g / "sub" / "ix"}[where]
+    if where == "file":
+        out.write_text("keep me")
+    assert main(["index", str(g), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert ("is a file" if where == "file" else "inside the gallery") in err and "Errno" not in err
+    assert sorted(p.name for p in g.rglob("*")) == ["a.png"]
+    if where == "file":
+        assert out.read_text() == "keep me"

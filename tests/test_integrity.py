@@ -575,3 +575,135 @@ def test_check_hashes_every_file_once(clean, tmp_path):
     with mock.patch.object(checksum, "sha256_file", count):
         assert check_index(folder) == []
     assert names == Counter(dict.fromkeys(manifest["files"], 1))
+
+
+@pytest.fixture
+def before_and_after(tiny_gallery, tiny_cfg, tiny_extractor, tmp_path):
+    """An index folder of five images, and the faiss.index + manifest.json a build adding a sixth wrote."""
+    g = tmp_path / "g"
+    shutil.copytree(tiny_gallery, g)
+    last = sorted(p for p in g.rglob("*.jpg"))[-1]
+    kept = last.read_bytes()
+    last.unlink()
+    folder = tmp_path / "ix"
+    open_engine(g, folder, tiny_cfg, extractor=tiny_extractor, with_global=False)
+    old = {n: (folder / n).read_bytes() for n in ("faiss.index", "manifest.json", "graph.npz")}
+    shards = {p.name: p.read_bytes() for p in (folder / "features").iterdir()}
+    last.write_bytes(kept)
+    open_engine(g, folder, tiny_cfg, extractor=tiny_extractor, with_global=False)
+    new = {n: (folder / n).read_bytes() for n in old}
+    for n, b in old.items():
+        store.write_bytes(folder / n, b)
+    for n, b in shards.items():          # the build removes the shards it re-packed once it has finished
+        store.write_bytes(folder / "features" / n, b)
+    return folder, new
+
+
+def test_a_search_while_a_build_renames_in_its_files_reads_one_build(before_and_after, monkeypatch):
+    """The build renamed its new faiss.index between the reader's check and its read (its manifest came
+    later): the reader said 'inconsistent ... Repair it' of a healthy index. Now it reads again."""
+    from l2g import index as I
+    from l2g import lock
+
+    folder, new = before_and_after
+    assert I.load_index(folder).n_images == 5
+    real, events = I.read_faiss, []
+
+    def racing(path, **kw):
+        if not events:
+            events.append("faiss")
+            store.write_bytes(folder / "faiss.index", new["faiss.index"])   # the writer's rename
+        return real(path, **kw)
+
+    def pause(seconds):
+        events.append("pause")
+        if events.count("pause") == 1:
+            store.write_bytes(folder / "manifest.json", new["manifest.json"])   # the writer finishes
+
+    monkeypatch.setattr(I, "read_faiss", racing)
+    monkeypatch.setattr(lock, "_pause", pause, raising=False)
+    li = I.load_index(folder)
+    assert events[:2] == ["faiss", "pause"]
+    assert li.n_images == 6 and li.ix.ntotal == li.ntotal == read_manifest(folder)["ntotal"]
+
+
+@pytest.mark.parametrize("builder", ["thread", "process"])
+def test_a_mismatch_while_another_build_holds_the_lock_says_so(builder, before_and_after, monkeypatch):
+    """Half-written (faiss.index new, manifest.json old) while a build holds the folder (another thread or
+    another process): 'a build is updating', never 'repair'; with no build at work: a damage, with its fix."""
+    import threading
+
+    from l2g import lock
+    from l2g.index import load_index
+
+    folder, new = before_and_after
+    store.write_bytes(folder / "faiss.index", new["faiss.index"])
+    monkeypatch.setattr(lock, "_pause", lambda s: None, raising=False)
+    held, done = threading.Event(), threading.Event()
+
+    def build():
+        with store.folder_lock(folder, 5):
+            held.set()
+            done.wait(10)
+
+    if builder == "thread":
+        t = threading.Thread(target=build)
+        t.start()
+        assert held.wait(10)
+    else:
+        code = ("import sys, time; from l2g.lock import folder_lock\n"
+                "with folder_lock(sys.argv[1], 5):\n    print('held', flush=True); time.sleep(30)")
+        proc = subprocess.Popen([sys.executable, "-c", code, str(folder)], cwd=REPO, stdout=subprocess.PIPE, text=True)
+        assert proc.stdout.readline().strip() == "held"
+    try:
+        with pytest.raises(store.IndexBusyError, match="a build is updating") as e:
+            load_index(folder)
+        assert "epair" not in str(e.value)
+    finally:
+        if builder == "thread":
+            done.set()
+            t.join()
+        else:
+            proc.kill()
+            proc.wait()
+    with pytest.raises(IndexFormatError, match="faiss.index") as e:
+        load_index(folder)
+    assert not isinstance(e.value, store.IndexBusyError)
+
+
+@pytest.mark.parametrize("mask, mode", [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
+def test_files_are_written_with_the_mode_the_umask_gives(mask, mode, tmp_path):
+    """Every file was 0600 (tempfile.mkstemp) whatever the umask: another user sharing the data folder
+    could not read the index."""
+    old = os.umask(mask)
+    try:
+        store.write_text(tmp_path / "results.json", "{}")
+        with store.atomic_path(tmp_path / "faiss.index") as tmp:
+            Path(tmp).write_bytes(b"x")
+    finally:
+        os.umask(old)
+    for name in ("results.json", "faiss.index"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == mode
+
+
+@pytest.mark.parametrize("how", [_delete, _truncate])
+def test_check_repair_recomputes_a_damaged_calibration(how, clean, tiny_gallery, tiny_cfg, tiny_extractor,
+                                                       tmp_path, capsys):
+    """check --repair left confidence.json 'still a problem' (exit 1, no fix named)."""
+    from l2g import confidence as CF
+
+    folder = tmp_path / "ix"
+    shutil.copytree(clean[0], folder)
+    eng = open_engine(tiny_gallery, folder, tiny_cfg, extractor=tiny_extractor)
+    CF.ensure_calibration(folder, eng.li, eng.graph, eng.gt, eng.cfg.confidence, eng.cfg.verify)
+    def calibration():      # what it says (not how long it took)
+        d = json.loads((folder / CF.FILE).read_text())
+        return {k: v for k, v in d.items() if k not in ("timings", "checksum")}
+
+    before = calibration()
+    how(folder / CF.FILE)
+    assert any(p.startswith(CF.FILE) for p in check_index(folder))
+    assert main(["check", str(folder), "--repair"]) == 0
+    out = capsys.readouterr().out
+    assert f"repaired {CF.FILE}" in out and "still a problem" not in out and "intact" in out
+    assert check_index(folder) == [] and calibration() == before

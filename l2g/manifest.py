@@ -8,6 +8,7 @@ checksum, so a damaged, truncated or re-ordered manifest is an IndexFormatError.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,6 +73,10 @@ def entries(m: dict) -> list[ImageEntry]:
     return [ImageEntry(e["path"], e["sha1"], e["n"], tuple(e["size"]), e.get("scale", 1.0)) for e in m["images"]]
 
 
+# FeatureConfig.name, e.g. sift-root-n2000-s1024-g31-r1.5-rs-o15-c1e-05-pyramid: the default index folder's name
+PRESET_NAME = re.compile(r"[a-z0-9]+-(root|plain)-n\d+-s\d+(-[^/]*)?-(pyramid|patch|pyramid-nd)(-up)?")
+
+
 def buildable_manifest(gallery: Path, out: Path, cfg: C.L2GConfig, repaired: list) -> dict | None:
     """The manifest of ``out`` for a build of ``gallery`` to extend; None when there is none, or
     when it is damaged or does not match faiss.index (then (file, why) is added to ``repaired``).
@@ -81,14 +86,21 @@ def buildable_manifest(gallery: Path, out: Path, cfg: C.L2GConfig, repaired: lis
     try:
         m = read_manifest(out, migrating=True)
     except IndexFormatError as e:
-        repaired.append((store.MANIFEST, str(e).split(". Repair")[0]))
-        return None
-    if m["files"]["faiss.index"].get("images") != store.order_hash(entries(m)):
-        repaired.append((store.MANIFEST, "its image list does not match faiss.index (re-ordered or edited)"))
+        why = str(e).split(". Repair")[0]
+        named = PRESET_NAME.fullmatch(out.name)
+        if named and out.name != cfg.features.name:     # hloc-style folder: its name records the features
+            raise IndexFormatError(f"{why}. The folder's name says its features are {out.name}, not "
+                                   f"{cfg.features.name}: repair it with the feature options it was built with "
+                                   "(--preset, --num-features, --max-side, --extractor, ...), or build into "
+                                   "another --out folder") from None
+        repaired.append((store.MANIFEST, why))
         return None
     if C.features_key(C.stored_features(m["features"])) != C.features_key(cfg.features):
         raise IndexFormatError(f"index at {out} was built with {m['preset']}, not {cfg.features.name}; "
                                "use another --out folder")
+    if m["files"]["faiss.index"].get("images") != store.order_hash(entries(m)):
+        repaired.append((store.MANIFEST, "its image list does not match faiss.index (re-ordered or edited)"))
+        return None
     old_root = Path(m["root"])
     if old_root.is_dir() and old_root.resolve() != gallery.resolve():
         raise IndexFormatError(f"index at {out} holds the gallery {old_root}, not {gallery}: use another "

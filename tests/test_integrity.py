@@ -136,6 +136,27 @@ def test_check_command(clean, tmp_path, capsys):
     assert read_manifest(folder)["files"] == manifest["files"]
 
 
+def test_a_damaged_manifest_is_not_rebuilt_with_other_features_than_its_folder_name_says(
+        clean, tiny_gallery, tiny_cfg, tmp_path, capsys):
+    """The default index folder is named after its features. With the manifest damaged, a repair with the
+    default options rebuilt it at other settings, and the folder then refused its own name's options."""
+    from l2g import config as C
+
+    src, manifest, _ = clean
+    folder = tmp_path / tiny_cfg.features.name                     # as data/index/<gallery>/<preset> is named
+    shutil.copytree(src, folder)
+    _truncate(folder / "manifest.json")
+    for repair in (lambda: repair_index(folder, tiny_gallery, C.DEFAULT),
+                   lambda: open_engine(tiny_gallery, folder, C.DEFAULT)):
+        with pytest.raises(IndexFormatError, match=f"folder's name says its features are {tiny_cfg.features.name}"):
+            repair()
+    assert main(["check", str(folder), "--repair", "--gallery", str(tiny_gallery)]) == 2
+    assert "folder's name says" in capsys.readouterr().err
+    assert not (folder / "manifest.json").read_bytes().endswith(b"}")      # nothing was rebuilt
+    rep = repair_index(folder, tiny_gallery, tiny_cfg)                      # its own settings repair it
+    assert "manifest.json" in dict(rep.repaired) and read_manifest(folder)["preset"] == tiny_cfg.features.name
+
+
 def test_large_faiss_index_is_sampled_on_open_and_hashed_by_check(clean, tiny_gallery, tiny_cfg, tmp_path):
     """Above full_hash_max, opening checks size + sampled blocks; `check` hashes the whole file."""
     src, _, _ = clean

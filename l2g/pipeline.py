@@ -115,7 +115,7 @@ class Query:
     feats: Features
     name: str
     image: LoadedImage | None = None     # None for a gallery image used as is
-    gallery_id: int | None = None        # excluded from its own ranking
+    gallery_id: int | None = None        # excluded from its own ranking (kept, a positive, when a box is drawn)
     bbox: tuple | None = None            # (x0, y0, x1, y1) in loaded-image pixels
     timings: dict = field(default_factory=dict)
 

@@ -1086,3 +1086,19 @@ def test_the_demo_order_is_read_once_per_version_of_groups_json(tmp_path):
         (tmp_path / "groups.json").write_text(json.dumps(meta))
         assert set(state._demo_order(tmp_path)) == {*first, "distractors/y.jpg"} and parsed.call_count == 2
     assert state._demo_order(tmp_path / "none") == []
+
+
+def test_budget_labels_and_the_evaluation_estimate_count_what_runs():
+    """The audit: a 4-image gallery's slider read '50 (1250%)', and the evaluation's estimate used a run's
+    'total' taken before the background global-to-local job added its seconds (about 2.4x too low)."""
+    from types import SimpleNamespace
+
+    from l2g.app.budget import share_label
+    from l2g.app.eval_page import query_seconds
+
+    assert share_label(10, 217) == "10 (5%)" and share_label(4, 4) == "4 (the whole gallery)"
+    assert share_label(50, 4) == "50 (the whole gallery)" and share_label(3, 4) == "3 (75%)"
+    run = SimpleNamespace(timings={"extract": 0.1, "search": 0.2, "rerank": 0.05, "total": 0.35, "g2l": 1.3})
+    assert query_seconds(run) == pytest.approx(1.65)
+    assert query_seconds(SimpleNamespace(timings={"search": 0.2, "total": 0.2})) is None    # g2l not run yet
+    assert query_seconds(None) is None

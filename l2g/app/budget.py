@@ -28,6 +28,11 @@ def options(eng: P.Engine) -> dict[int, str]:
     return {n: m for n, m in M.budget_methods(eng.cfg).items() if n <= top}
 
 
+def share_label(k: int, n: int) -> str:
+    """The slider's label of budget k in a gallery of n images: its share, never over 100 %."""
+    return f"{k} ({k / max(1, n):.0%})" if k < n else f"{k} (the whole gallery)"
+
+
 def control(box, eng: P.Engine) -> int:
     """The sidebar's select slider over the budgets (the default: VerifyConfig.top)."""
     opts, top = list(options(eng)), eng.cfg.verify.top
@@ -40,7 +45,7 @@ def control(box, eng: P.Engine) -> int:
         st.session_state.pop(KEY)
     return box.select_slider(
         "Verification budget N", opts, value=top, key=KEY, disabled=eng.gi is None, persist_state=KEEP,
-        format_func=lambda k: f"{k} ({k / max(1, n):.0%})",
+        format_func=lambda k: share_label(k, n),
         help="Images of the global shortlist that global-to-local verifies with RANSAC (share of the "
              "gallery in brackets). A smaller N re-orders only the top N of the global list by the inlier "
              "counts already computed: a partial match ranked low by the global descriptor drops out, "

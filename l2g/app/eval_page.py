@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pandas as pd
 import streamlit as st
@@ -14,6 +15,14 @@ from ..errors import DatasetError, L2GError
 from . import core, state
 
 OPEN_KEY = "l2g_open_query"     # a gallery path the query page opens on its next run
+
+
+def query_seconds(run) -> float | None:
+    """Seconds the Query page's last run took with every method (each stage, the background
+    global-to-local included; its 'total' is taken before that job adds its time), or None."""
+    if run is None or run.timings.get("g2l") is None:
+        return None
+    return sum(v for k, v in run.timings.items() if k != "total")
 
 
 def _run_eval(eng: P.Engine, methods, max_q):
@@ -89,14 +98,19 @@ def render() -> None:
     if res is None:
         n = max_q or len(ds.queries)
         last = st.session_state.get("l2g_run")        # the Query page's last run, when there was one
-        t = last.timings.get("total") if last is not None and last.timings.get("g2l") is not None else None
+        t = query_seconds(last)
         st.caption(f"Runs {n} queries through the chosen methods with the sidebar-independent default "
                    "settings: it takes about as long as that many queries on the Query page" +
                    (f" (the last query there took {t:.1f} s with every method, so about "
-                    f"{n * t / 60:.0f} min)." if t else ". Spatial verification (global-to-local) is the slowest "
-                    "method: on the full demo, on a busy 2-core machine, all methods took about 9 minutes."))
+                    f"{max(1, math.ceil(n * t / 60))} min)." if t else ". Spatial verification (global-to-local) is "
+                    "the slowest method: on the full demo, on a busy 2-core machine, all methods took about 9 "
+                    "minutes."))
         return
     st.subheader(f"{res['dataset']}: {res['n_queries']} queries, {res['n_images']} images")
+    if res.get("skipped"):       # images the build could not read: out of the queries and the positives
+        st.warning(f"{len(res['skipped'])} image(s) could not be read and are left out of the queries and the "
+                   "positives: " + "; ".join(f"{s['path']} ({s['reason']})" for s in res["skipped"][:5]) +
+                   (" …" if len(res["skipped"]) > 5 else ""), icon=":material/warning:")
     summ = _summary(res)
     st.dataframe(summ.drop(columns=["key"]), hide_index=True, key="l2g_eval_table",
                  column_config={c: st.column_config.NumberColumn(format="%.1f")

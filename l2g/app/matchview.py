@@ -7,6 +7,7 @@ from .. import methods as M
 from .. import pipeline as P
 from .. import viz
 from . import core, fmt, state
+from .settings import KEEP
 from .verdict import pair_text
 
 SEL = "l2g_selected"
@@ -75,7 +76,7 @@ def match_view(eng: P.Engine, run: P.QueryRun, params: dict, positives, verdict=
     c1, c2 = st.columns([4, 1], vertical_alignment="bottom")
     j = c1.selectbox("Candidate", ids, format_func=fmt_c, key="l2g_match_pick", on_change=lambda: _select(
         st.session_state["l2g_match_pick"]))
-    only = c2.toggle("Inliers only", key="l2g_inliers_only", help="Hide the outlier lines (red)")
+    only = c2.toggle("Inliers only", key="l2g_inliers_only", persist_state=KEEP, help="Hide the outlier lines (red)")
     pm, img_q, img_g, gf = _verified(eng, run, j)
     vr = pm.verified
     m, inl = vr.matches, vr.inliers

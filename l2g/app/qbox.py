@@ -10,6 +10,7 @@ import streamlit as st
 
 from ..images import thumbnail
 from . import state
+from .settings import KEEP
 
 SIG_KEY = "l2g_qbox_sig"       # (chart key, box) of the last drawn box already applied to the sliders
 SHOW_SIDE = 640                # the image is sent to the browser at most this large (px)
@@ -84,13 +85,13 @@ def rectangle(spec: dict) -> tuple | None:
     rgb = spec["rgb"]
     h, w = rgb.shape[:2]
     apply_drawn(spec)
-    on = st.checkbox("Query rectangle (search with a crop)", key="l2g_crop_on",
+    on = st.checkbox("Query rectangle (search with a crop)", key="l2g_crop_on", persist_state=KEEP,
                      help="Drag a box on the image, or turn this on and use the sliders")
     box = None
     if on:
         kx, ky = slider_keys(spec)
-        x0, x1 = st.slider("x range (px)", 0, w, (w // 4, 3 * w // 4), key=kx)
-        y0, y1 = st.slider("y range (px)", 0, h, (h // 4, 3 * h // 4), key=ky)
+        x0, x1 = st.slider("x range (px)", 0, w, (w // 4, 3 * w // 4), key=kx, persist_state=KEEP)
+        y0, y1 = st.slider("y range (px)", 0, h, (h // 4, 3 * h // 4), key=ky, persist_state=KEEP)
         box = (x0, y0, x1, y1)
     with st.container(key="l2g_qbox"):
         st.plotly_chart(figure(rgb, box), key=chart_key(spec), on_select="rerun", selection_mode="box",

@@ -255,7 +255,8 @@ def g2l_pending(eng: P.Engine, run: P.QueryRun, method: str) -> None:
             if job is None:
                 return
         st.markdown(f"**{core.METHOD_LABELS[method]}**")
-        st.info(f"Spatial verification of the global shortlist ({len(run.global_ids)} images) is running in the "
+        n = min(M.budget(M.get(method), eng.cfg) or len(run.global_ids), len(run.global_ids))
+        st.info(f"Spatial verification of the global shortlist's top {n} is running in the "
                 f"background: {time.perf_counter() - job.started:.0f} s so far. The rest of the page is ready.",
                 icon=":material/hourglass_top:")
 

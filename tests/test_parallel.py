@@ -134,13 +134,14 @@ def test_workers_exit_when_their_build_is_killed(small_gallery, small_cfg, tmp_p
     workers = _workers_of(p.pid)
     assert workers
     os.kill(p.pid, signal.SIGKILL)
-    p.communicate()
+    p.wait()                                         # not communicate(): a surviving worker holds its pipes open
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and any(Path(f"/proc/{w}").exists() for w in workers):
         time.sleep(0.2)
     alive = [w for w in workers if Path(f"/proc/{w}").exists()]
     for w in alive:                                  # leave nothing behind when the test fails
         os.kill(w, signal.SIGKILL)
+    p.communicate()
     assert not alive, f"workers {alive} outlived their build"
 
 

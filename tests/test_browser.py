@@ -401,7 +401,7 @@ def test_stages_in_data_order_and_readable_cells(server, page):
 
 
 def _match_caption(page) -> str:
-    return page.get_by_text("Lines join keypoints").first.inner_text()
+    return page.get_by_text("Lines join").first.inner_text()
 
 
 @pytest.mark.timeout(900)

@@ -235,7 +235,7 @@ def drive(url: str, shot: Path, query: str | None = None, width: int = 1500, hei
             title = page.locator(f"{PLOT} .gtitle").first.text_content()
             facts["top_k"] = int(re.search(r"top-(\d+)", title).group(1))
             facts["match_view"] = page.get_by_text("RANSAC inliers").count()
-            facts["match_before"] = page.get_by_text("Lines join keypoints").first.inner_text()
+            facts["match_before"] = page.get_by_text("Lines join").first.inner_text()
             if click_point is not None:     # a point of the 2-D embedding opens that candidate
                 pts = page.locator(f"{PLOT} .scatterlayer .trace").first.locator(".point")
                 bb = pts.nth(click_point).bounding_box()
@@ -245,7 +245,7 @@ def drive(url: str, shot: Path, query: str | None = None, width: int = 1500, hei
                     ".some(e => e.innerText.includes('Lines join') && e.innerText != b)",
                     arg=facts["match_before"], timeout=120_000)
                 wait_idle(page)
-                facts["match_after"] = page.get_by_text("Lines join keypoints").first.inner_text()
+                facts["match_after"] = page.get_by_text("Lines join").first.inner_text()
             facts["tables"] = [page.locator(f".st-key-l2g_rank_{m} [data-testid='stDataFrame']").count()
                                for m in ("local", "l2g", "g2l")]
             facts["exceptions"] = page.locator('[data-testid="stException"]').count()

@@ -134,6 +134,9 @@ class GraphConfig:
     verify_sat: float = 50.0        # l2g.vgraph: inlier count at which an edge counts as fully verified
     batch_rows: int = 50_000        # query descriptors per FAISS call when building graph rows (bounds memory)
     query_max: int = 0              # graph rows search with each image's strongest query_max descriptors (0: all)
+    rebuild_growth: float = 2.0     # images added: the graph is built afresh (old rows searched again) once the
+    #                                 gallery reaches this many times its images (at most 2x the searches of
+    #                                 extending it), else extended (new rows only: l2g.graph.update_graph)
     # query_max 500 cut graph CPU time 4x (benchs/bench_graph.py) and kept realbench-dev l2g mAP (69.0 vs 69.0)
     # but lowered the demo's (99.3 vs 99.55, below local's 99.4); 250: realbench-dev 68.4. So 0 stays the default.
 

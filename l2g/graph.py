@@ -226,10 +226,13 @@ def ensure_graph(folder: Path, li: LocalIndex, cfg: GraphConfig = GraphConfig(),
                  scfg: SearchConfig = SearchConfig(), progress: Progress = None,
                  repair: bool = True) -> store.Stage:
     """The graph of ``li`` in ``folder`` (``store.ensure``): loaded when its settings and image
-    list match, extended when images were appended, else built; a damaged graph.npz is rebuilt
+    list match, extended when images were appended (built afresh once the gallery reached
+    ``cfg.rebuild_growth`` times the graph's images: then an index built in steps has the graph of
+    one built at once), else built; a damaged graph.npz is rebuilt
     (repair=True) or an IndexFormatError (repair=False)."""
     def build(old: Graph | None):
-        if old is not None and old.paths == li.paths[:len(old.paths)]:
+        n_old = 0 if old is None else len(old.paths)
+        if old is not None and old.paths == li.paths[:n_old] and li.n_images < cfg.rebuild_growth * n_old:
             g, action = update_graph(li, old, cfg, scfg, progress), "extended"
         else:
             g, action = build_graph(li, cfg, scfg, progress), "built"

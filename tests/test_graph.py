@@ -10,7 +10,8 @@ from l2g.pipeline import open_engine
 def test_graph_is_extended_when_images_are_added(small_gallery, small_cfg, tmp_path):
     """open_engine on a grown gallery keeps the old graph rows and searches only the new images."""
     root, keep = small_gallery
-    first = [p for p in keep if "astronaut" in p or "distractors" in p]
+    first = [p for p in keep if "coffee" not in p]
+    assert len(keep) < small_cfg.graph.rebuild_growth * len(first)      # an addition that extends the graph
     eng1 = open_engine(root, tmp_path / "ix", small_cfg, paths=first, with_global=False)
     g1 = eng1.graph
     assert g1.G.shape == (len(first), len(first)) and g1.G.diagonal().sum() == 0
@@ -27,6 +28,21 @@ def test_graph_is_extended_when_images_are_added(small_gallery, small_cfg, tmp_p
     best = int(g2.G[j].toarray().ravel().argmax())
     assert eng2.li.paths[best].startswith("groups/coffee/")
     assert load_graph(tmp_path / "ix", eng2.li) is not None
+
+
+def test_a_graph_outgrown_by_added_images_is_built_afresh(small_gallery, small_cfg, tmp_path):
+    """Once the gallery reaches GraphConfig.rebuild_growth times the graph's images, the old rows are searched
+    again too: an index built in steps (the app's first start) then has the graph of one built at once."""
+    from l2g.graph import build_graph
+
+    root, keep = small_gallery
+    first = keep[:3]
+    assert len(keep) >= small_cfg.graph.rebuild_growth * len(first)
+    open_engine(root, tmp_path / "ix", small_cfg, paths=first, with_global=False)
+    eng = open_engine(root, tmp_path / "ix", small_cfg, paths=keep, with_global=False)
+    assert "updated" not in eng.graph.params
+    fresh = build_graph(eng.li, small_cfg.graph, small_cfg.search)
+    assert (abs(eng.graph.G - fresh.G) > 1e-6).nnz == 0 and eng.graph.G.nnz == fresh.G.nnz
 
 
 # ----------------------------------------------------------------------------- batched build

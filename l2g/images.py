@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import stat
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -218,8 +219,23 @@ def thumbnail(rgb: np.ndarray, size: int = 256) -> np.ndarray:
     return np.asarray(small, dtype=np.uint8).copy()
 
 
+NOT_A_FILE = "not a regular file (a named pipe, socket or device): not read"
+
+
+def special_file(path: str | os.PathLike) -> bool:
+    """True for a named pipe, socket or device (after symlinks): opening a FIFO blocks until a writer
+    comes. A missing file or a dangling link is False (its reader reports it)."""
+    try:
+        return not stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
 def file_sha1(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    """Hex SHA-1 of a file's bytes, read in chunks (constant memory)."""
+    """Hex SHA-1 of a file's bytes, read in chunks (constant memory); ImageError for a named pipe,
+    socket or device (never opened)."""
+    if special_file(path):
+        raise ImageError(Path(path).name, NOT_A_FILE)
     h = hashlib.sha1()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(chunk), b""):

@@ -7,16 +7,15 @@ symlinks leading outside the folder (refused). A build (l2g.index) indexes what 
 from __future__ import annotations
 
 import os
-import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from l2g import config
 from l2g.errors import DatasetError
+from l2g.images import NOT_A_FILE, special_file
 
 ARCHIVE_EXTENSIONS = (".zip", ".tar", ".gz", ".tgz", ".bz2", ".xz", ".7z", ".rar")
 LINK_OUTSIDE = "a symbolic link to a file outside the gallery folder: refused"
-NOT_A_FILE = "not a regular file (a named pipe, socket or device): not read"
 
 
 @dataclass
@@ -75,7 +74,7 @@ def scan_gallery(folder: str | os.PathLike) -> GalleryScan:
                 scan.ignored.append((rel, _ignored_reason(fname)))
             elif escapes(root, rel):
                 scan.refused.append((rel, LINK_OUTSIDE))
-            elif _special(os.path.join(dirpath, fname)):      # reading a FIFO would block the build forever
+            elif special_file(os.path.join(dirpath, fname)):  # reading a FIFO would block the build forever
                 scan.ignored.append((rel, NOT_A_FILE))
             else:
                 scan.images.append(rel)
@@ -83,14 +82,6 @@ def scan_gallery(folder: str | os.PathLike) -> GalleryScan:
     scan.refused.sort()
     scan.ignored.sort()
     return scan
-
-
-def _special(path: str) -> bool:
-    """True for a named pipe, socket or device (after symlinks); a dangling link is left to the loader."""
-    try:
-        return not stat.S_ISREG(os.stat(path).st_mode)
-    except OSError:
-        return False
 
 
 def list_images(folder: str | os.PathLike) -> list[str]:

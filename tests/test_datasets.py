@@ -106,6 +106,22 @@ def test_a_named_pipe_with_an_image_name_is_ignored_not_read(tmp_path):
     r = subprocess.run([sys.executable, "-m", "l2g", "index", str(g), "--out", str(tmp_path / "ix"), "--features",
                         "100", "--no-global"], capture_output=True, text=True, timeout=240)
     assert r.returncode == 0 and "skipped pipe.jpg: not a regular file" in r.stdout, r.stdout + r.stderr
+    # a build given the paths itself (check --repair, the app) hashes each file: the pipe is refused unopened
+    from l2g.errors import ImageError
+    from l2g.images import file_sha1
+
+    got = []
+
+    def sha():
+        try:
+            file_sha1(g / "pipe.jpg")
+        except ImageError as e:
+            got.append(str(e))
+
+    t = threading.Thread(target=sha, daemon=True)
+    t.start()
+    t.join(20)
+    assert not t.is_alive() and got and "not a regular file" in got[0]
 
 
 def test_cli_index_reports_links_and_archives_and_skips_them(tmp_path, capsys):

@@ -6,6 +6,7 @@ Rows are vectors: the gallery's global descriptors xb (n_images, d_out); cosine 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import time
 from collections.abc import Callable, Iterable
@@ -52,6 +53,11 @@ class GlobalIndex:
     sha1: list = field(default_factory=list)
     params: dict = field(default_factory=dict)
     timings: dict = field(default_factory=dict)
+
+    @functools.cached_property
+    def empty(self) -> np.ndarray:
+        """(n_images,) bool: rows of images without descriptors (zero), found once, not per query."""
+        return ~self.xb.any(axis=1)
 
     @property
     def n_images(self) -> int:
@@ -103,7 +109,8 @@ def build_global(li, cfg: GlobalConfig = GlobalConfig(), progress: Progress = No
             progress(n + i, 2 * n, "computing VLAD descriptors")
         raw[i] = vlad_raw(li.features(i).desc, model.centroids)
     t2 = time.perf_counter()
-    fit_rows = order[np.any(raw[order] != 0, axis=1)]
+    nonzero = raw.any(axis=1)
+    fit_rows = order[nonzero[order]]
     if len(fit_rows) > PCA_MAX_IMAGES:
         keep = np.sort(np.random.default_rng(cfg.seed).choice(len(fit_rows), PCA_MAX_IMAGES, replace=False))
         fit_rows = fit_rows[keep]
@@ -206,7 +213,7 @@ def global_similarities(gi: GlobalIndex, v: np.ndarray) -> np.ndarray:
         raise ValueError(f"v must be ({gi.xb.shape[1]},), got {v.shape}")
     sims = (gi.xb @ _l2(v)).astype(np.float32)
     if v.any():
-        sims[~gi.xb.any(axis=1)] = -1.0
+        sims[gi.empty] = -1.0
     return sims
 
 

@@ -12,13 +12,14 @@ from pathlib import Path
 
 from . import config as C
 from . import store
+from .confidence import FILE as CALIBRATION
+from .confidence import ensure_calibration
 from .errors import IndexFormatError
 from .featstore import shard_records
 from .index import BuildReport, Progress, load_index
 from .manifest import entries, read_manifest, stored_config
 
 ORDER_CHECKED = ("graph.npz", "global.npz")   # stage files whose image list must match faiss.index's
-CALIBRATION = "confidence.json"                # the 'no confident match' thresholds (l2g.confidence.FILE)
 
 
 def check_index(folder: Path, cfg: C.StoreConfig = C.StoreConfig()) -> list[str]:
@@ -80,10 +81,7 @@ def repair_index(folder: Path, gallery: Path | None = None, cfg: C.L2GConfig = C
     eng = open_engine(Path(gallery), folder, cfg, progress, sync=True, with_global=with_global,
                       paths=[p for p in paths if (Path(gallery) / p).exists()] if paths is not None else None)
     if calibrated:      # computed from the index (and groups.json), as `calibrate` does: loaded if intact
-        from .confidence import ensure_calibration
-
-        with store.folder_lock(folder, cfg.store.lock_timeout, cfg.store):
-            st = ensure_calibration(folder, eng.li, eng.graph, eng.gt, cfg.confidence, cfg.verify, progress)
+        st = ensure_calibration(folder, eng.li, eng.graph, eng.gt, cfg.confidence, cfg.verify, progress)
         if st.action != "loaded":
             eng.report.repaired.append((CALIBRATION, st.reason or "recomputed"))
     return eng.report

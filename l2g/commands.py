@@ -157,14 +157,18 @@ def cmd_search(args) -> int:
 def cmd_eval(args) -> int:
     from .evaluate import evaluate, table, write_results
 
+    out = Path(args.out)       # checked before any work: a bad --out would lose the whole evaluation at its end
+    if out.is_dir():
+        print(f"error: --out {args.out} is a folder; give the results file's name", file=sys.stderr)
+        return 2
+    if not out.absolute().parent.is_dir():
+        print(f"error: --out {args.out}: its folder {out.absolute().parent} does not exist", file=sys.stderr)
+        return 2
     ds = paths.resolve_dataset(args.dataset, _data(args))
     if str(args.dataset) == "demo" and not ds.is_dir():          # generated, never downloaded: make it
         from .datasets import build_demo
 
         ds = build_demo(paths.dataset_dir("demo", _data(args)), progress=Bar("demo images"))
-    if Path(args.out).is_dir():
-        print(f"error: --out {args.out} is a folder; give the results file's name", file=sys.stderr)
-        return 2
     cfg = _cfg(args)
     res = evaluate(ds, tuple(args.methods), cfg, progress=Bar("eval"), max_queries=args.max_queries,
                    index_dir=paths.index_dir(ds, cfg, _data(args)) if ds.is_dir() else None)
@@ -221,11 +225,9 @@ def cmd_calibrate(args) -> int:
               f"| group image, its group left out: accepted (false accept) | {c['group_out']} | "
               f"{r['false_accept_group_out']} |\n"
               f"| distractor: accepted (false accept) | {c['distractor']} | {r['false_accept_distractor']} |")
-        # a fold calibrated on too few samples has thresholds of 0: it accepts every query (its false-accept
-        # rates are 1 by construction, not a measurement)
-        bad = [t["fold"] for t in r["thresholds"] if t["score"] <= 0 and t["inliers"] <= 0]
-        for t in r["thresholds"]:
-            t["calibrated"] = t["fold"] not in bad
+        # a fold calibrated on too few samples accepts every query (its false-accept rates are 1 by
+        # construction, not a measurement)
+        bad = [t["fold"] for t in r["thresholds"] if not t["calibrated"]]
         print("thresholds per fold: " + json.dumps(r["thresholds"]))
         if bad:
             print(f"  not calibrated: fold(s) {', '.join(str(f) for f in bad)} (too few samples in the other folds; "

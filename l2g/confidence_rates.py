@@ -33,7 +33,8 @@ def error_rates(li: LocalIndex, graph: Graph, gt: GroundTruth, cfg: ConfidenceCo
     for f in range(folds):
         rows = [i for i, p in enumerate(graph.paths) if fold_of.get(p, -1) not in (-1, f)]
         cal = calibrate(li, graph, gt, cfg, vcfg, rows=rows, pairs=pairs)
-        thresholds.append({"fold": f, "score": round(cal.score_threshold, 4), "inliers": cal.inlier_threshold})
+        thresholds.append({"fold": f, "score": round(cal.score_threshold, 4), "inliers": cal.inlier_threshold,
+                           "calibrated": cal.calibrated})
         for i, p in enumerate(graph.paths):
             if fold_of.get(p) != f:
                 continue

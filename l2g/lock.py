@@ -129,5 +129,7 @@ def read_consistent(folder: Path, names, read, attempts: int = 6, wait: float = 
         else:
             if _identity(folder, names) == stamp:
                 return out
+            if attempt == attempts - 1:
+                raise busy
         _pause(wait * 2 ** attempt)
     raise busy

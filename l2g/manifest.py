@@ -74,7 +74,8 @@ def entries(m: dict) -> list[ImageEntry]:
 
 
 # FeatureConfig.name, e.g. sift-root-n2000-s1024-g31-r1.5-rs-o15-c1e-05-pyramid: the default index folder's name
-PRESET_NAME = re.compile(r"[a-z0-9]+-(root|plain)-n\d+-s\d+(-[^/]*)?-(pyramid|patch|pyramid-nd)(-up)?")
+PRESET_NAME = re.compile(r"[a-z0-9]+-(root|plain)-n\d+-s\d+(-[^/]*)?-("
+                         + "|".join(map(re.escape, C.SIFT_BACKENDS)) + r")(-up)?")
 
 
 def buildable_manifest(gallery: Path, out: Path, cfg: C.L2GConfig, repaired: list) -> dict | None:

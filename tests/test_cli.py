@@ -183,3 +183,14 @@ def test_index_out_must_be_a_folder_outside_the_gallery(where, tmp_path, capsys)
     assert sorted(p.name for p in g.rglob("*")) == ["a.png"]
     if where == "file":
         assert out.read_text() == "keep me"
+
+
+@pytest.mark.parametrize("where", ["folder", "no parent"])
+def test_eval_out_is_checked_before_any_work(where, tmp_path, capsys):
+    """A bad --out made eval run every query, then fail writing (the evaluation lost); and the demo was
+    generated first. Nothing is made: not the demo, not the results."""
+    out = {"folder": tmp_path, "no parent": tmp_path / "no" / "such" / "r.json"}[where]
+    assert main(["eval", "demo", "--out", str(out), "--data-dir", str(tmp_path / "data")]) == 2
+    err = capsys.readouterr().err
+    assert ("is a folder" if where == "folder" else "does not exist") in err
+    assert not (tmp_path / "data").exists()

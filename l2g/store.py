@@ -168,10 +168,11 @@ def load_npz(path: Path, rec: dict | None = None, fix: str = "") -> dict:
 
 # --------------------------------------------------------------------------- self-checking JSON
 def write_json(path: Path, obj: dict) -> None:
-    """Write ``obj`` plus a ``checksum`` of its canonical JSON, atomically."""
+    """Write ``obj`` plus a ``checksum`` of its canonical JSON, atomically; keys sorted, so the bytes
+    depend on the content only (a repaired manifest is byte-identical to a clean build's)."""
     body = {k: v for k, v in obj.items() if k != "checksum"}
     body["checksum"] = fingerprint(body)
-    write_text(path, json.dumps(body, indent=1))
+    write_text(path, json.dumps(body, indent=1, sort_keys=True))
 
 
 def read_json(path: Path, fix: str = "") -> dict:

@@ -134,6 +134,7 @@ def test_check_command(clean, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "repaired faiss.index" in out and "intact" in out
     assert read_manifest(folder)["files"] == manifest["files"]
+    assert (folder / "manifest.json").read_bytes() == (src / "manifest.json").read_bytes()   # byte for byte
 
 
 def test_a_damaged_manifest_is_not_rebuilt_with_other_features_than_its_folder_name_says(

@@ -164,8 +164,9 @@ def make_query(engine: Engine, source=None, gallery_id: int | None = None, bbox=
             img = dataclasses.replace(img, rgb=np.ascontiguousarray(crop(img.rgb, bbox)))
         q = Query(engine.extractor(img.rgb), name or img.name, img, gallery_id, bbox)
     if len(q.feats) == 0:
-        raise NoKeypointsError(f"{q.name}: no keypoints found (a blank, flat or tiny image?); "
-                               "try another image or a larger query rectangle")
+        raise NoKeypointsError(f"{q.name}: no keypoints found (a blank, flat or tiny "
+                               + ("region?); try a larger query rectangle" if bbox is not None else
+                                  "image?); try another image"))
     q.timings["extract"] = time.perf_counter() - t0
     return q
 

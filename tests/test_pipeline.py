@@ -20,5 +20,8 @@ def test_blank_image_has_no_keypoints_and_query_is_refused(demo_engine):
         local_search(demo_engine.li, Features.empty())
     buf = io.BytesIO()
     Image.fromarray(blank).save(buf, "PNG")
-    with pytest.raises(NoKeypointsError, match="no keypoints"):
+    with pytest.raises(NoKeypointsError, match="no keypoints") as e:
         make_query(demo_engine, source=buf.getvalue())
+    assert "another image" in str(e.value) and "rectangle" not in str(e.value)    # no box was drawn
+    with pytest.raises(NoKeypointsError, match="larger query rectangle"):         # a box on a flat region
+        make_query(demo_engine, source=buf.getvalue(), bbox=(10, 10, 200, 200))

@@ -21,6 +21,12 @@ _REG = threading.Lock()
 _HELD: dict[str, list] = {}   # folder -> [threading.RLock, filelock.FileLock | None, depth]
 
 
+def _slot(folder: Path) -> list:
+    """The process's [thread lock, file lock, depth] entry of ``folder`` (made on first use)."""
+    with _REG:
+        return _HELD.setdefault(str(Path(folder).resolve()), [threading.RLock(), None, 0])
+
+
 @contextlib.contextmanager
 def folder_lock(folder: Path, timeout: float | None = None, cfg: StoreConfig = StoreConfig()):
     """Hold the exclusive build lock of ``folder`` (created if needed).
@@ -34,12 +40,10 @@ def folder_lock(folder: Path, timeout: float | None = None, cfg: StoreConfig = S
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     timeout = cfg.lock_timeout if timeout is None else timeout
-    key = str(folder.resolve())
     busy = (f"another build holds the lock on {folder} ({LOCK_NAME}); wait for it to finish, "
             "or run with --wait SECONDS to wait for it")
     deadline = time.monotonic() + timeout          # one wait in all: the thread lock, then the file lock
-    with _REG:
-        slot = _HELD.setdefault(key, [threading.RLock(), None, 0])
+    slot = _slot(folder)
     if not slot[0].acquire(timeout=-1 if timeout < 0 else timeout):
         raise IndexBusyError(busy)
     try:
@@ -71,8 +75,7 @@ def held_by_another(folder: Path) -> bool:
     folder = Path(folder)
     if not (folder / LOCK_NAME).is_file():
         return False
-    with _REG:
-        slot = _HELD.setdefault(str(folder.resolve()), [threading.RLock(), None, 0])
+    slot = _slot(folder)
     if not slot[0].acquire(blocking=False):
         return True                                  # another thread of this process builds
     try:

@@ -124,14 +124,18 @@ def _workers_of(pid: int) -> list[int]:
     return [int(k) for k in kids if b"spawn_main" in Path(f"/proc/{k}/cmdline").read_bytes()]
 
 
+def _building(root, folder, n: int):
+    """A 2-worker build of ``root`` into ``folder`` once n features are written: (process, its workers)."""
+    p = _cli("index", root, "--out", folder, "--workers", "2", "--no-global", *SMALL_OPTS)
+    _wait_features(p, folder, n)
+    return p, _workers_of(p.pid)
+
+
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc to find the workers")
 def test_workers_exit_when_their_build_is_killed(small_gallery, small_cfg, tmp_path):
     """kill -9 of the build process alone (not its group): its extraction workers must not live on."""
     root, _ = small_gallery
-    folder = tmp_path / "ix"
-    p = _cli("index", root, "--out", folder, "--workers", "2", "--no-global", *SMALL_OPTS)
-    _wait_features(p, folder, 1)
-    workers = _workers_of(p.pid)
+    p, workers = _building(root, tmp_path / "ix", 1)
     assert workers
     os.kill(p.pid, signal.SIGKILL)
     p.wait()                                         # not communicate(): a surviving worker holds its pipes open
@@ -149,9 +153,7 @@ def test_workers_exit_when_their_build_is_killed(small_gallery, small_cfg, tmp_p
 def test_a_dead_worker_is_a_clear_error_and_keeps_finished_features(small_gallery, small_cfg, tmp_path):
     root, keep = small_gallery
     folder = tmp_path / "ix"
-    p = _cli("index", root, "--out", folder, "--workers", "2", "--no-global", *SMALL_OPTS)
-    _wait_features(p, folder, 2)
-    workers = _workers_of(p.pid)
+    p, workers = _building(root, folder, 2)
     assert workers, "no worker process found"
     os.kill(workers[0], signal.SIGKILL)
     out, err = p.communicate(timeout=120)          # does not hang

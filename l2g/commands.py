@@ -94,7 +94,7 @@ def cmd_index(args) -> int:
         print(f"  skipped {rel}: {why}")
     for rel in r.empty:
         print(f"  no keypoints: {rel}")
-    if eng.li.n_images == 0:
+    if eng.li.n_images == 0:     # the one image the build found readable (scan.require_readable) went meanwhile
         print(f"error: no readable images in {folder} (extensions: {', '.join(C.IMAGE_EXTENSIONS)})",
               file=sys.stderr)
         return 2

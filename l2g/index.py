@@ -53,6 +53,7 @@ from .manifest import (  # noqa: F401
     stored_config,
     write_manifest,
 )
+from .scan import require_readable
 
 # Files of the stages built on top of the index (l2g.store.ensure checks each one's fingerprint and image
 # list on load, so a rebuilt index keeps their records and a stale one is rebuilt, not trusted).
@@ -206,8 +207,10 @@ def build_index(gallery: Path, out: Path, cfg: C.L2GConfig = C.DEFAULT, paths: l
     appended in sorted order. Unreadable files are listed in the report and
     never stop the build. A damaged manifest, features file or faiss.index is
     rebuilt and listed in ``report.repaired``. Holds the folder's lock
-    (cfg.store.lock_timeout). Returns the loaded index and a BuildReport.
+    (cfg.store.lock_timeout). Returns the loaded index and a BuildReport. A gallery none of whose
+    images decodes is refused (DatasetError) before anything is made or written (scan.require_readable).
     """
+    require_readable(gallery, paths, cfg.features.max_side)
     with store.folder_lock(out, cfg.store.lock_timeout, cfg.store):
         return _build(Path(gallery), Path(out), cfg, paths, extractor, progress)
 

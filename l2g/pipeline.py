@@ -28,6 +28,7 @@ from .graph import Graph, ensure_graph
 from .images import LoadedImage, load_image
 from .index import LocalIndex, Progress, build_index, load_index
 from .methods import Ranking  # noqa: F401 (re-exported: a method's answer)
+from .scan import require_readable
 from .search import SearchResult, local_search, rank_images
 
 METHODS = tuple(M.METHODS)      # every registered method name, in display order
@@ -67,6 +68,8 @@ def open_engine(gallery: Path, index_dir: Path | None = None, cfg: C.L2GConfig =
     gallery = Path(gallery)
     index_dir = Path(index_dir) if index_dir else index_dir_for(gallery, cfg, data_dir)
     extractor = extractor or Extractor(cfg.features, device=cfg.build.device)
+    if sync or not (index_dir / store.MANIFEST).is_file():     # a build: refused before the lock makes the folder
+        require_readable(gallery, paths, cfg.features.max_side)
     lock = store.folder_lock(index_dir, cfg.store.lock_timeout, cfg.store) if sync else contextlib.nullcontext()
     with lock:
         report = None

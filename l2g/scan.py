@@ -2,7 +2,8 @@
 
 ``scan_gallery`` lists the image files under a folder by extension (config.IMAGE_EXTENSIONS) and
 reports the rest: archives (unpack them first), other files, folder symlinks (not followed) and file
-symlinks leading outside the folder (refused). A build (l2g.index) indexes what it lists.
+symlinks leading outside the folder (refused). A build (l2g.index) indexes what it lists, once
+``require_readable`` has found one image that decodes (else it writes nothing).
 """
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from l2g import config
-from l2g.errors import DatasetError
-from l2g.images import NOT_A_FILE, special_file
+from l2g.errors import DatasetError, ImageError
+from l2g.images import NOT_A_FILE, load_image, special_file
 
 ARCHIVE_EXTENSIONS = (".zip", ".tar", ".gz", ".tgz", ".bz2", ".xz", ".7z", ".rar")
 LINK_OUTSIDE = "a symbolic link to a file outside the gallery folder: refused"
@@ -90,3 +91,35 @@ def list_images(folder: str | os.PathLike) -> list[str]:
     File symlinks that lead outside ``folder`` are left out (scan_gallery reports them).
     """
     return scan_gallery(folder).images
+
+
+def _listed(items, n: int = 5) -> str:
+    shown = "; ".join(f"{rel}: {why}" for rel, why in items[:n])
+    return shown + (f"; and {len(items) - n} more" if len(items) > n else "")
+
+
+def require_readable(folder: str | os.PathLike, paths: list[str] | None = None, max_side: int | None = None) -> None:
+    """Raise DatasetError unless one of the images of ``folder`` (``paths``, relative; default every
+    image scan_gallery lists) decodes, as a build will decode it (``max_side``). A build calls it before
+    it makes or writes anything: a folder of no readable image gets a message saying why each file was
+    left out, not an index of nothing. Images are tried in path order up to the first that decodes
+    (one decode for a usable gallery)."""
+    root = Path(folder)
+    scan = scan_gallery(root) if paths is None else None
+    rels = scan.images if scan is not None else sorted(p for p in paths if not escapes(root, p))
+    failed = []
+    for rel in rels:
+        try:
+            load_image(root / rel, max_side=max_side)
+            return
+        except ImageError as e:
+            failed.append((rel, e.reason))
+    exts = ", ".join(config.IMAGE_EXTENSIONS)
+    if failed:
+        why = f"none of its {len(failed)} image file(s) could be indexed ({_listed(failed)})"
+    else:
+        left = (scan.refused + scan.ignored) if scan is not None else []
+        why = (f"it holds no image file (extensions: {exts})"
+               + (f"; not indexed: {_listed(sorted(left))}" if left else ""))
+    raise DatasetError(f"no readable images in {root}: {why}. Nothing was written; add photos to the folder "
+                       "and run the command again.")

@@ -27,12 +27,55 @@ def test_search_rejects_a_non_image(demo_engine, tmp_path, capsys):
     assert "not an image" in capsys.readouterr().err
 
 
-def test_index_of_a_folder_without_images(tmp_path, capsys):
-    (tmp_path / "g").mkdir()
-    (tmp_path / "g" / "a.png").write_bytes(b"")
-    assert main(["index", str(tmp_path / "g"), "--out", str(tmp_path / "ix")]) == 2
-    captured = capsys.readouterr()
-    assert "no readable images" in captured.err and "empty file" in captured.out
+def _snapshot(folder):
+    """Every file under ``folder`` (hidden ones too) -> its bytes; None when the folder does not exist."""
+    if not folder.exists():
+        return None
+    return {p.relative_to(folder).as_posix(): (p.read_bytes() if p.is_file() else "dir") for p in folder.rglob("*")}
+
+
+def _no_images(g, kind):
+    g.mkdir(parents=True, exist_ok=True)
+    if kind == "unreadable":       # image names, no image inside; and files that are not images
+        (g / "a.png").write_bytes(b"")
+        (g / "b.jpg").write_text("not an image")
+        (g / "notes.txt").write_text("hello")
+
+
+@pytest.mark.parametrize("kind", ["empty", "unreadable"])
+def test_index_of_a_folder_without_images_writes_nothing(kind, tmp_path, capsys):
+    """It wrote faiss.index, graph.npz, manifest.json, features/ and .l2g.lock into --out, then said
+    'no readable images'. Now nothing is made, and each file's reason is in the message."""
+    _no_images(tmp_path / "g", kind)
+    assert main(["index", str(tmp_path / "g"), "--out", str(tmp_path / "ix"), *SMALL]) == 2
+    err = capsys.readouterr().err
+    assert "no readable images" in err and "Nothing was written" in err
+    if kind == "unreadable":
+        assert "a.png: empty file" in err and "b.jpg: not an image" in err
+    else:
+        assert "holds no image file" in err
+    assert not (tmp_path / "ix").exists()
+
+
+@pytest.mark.parametrize("kind", ["empty", "unreadable"])
+def test_an_index_is_left_as_it_was_when_its_gallery_has_no_image_left(kind, demo_gallery, tmp_path, capsys):
+    """A gallery emptied (or its photos replaced by unreadable files) after it was indexed: the index of
+    before stays byte-identical (it was rewritten as an index of nothing)."""
+    import shutil
+
+    g, ix = tmp_path / "g", tmp_path / "ix"
+    g.mkdir()
+    for name in ("chelsea/chelsea_orig.jpg", "coffee/coffee_orig.jpg"):
+        shutil.copy(demo_gallery / "groups" / name, g / name.split("/")[1])
+    assert main(["index", str(g), "--out", str(ix), *SMALL]) == 0
+    before = _snapshot(ix)
+    assert "manifest.json" in before and ".l2g.lock" in before
+    for p in list(g.iterdir()):
+        p.unlink()
+    _no_images(g, kind)
+    assert main(["index", str(g), "--out", str(ix), *SMALL]) == 2
+    assert "no readable images" in capsys.readouterr().err
+    assert _snapshot(ix) == before
 
 
 def test_missing_index_is_a_clear_error(tmp_path, capsys):

@@ -34,6 +34,21 @@ def _shards(folder) -> dict:
     return {k: v for k, v in read_manifest(folder)["files"].items() if k.startswith("features/shard-")}
 
 
+def test_a_build_of_no_readable_image_makes_nothing(small_gallery, small_cfg, tmp_path):
+    """build_index and open_engine refuse such a gallery before the lock makes the index folder (they
+    wrote an index of nothing); the paths asked for are the ones tried."""
+    from l2g.errors import DatasetError
+    from l2g.pipeline import open_engine
+
+    root, _ = small_gallery
+    bad = ["broken.jpg", "notes.jpg", "empty.png"]
+    with pytest.raises(DatasetError, match="none of its 3 image file.*broken.jpg: truncated"):
+        build_index(root, tmp_path / "ix", small_cfg, paths=bad)
+    with pytest.raises(DatasetError, match="no readable images"):
+        open_engine(root, tmp_path / "ix", small_cfg, paths=bad)
+    assert not (tmp_path / "ix").exists()
+
+
 def test_save_load_and_incremental_add_match_fresh_build(small_gallery, small_cfg, tmp_path):
     """With 4 images per shard: adding images keeps the full shards as they are (not rewritten), writes
     the rest anew, and gives the very files of a fresh build."""

@@ -17,6 +17,7 @@ from .confidence import ensure_calibration
 from .errors import IndexFormatError
 from .featstore import shard_records
 from .index import BuildReport, Progress, load_index
+from .lock import lock_problem
 from .manifest import entries, read_manifest, stored_config
 
 ORDER_CHECKED = ("graph.npz", "global.npz")   # stage files whose image list must match faiss.index's
@@ -49,6 +50,8 @@ def check_index(folder: Path, cfg: C.StoreConfig = C.StoreConfig()) -> list[str]
             load_index(folder, hashed=True)     # every file was just hashed in full, above
         except IndexFormatError as e:
             problems.append(str(e))
+    if why := lock_problem(folder):      # every later build would stop on it; --repair cannot fix it
+        problems.append(why)
     leftovers = [p for sub in (folder, folder / "features") for p in sub.glob(f".*{store.TMP_SUFFIX}")]
     problems += [f"{p.relative_to(folder)}: temporary file left by an interrupted write" for p in leftovers]
     return problems

@@ -3,12 +3,14 @@ re-entrant within a thread; other threads and processes wait, or fail when the w
 from __future__ import annotations
 
 import contextlib
+import os
+import stat
 import threading
 import time
 from pathlib import Path
 
 from .config import StoreConfig
-from .errors import L2GError
+from .errors import IndexFormatError, L2GError
 
 LOCK_NAME = ".l2g.lock"
 
@@ -27,18 +29,37 @@ def _slot(folder: Path) -> list:
         return _HELD.setdefault(str(Path(folder).resolve()), [threading.RLock(), None, 0])
 
 
+def lock_problem(folder: Path) -> str:
+    """Why ``folder``'s lock file cannot be taken ('' when it can: a regular file, or none yet). A folder,
+    pipe or device of that name made every build fail with the raw OS error ('Is a directory')."""
+    path = Path(folder) / LOCK_NAME
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return ""
+    except OSError as e:
+        return f"{path}: cannot be read ({e.strerror or e}); remove it and run the command again"
+    if stat.S_ISREG(mode):
+        return ""
+    what = "a folder" if stat.S_ISDIR(mode) else "not a regular file"
+    return (f"{path} is {what}, not the index's build lock file (which l2g makes itself): remove it "
+            f"(`rm -r {path}`) and run the command again")
+
+
 @contextlib.contextmanager
 def folder_lock(folder: Path, timeout: float | None = None, cfg: StoreConfig = StoreConfig()):
     """Hold the exclusive build lock of ``folder`` (created if needed).
 
     timeout: seconds to wait for another build (None: cfg.lock_timeout; < 0: wait as long as it
     takes; 0: fail at once). Re-entrant in one thread; other threads and processes wait.
-    Raises IndexBusyError when the wait runs out.
+    Raises IndexBusyError when the wait runs out, IndexFormatError when the lock file is not a file.
     """
     import filelock
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    if why := lock_problem(folder):
+        raise IndexFormatError(why)
     timeout = cfg.lock_timeout if timeout is None else timeout
     busy = (f"another build holds the lock on {folder} ({LOCK_NAME}); wait for it to finish, "
             "or run with --wait SECONDS to wait for it")
@@ -115,8 +136,6 @@ def read_consistent(folder: Path, names, read, attempts: int = 6, wait: float = 
     new files) is done again, and so is a failed one while another build holds the folder's lock, a
     bounded number of times (waits doubling from ``wait``). When a build keeps the files changing,
     IndexBusyError says so (not a damage: nothing to repair)."""
-    from .errors import IndexFormatError
-
     folder = Path(folder)
     busy = IndexBusyError(f"a build is updating the index at {folder}; try again when it finishes")
     for attempt in range(attempts):

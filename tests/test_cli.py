@@ -237,3 +237,30 @@ def test_eval_out_is_checked_before_any_work(where, tmp_path, capsys):
     err = capsys.readouterr().err
     assert ("is a folder" if where == "folder" else "does not exist") in err
     assert not (tmp_path / "data").exists()
+
+
+def test_a_lock_file_that_is_a_folder_is_named_with_the_fix(demo_gallery, tmp_path, capsys):
+    """A folder named .l2g.lock in the index folder: index, search (which builds the global descriptors
+    of a --no-global index) and check --repair said '[Errno 21] Is a directory'; check said 'intact'."""
+    import shutil
+
+    g, ix = tmp_path / "g", tmp_path / "ix"
+    g.mkdir()
+    for name in ("chelsea/chelsea_orig.jpg", "coffee/coffee_orig.jpg"):
+        shutil.copy(demo_gallery / "groups" / name, g / name.split("/")[1])
+    assert main(["index", str(g), "--out", str(ix), "--no-global", *SMALL]) == 0
+    (ix / ".l2g.lock").unlink()
+    (ix / ".l2g.lock").mkdir()
+    capsys.readouterr()
+    for argv, code in ((["index", str(g), "--out", str(ix), *SMALL], 2),
+                       (["search", str(g / "chelsea_orig.jpg"), "--index", str(ix), "--method", "global"], 2),
+                       (["check", str(ix)], 1), (["check", str(ix), "--repair"], 2)):
+        assert main(argv) == code, argv
+        said = capsys.readouterr()
+        said = said.out + said.err
+        assert "is a folder, not the index's build lock file" in said and "remove it" in said, said
+        assert "Errno" not in said and "intact" not in said
+    assert (ix / ".l2g.lock").is_dir() and not (ix / "global.npz").exists()
+    (ix / ".l2g.lock").rmdir()          # removed as told: every command works again
+    assert main(["search", str(g / "chelsea_orig.jpg"), "--index", str(ix), "--method", "global"]) == 0
+    assert main(["check", str(ix)]) == 0

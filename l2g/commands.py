@@ -130,11 +130,17 @@ def cmd_search(args) -> int:
     # (--device, $L2G_DEVICE) only say where
     device = options.check_device(getattr(args, "device", None) or os.environ.get("L2G_DEVICE") or "auto")
     cfg = C.for_extractor(stored_config(m, C.DEFAULT.replace(build__device=device)))
+    before = m["files"].get("global.npz")
     eng = open_engine(Path(m["root"]), Path(args.index), cfg, sync=False, with_global=method.needs_global)
-    if method.needs_global and eng.gi is None:
-        print(f"error: {args.method} needs global descriptors; re-run `index` without --no-global",
-              file=sys.stderr)
+    if method.needs_global and eng.gi is None:      # open_engine builds them for any index that holds images
+        print(f"error: {args.method} ranks by global descriptors, and the index at {args.index} holds no images "
+              f"(none of {m['root']} could be indexed when it was built): there is nothing to describe. Add photos "
+              f"to the gallery and run `python -m l2g index {m['root']} --out {args.index}`", file=sys.stderr)
         return 2
+    if method.needs_global and read_manifest(Path(args.index))["files"].get("global.npz") != before:
+        why = "the index was built with --no-global" if before is None else "the index's images changed since"
+        print(f"note: global descriptors built now ({why}; {eng.timings['global']:.1f} s); kept in "
+              f"{Path(args.index) / 'global.npz'} for the next searches", file=sys.stderr)
     cfg = eng.cfg.replace(search__shortlist=max(args.top, eng.cfg.search.shortlist))
     q = make_query(eng, source=Path(args.image), name=str(args.image),
                    bbox=tuple(args.bbox) if args.bbox else None)

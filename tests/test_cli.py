@@ -34,6 +34,14 @@ def _snapshot(folder):
     return {p.relative_to(folder).as_posix(): (p.read_bytes() if p.is_file() else "dir") for p in folder.rglob("*")}
 
 
+def _two_photos(demo_gallery, g):
+    import shutil
+
+    g.mkdir()
+    for name in ("chelsea/chelsea_orig.jpg", "coffee/coffee_orig.jpg"):
+        shutil.copy(demo_gallery / "groups" / name, g / name.split("/")[1])
+
+
 def _no_images(g, kind):
     g.mkdir(parents=True, exist_ok=True)
     if kind == "unreadable":       # image names, no image inside; and files that are not images
@@ -61,12 +69,8 @@ def test_index_of_a_folder_without_images_writes_nothing(kind, tmp_path, capsys)
 def test_an_index_is_left_as_it_was_when_its_gallery_has_no_image_left(kind, demo_gallery, tmp_path, capsys):
     """A gallery emptied (or its photos replaced by unreadable files) after it was indexed: the index of
     before stays byte-identical (it was rewritten as an index of nothing)."""
-    import shutil
-
     g, ix = tmp_path / "g", tmp_path / "ix"
-    g.mkdir()
-    for name in ("chelsea/chelsea_orig.jpg", "coffee/coffee_orig.jpg"):
-        shutil.copy(demo_gallery / "groups" / name, g / name.split("/")[1])
+    _two_photos(demo_gallery, g)
     assert main(["index", str(g), "--out", str(ix), *SMALL]) == 0
     before = _snapshot(ix)
     assert "manifest.json" in before and ".l2g.lock" in before
@@ -154,12 +158,8 @@ def test_a_gallery_without_keypoints_is_a_clear_error(cmd, tmp_path, capsys):
 
 
 def test_a_gallery_with_some_featureless_images_is_indexed(demo_gallery, tmp_path, capsys):
-    import shutil
-
     g = tmp_path / "g"
-    g.mkdir()
-    for name in ("chelsea/chelsea_orig.jpg", "coffee/coffee_orig.jpg"):
-        shutil.copy(demo_gallery / "groups" / name, g / name.split("/")[1])
+    _two_photos(demo_gallery, g)
     _flat(g / "flat.png")
     assert main(["index", str(g), "--out", str(tmp_path / "ix"), *SMALL]) == 0
     out = capsys.readouterr().out
@@ -242,12 +242,8 @@ def test_eval_out_is_checked_before_any_work(where, tmp_path, capsys):
 def test_a_lock_file_that_is_a_folder_is_named_with_the_fix(demo_gallery, tmp_path, capsys):
     """A folder named .l2g.lock in the index folder: index, search (which builds the global descriptors
     of a --no-global index) and check --repair said '[Errno 21] Is a directory'; check said 'intact'."""
-    import shutil
-
     g, ix = tmp_path / "g", tmp_path / "ix"
-    g.mkdir()
-    for name in ("chelsea/chelsea_orig.jpg", "coffee/coffee_orig.jpg"):
-        shutil.copy(demo_gallery / "groups" / name, g / name.split("/")[1])
+    _two_photos(demo_gallery, g)
     assert main(["index", str(g), "--out", str(ix), "--no-global", *SMALL]) == 0
     (ix / ".l2g.lock").unlink()
     (ix / ".l2g.lock").mkdir()
@@ -264,3 +260,35 @@ def test_a_lock_file_that_is_a_folder_is_named_with_the_fix(demo_gallery, tmp_pa
     (ix / ".l2g.lock").rmdir()          # removed as told: every command works again
     assert main(["search", str(g / "chelsea_orig.jpg"), "--index", str(ix), "--method", "global"]) == 0
     assert main(["check", str(ix)]) == 0
+
+
+def test_search_by_global_descriptors_says_why_there_are_none(tmp_path, capsys, monkeypatch):
+    """An index of no images (as the build wrote one before it refused such a gallery) told to 're-run
+    `index` without --no-global', which it had never been given."""
+    from l2g import index, pipeline
+
+    (tmp_path / "g").mkdir()
+    (tmp_path / "q.png").write_bytes(b"")
+    monkeypatch.setattr(index, "require_readable", lambda *a: None)       # the build of before
+    monkeypatch.setattr(pipeline, "require_readable", lambda *a: None)
+    assert main(["index", str(tmp_path / "g"), "--out", str(tmp_path / "ix"), *SMALL]) == 2
+    assert (tmp_path / "ix" / "manifest.json").is_file()
+    capsys.readouterr()
+    assert main(["search", str(tmp_path / "q.png"), "--index", str(tmp_path / "ix"), "--method", "global"]) == 2
+    err = capsys.readouterr().err
+    assert "holds no images" in err and f"index {tmp_path / 'g'} --out" in err and "--no-global" not in err
+
+
+def test_search_by_global_descriptors_of_a_no_global_index_builds_them_and_says_so(demo_gallery, tmp_path,
+                                                                                   capsys):
+    g, ix = tmp_path / "g", tmp_path / "ix"
+    _two_photos(demo_gallery, g)
+    assert main(["index", str(g), "--out", str(ix), "--no-global", *SMALL]) == 0
+    capsys.readouterr()
+    argv = ["search", str(g / "chelsea_orig.jpg"), "--index", str(ix), "--method", "global", "--top", "1"]
+    assert main(argv) == 0
+    said = capsys.readouterr()
+    assert "chelsea_orig.jpg" in said.out.splitlines()[1]
+    assert "global descriptors built now (the index was built with --no-global" in said.err
+    assert (ix / "global.npz").is_file()
+    assert main(argv) == 0 and "built now" not in capsys.readouterr().err     # kept: the next search loads them

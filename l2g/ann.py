@@ -15,6 +15,7 @@ import numpy as np
 from . import config as C
 from .errors import IndexFormatError
 from .features import DESC_DIM
+from .scan import path_order
 
 # kind -> index_factory template ({nlist} is filled in by nlist_for); bytes/descriptor are the codes + 8 B ids
 KINDS = {
@@ -58,7 +59,7 @@ def train_rows_in(paths: list, counts: np.ndarray, cfg: C.IndexConfig) -> np.nda
     with ``counts`` descriptors each, in that order, given in path order. The sample, and so the trained
     quantiser, depend on the images, not on the order they were indexed in."""
     counts = np.asarray(counts, np.int64)
-    order = np.argsort(np.array(paths, dtype=object), kind="stable")
+    order = path_order(paths)
     start = np.concatenate([[0], np.cumsum(counts)])[:-1]
     c_start = np.concatenate([[0], np.cumsum(counts[order])])
     pos = train_rows(int(counts.sum()), cfg)

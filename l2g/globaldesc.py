@@ -18,6 +18,7 @@ import numpy as np
 from . import store
 from .config import GlobalConfig
 from .errors import IndexFormatError
+from .scan import path_order
 from .vlad import (  # noqa: F401 (re-exported: the global descriptor's maths)
     PCA_MAX_IMAGES,
     VladModel,
@@ -90,7 +91,7 @@ def build_global(li, cfg: GlobalConfig = GlobalConfig(), progress: Progress = No
     counts = np.array([e.n for e in li.images], np.int64)
     if n == 0 or counts.sum() == 0:
         raise ValueError("the gallery has no descriptors: nothing to train a VLAD codebook on")
-    order = np.argsort(np.array(li.paths, dtype=object), kind="stable")   # path order: build-order independent
+    order = path_order(li.paths)        # build-order independent
     picks = _sample_rows(counts[order], cfg.train_sample, cfg.seed)
     sample = []
     for at, i in enumerate(order):

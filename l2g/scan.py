@@ -11,6 +11,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from l2g import config
 from l2g.errors import DatasetError, ImageError
 from l2g.images import NOT_A_FILE, load_image, special_file
@@ -40,6 +42,14 @@ def escapes(root: str | os.PathLike, rel: str) -> bool:
         return False
     except (OSError, ValueError, RuntimeError):
         return True
+
+
+def path_order(paths) -> np.ndarray:
+    """(n,) int64 permutation that puts ``paths`` (relative POSIX paths) in path order, the order
+    scan_gallery lists a gallery in: whatever visits images in it (the IVF training sample, the VLAD
+    sample and whitening fit, the tie-break of a ranking) depends on the set of images, not on the order
+    a build indexed them in."""
+    return np.argsort(np.array(list(paths), dtype=object), kind="stable").astype(np.int64)
 
 
 def _ignored_reason(fname: str) -> str:

@@ -21,6 +21,7 @@ from .config import SearchConfig
 from .errors import IndexFormatError
 from .features import Features, NoKeypointsError
 from .index import LocalIndex
+from .scan import path_order
 
 
 def kernel(r: np.ndarray, cfg: SearchConfig = SearchConfig()) -> np.ndarray:
@@ -103,7 +104,7 @@ class SearchResult:
 def path_rank(li: LocalIndex) -> np.ndarray:
     """(n,) rank of each gallery path in sorted order: the tie-break of rank_images (cached on li)."""
     if not hasattr(li, "_path_rank"):
-        li._path_rank = np.argsort(np.argsort(np.array(li.paths, dtype=object)))
+        li._path_rank = np.argsort(path_order(li.paths))
     return li._path_rank
 
 

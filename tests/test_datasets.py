@@ -89,6 +89,35 @@ def test_scan_gallery_refuses_file_links_leading_outside(tmp_path):
     assert "not followed" in ignored["linked_dir"]
 
 
+def test_path_order_is_the_order_a_gallery_is_listed_in(tmp_path):
+    """One helper (l2g.scan.path_order) puts images in path order for the IVF training sample, the VLAD
+    sample and the ranking tie-break (ann, globaldesc and search each had their own argsort)."""
+    from l2g import ann
+    from l2g import config as C
+    from l2g.datasets import scan_gallery
+    from l2g.scan import path_order
+
+    g = tmp_path / "g"
+    names = ["b.png", "B.png", "sub/c.png", "sub-x/d.png", "a b.png", "\u00e9t\u00e9.png", "sub/a/z.png"]
+    for n in names:
+        _write(g / n, b"x")
+    listed = scan_gallery(g).images
+    shuffled = [listed[i] for i in np.random.default_rng(0).permutation(len(listed))]
+    order = path_order(shuffled)
+    assert order.dtype == np.int64 and [shuffled[i] for i in order] == listed == sorted(names)
+    # the IVF sample: the same descriptors (each image's own rows) whatever the order the store holds them in
+    counts = np.arange(1, len(listed) + 1) * 7
+    cfg = C.IndexConfig(train_sample=20)
+    by_path = {p: c for p, c in zip(listed, counts)}
+
+    def picked(paths):
+        rows = ann.train_rows_in(paths, [by_path[p] for p in paths], cfg)
+        start = np.concatenate([[0], np.cumsum([by_path[p] for p in paths])])
+        img = np.searchsorted(start, rows, side="right") - 1
+        return sorted((paths[i], int(r - start[i])) for i, r in zip(img, rows))
+    assert picked(shuffled) == picked(listed)
+
+
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX")
 def test_a_named_pipe_with_an_image_name_is_ignored_not_read(tmp_path):
     """Opening a FIFO blocks until a writer comes: a build that read one would hang, holding its lock."""

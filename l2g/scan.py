@@ -59,36 +59,50 @@ def _ignored_reason(fname: str) -> str:
     return f"not an image file (extension {ext or 'none'}; indexed: {', '.join(config.IMAGE_EXTENSIONS)})"
 
 
-def scan_gallery(folder: str | os.PathLike) -> GalleryScan:
-    """Walk ``folder`` recursively: images by extension (config.IMAGE_EXTENSIONS, any case), file
-    symlinks leading outside refused, folder symlinks not followed, named pipes, sockets and devices
-    with an image's name ignored (reading one would block), other files listed as ignored.
-    Hidden files and folders (name starting with '.') are skipped silently."""
-    root = Path(folder)
-    if not root.exists():
-        raise DatasetError(f"{root}: no such folder")
-    if not root.is_dir():
-        raise DatasetError(f"{root}: not a folder")
+def _walk(root: Path):
+    """(rel, kind, reason) of every entry under ``root`` as os.walk meets it (kind 'image', 'refused' or
+    'ignored'; reason '' for an image): scan_gallery collects them, require_readable stops at a readable image."""
     exts = {e.lower() for e in config.IMAGE_EXTENSIONS}
-    scan = GalleryScan()
     for dirpath, dirnames, filenames in os.walk(root):
         rel_dir = Path(dirpath).relative_to(root)
         for d in dirnames:
             if not d.startswith(".") and os.path.islink(os.path.join(dirpath, d)):
-                scan.ignored.append(((rel_dir / d).as_posix(), "a symbolic link to a folder: not followed"))
+                yield (rel_dir / d).as_posix(), "ignored", "a symbolic link to a folder: not followed"
         dirnames[:] = [d for d in dirnames if not d.startswith(".")]
         for fname in filenames:
             rel = (rel_dir / fname).as_posix()
             if fname.startswith("."):
                 continue
             if os.path.splitext(fname)[1].lower() not in exts:
-                scan.ignored.append((rel, _ignored_reason(fname)))
+                yield rel, "ignored", _ignored_reason(fname)
             elif escapes(root, rel):
-                scan.refused.append((rel, LINK_OUTSIDE))
+                yield rel, "refused", LINK_OUTSIDE
             elif special_file(os.path.join(dirpath, fname)):  # reading a FIFO would block the build forever
-                scan.ignored.append((rel, NOT_A_FILE))
+                yield rel, "ignored", NOT_A_FILE
             else:
-                scan.images.append(rel)
+                yield rel, "image", ""
+
+
+def _folder(folder: str | os.PathLike) -> Path:
+    root = Path(folder)
+    if not root.exists():
+        raise DatasetError(f"{root}: no such folder")
+    if not root.is_dir():
+        raise DatasetError(f"{root}: not a folder")
+    return root
+
+
+def scan_gallery(folder: str | os.PathLike) -> GalleryScan:
+    """Walk ``folder`` recursively: images by extension (config.IMAGE_EXTENSIONS, any case), file
+    symlinks leading outside refused, folder symlinks not followed, named pipes, sockets and devices
+    with an image's name ignored (reading one would block), other files listed as ignored.
+    Hidden files and folders (name starting with '.') are skipped silently."""
+    scan = GalleryScan()
+    for rel, kind, reason in _walk(_folder(folder)):
+        if kind == "image":
+            scan.images.append(rel)
+        else:
+            getattr(scan, kind).append((rel, reason))
     scan.images.sort()
     scan.refused.sort()
     scan.ignored.sort()
@@ -112,11 +126,13 @@ def require_readable(folder: str | os.PathLike, paths: list[str] | None = None, 
     """Raise DatasetError unless one of the images of ``folder`` (``paths``, relative; default every
     image scan_gallery lists) decodes, as a build will decode it (``max_side``). A build calls it before
     it makes or writes anything: a folder of no readable image gets a message saying why each file was
-    left out, not an index of nothing. Images are tried in path order up to the first that decodes
-    (one decode for a usable gallery)."""
-    root = Path(folder)
-    scan = scan_gallery(root) if paths is None else None
-    rels = scan.images if scan is not None else sorted(p for p in paths if not escapes(root, p))
+    left out, not an index of nothing. Images are tried up to the first that decodes (a usable gallery:
+    one decode, and its folder walked only that far)."""
+    root = _folder(folder)
+    if paths is None:       # walked lazily: a usable gallery stops at its first image
+        rels = (rel for rel, kind, _ in _walk(root) if kind == "image")
+    else:
+        rels = sorted(p for p in paths if not escapes(root, p))
     failed = []
     for rel in rels:
         try:
@@ -124,12 +140,12 @@ def require_readable(folder: str | os.PathLike, paths: list[str] | None = None, 
             return
         except ImageError as e:
             failed.append((rel, e.reason))
-    exts = ", ".join(config.IMAGE_EXTENSIONS)
     if failed:
-        why = f"none of its {len(failed)} image file(s) could be indexed ({_listed(failed)})"
-    else:
-        left = (scan.refused + scan.ignored) if scan is not None else []
-        why = (f"it holds no image file (extensions: {exts})"
-               + (f"; not indexed: {_listed(sorted(left))}" if left else ""))
+        why = f"none of its {len(failed)} image file(s) could be indexed ({_listed(sorted(failed))})"
+    else:           # what the folder holds instead
+        scan = scan_gallery(root) if paths is None else GalleryScan()
+        left = sorted(scan.refused + scan.ignored)
+        why = (f"it holds no image file (extensions: {', '.join(config.IMAGE_EXTENSIONS)})"
+               + (f"; not indexed: {_listed(left)}" if left else ""))
     raise DatasetError(f"no readable images in {root}: {why}. Nothing was written; add photos to the folder "
                        "and run the command again.")

@@ -1,8 +1,9 @@
-"""Every default of l2g lives here, and nowhere else.
+"""Every default of l2g lives here (and the named presets built on them in ``l2g.presets``), nowhere else.
 
 Each stage has a small frozen dataclass of parameters. A preset's ``name``
 encodes the parameters that change what is stored on disk (hloc style), so it
-doubles as the cache / index folder name.
+doubles as the cache / index folder name. The named presets built on these
+dataclasses are in ``l2g.presets``.
 """
 from __future__ import annotations
 
@@ -261,52 +262,16 @@ class L2GConfig:
 
 DEFAULT = L2GConfig()
 
-# Named presets (hloc style): the feature settings they change are encoded in the index folder name
-# (FeatureConfig.name), so each preset gets its own cache. Keys are L2GConfig.replace keys.
-# Search kernel bandwidth per extractor where it differs from SearchConfig.p0 (RootSIFT's 0.5). ALIKED's
-# descriptor distances are about 3x larger: on realbench-dev at 512 px its local mAP is 44.7 at p0 0.5 and
-# 68.4-68.6 at 1.2-1.6 (two-fold by group: tuned on A -> 1.6, tuned on B -> 1.2; 1.4 is between them).
-EXTRACTOR_P0 = {"aliked": 1.4}
-
-
-def for_extractor(cfg: L2GConfig) -> L2GConfig:
-    """``cfg`` with its extractor's kernel bandwidth (EXTRACTOR_P0) while p0 is still SearchConfig's default."""
-    p0 = EXTRACTOR_P0.get(cfg.features.extractor)
-    if p0 is None or cfg.search.p0 != SearchConfig.p0:
-        return cfg
-    return cfg.replace(search__p0=p0)
-
-
 # The pyramid SIFT settings of the features of before issue 8's cheaper stages (preset 'classic'), and the
 # values an index records for settings that cannot shape its features (effective)
 CLASSIC_PYRAMID = {"desc_grid": 41, "orient_grid": 19, "refine": 2.0, "resample": False, "min_contrast": 0.0}
-
-PRESETS = {
-    "fast": {"features__num_features": 1000, "features__max_side": 640},
-    "default": {},
-    "accurate": {"features__num_features": 4000, "features__max_side": 1600},
-    # README, "Extraction": draft = the default without SIFT's doubled first octave (~1.9x faster, -3.5 mAP)
-    "draft": {"features__backend": "pyramid-nd"},
-    # the default's features before issue 8's cheaper stages (Kornia's grids, 2N fits, every level blurred):
-    # indexes built with them keep their folder (sift-root-n2000-s1024-r2-pyramid)
-    "classic": {f"features__{k}": v for k, v in CLASSIC_PYRAMID.items()},
-}
+# The named presets (PRESETS), each extractor's kernel bandwidth and how an index's feature settings are keyed
+# are in l2g.presets, which imports this module.
 
 
 def asdict(obj) -> dict:
     """Plain-dict view of any config dataclass (for manifests and JSON)."""
     return dataclasses.asdict(obj)
-
-
-# FeatureConfig fields added after indexes existed, with the value that gives the features of before: at that
-# value they stay out of features_key, so an older index keeps its key (is reused, not refused or rebuilt)
-ADDED_FEATURE_FIELDS = {k: CLASSIC_PYRAMID[k] for k in ("resample", "orient_grid", "min_contrast")}
-
-
-def stored_features(recorded: dict) -> FeatureConfig:
-    """The FeatureConfig a manifest recorded: a field it lacks (added after it was written) takes the value its
-    features were made with (ADDED_FEATURE_FIELDS; before they were recorded, Kornia's grid and every fit)."""
-    return FeatureConfig(**{"desc_grid": 41, "refine": 0.0, **ADDED_FEATURE_FIELDS, **recorded})
 
 
 def effective(f: FeatureConfig) -> FeatureConfig:
@@ -316,10 +281,3 @@ def effective(f: FeatureConfig) -> FeatureConfig:
     if f.extractor != "sift" or f.backend == "patch":
         return dataclasses.replace(f, **CLASSIC_PYRAMID)
     return dataclasses.replace(f, orient_grid=CLASSIC_PYRAMID["orient_grid"]) if f.upright else f
-
-
-def features_key(f: FeatureConfig) -> dict:
-    """The feature settings an index is keyed on (manifest check, faiss.index fingerprint): asdict(effective(f))
-    without the ADDED_FEATURE_FIELDS at their old value."""
-    return {k: v for k, v in asdict(effective(f)).items()
-            if not (k in ADDED_FEATURE_FIELDS and v == ADDED_FEATURE_FIELDS[k])}

@@ -53,6 +53,7 @@ from .manifest import (  # noqa: F401
     stored_config,
     write_manifest,
 )
+from .presets import features_key
 from .scan import require_readable
 
 # Files of the stages built on top of the index (l2g.store.ensure checks each one's fingerprint and image
@@ -68,7 +69,7 @@ def index_fingerprint(cfg: C.L2GConfig, legacy: bool = False) -> str:
     index = C.asdict(cfg.index)
     if not legacy:
         index = {k: v for k, v in index.items() if k not in C.INDEX_RUNTIME_FIELDS}
-    return store.fingerprint({"features": C.features_key(cfg.features), "index": index,
+    return store.fingerprint({"features": features_key(cfg.features), "index": index,
                               "desc_dtype": cfg.store.desc_dtype})
 
 

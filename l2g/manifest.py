@@ -15,6 +15,7 @@ from pathlib import Path
 from . import config as C
 from . import store
 from .errors import IndexFormatError
+from .presets import features_key, stored_features
 
 
 @dataclass
@@ -66,7 +67,7 @@ def read_manifest(folder: Path, migrating: bool = False) -> dict:
 def stored_config(m: dict, cfg: C.L2GConfig = C.DEFAULT) -> C.L2GConfig:
     """``cfg`` with the feature and index settings the index of manifest ``m`` was built with (the
     one place they are read back: opening, extending, repairing and searching an index)."""
-    return cfg.replace(features=C.stored_features(m["features"]), index=C.IndexConfig(**m["index"]))
+    return cfg.replace(features=stored_features(m["features"]), index=C.IndexConfig(**m["index"]))
 
 
 def entries(m: dict) -> list[ImageEntry]:
@@ -96,7 +97,7 @@ def buildable_manifest(gallery: Path, out: Path, cfg: C.L2GConfig, repaired: lis
                                    "another --out folder") from None
         repaired.append((store.MANIFEST, why))
         return None
-    if C.features_key(C.stored_features(m["features"])) != C.features_key(cfg.features):
+    if features_key(stored_features(m["features"])) != features_key(cfg.features):
         raise IndexFormatError(f"index at {out} was built with {m['preset']}, not {cfg.features.name}; "
                                "use another --out folder")
     if m["files"]["faiss.index"].get("images") != store.order_hash(entries(m)):

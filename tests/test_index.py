@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from l2g import config as C
+from l2g import presets as P
 from l2g.index import add_images, build_index, load_index, read_manifest
 from l2g.search import local_search
 
@@ -189,7 +190,7 @@ def test_a_search_time_knob_reuses_faiss_index_and_a_build_setting_rebuilds_it(t
     from l2g.features import Extractor
     from l2g.index import index_fingerprint
 
-    cfg = tiny_cfg.replace(index__kind="ivf", index__nlist=4, index__nprobe=1, **C.PRESETS["classic"])
+    cfg = tiny_cfg.replace(index__kind="ivf", index__nlist=4, index__nprobe=1, **P.PRESETS["classic"])
     ext = Extractor(cfg.features)    # the features of before FeatureConfig.resample and orient_grid
     ix = tmp_path / "ix"
     build_index(tiny_gallery, ix, cfg, extractor=ext)
@@ -199,7 +200,7 @@ def test_a_search_time_knob_reuses_faiss_index_and_a_build_setting_rebuilds_it(t
     assert faiss.extract_index_ivf(li.ix).nprobe == 3
     assert faiss.extract_index_ivf(load_index(ix).ix).nprobe == 3 and read_manifest(ix)["index"]["nprobe"] == 3
     m = read_manifest(ix)   # a manifest of before FeatureConfig.resample and of the older fingerprint (every
-    for k in C.ADDED_FEATURE_FIELDS:             # IndexConfig field): reused and re-recorded
+    for k in P.ADDED_FEATURE_FIELDS:             # IndexConfig field): reused and re-recorded
         del m["features"][k]
     old = {"features": m["features"], "index": C.asdict(cfg.index), "desc_dtype": cfg.store.desc_dtype}
     m["files"]["faiss.index"]["fingerprint"] = store.fingerprint(old)

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from l2g import config as C
+from l2g import presets as P
 from l2g import sift, siftdetect, siftspace
 from l2g.images import load_image
 
@@ -350,9 +351,9 @@ def test_settings_are_in_the_name_and_checked():
     default = C.FeatureConfig()
     assert C.FeatureConfig(**KORNIAS).name == "sift-root-n2000-s1024-pyramid" != default.name    # Kornia's
     assert default.name == "sift-root-n2000-s1024-g31-r1.5-rs-o15-c1e-05-pyramid"      # the shipped preset
-    classic = C.DEFAULT.replace(**C.PRESETS["classic"]).features                  # ... and the one of before
-    assert classic.name == "sift-root-n2000-s1024-r2-pyramid" and C.features_key(classic) == C.features_key(
-        C.stored_features({k: v for k, v in C.asdict(classic).items() if k not in C.ADDED_FEATURE_FIELDS}))
+    classic = C.DEFAULT.replace(**P.PRESETS["classic"]).features                  # ... and the one of before
+    assert classic.name == "sift-root-n2000-s1024-r2-pyramid" and P.features_key(classic) == P.features_key(
+        P.stored_features({k: v for k, v in C.asdict(classic).items() if k not in P.ADDED_FEATURE_FIELDS}))
     assert "-rs-" in C.FeatureConfig(backend="pyramid-nd", resample=True).name
     assert "-rs-" not in C.FeatureConfig(resample=False).name
     assert "-g25-" in C.FeatureConfig(desc_grid=25).name
@@ -364,9 +365,9 @@ def test_settings_are_in_the_name_and_checked():
     for old in ({"extractor": "sift", "backend": "patch", **before},
                 {"extractor": "disk", "backend": "pyramid", **before}):
         now = C.FeatureConfig(extractor=old["extractor"], backend=old["backend"])
-        assert C.features_key(C.stored_features(old)) == C.features_key(now)
-        assert now.name == C.stored_features(old).name and "-g31" not in now.name
-    assert C.features_key(C.FeatureConfig(upright=True)) == C.features_key(C.FeatureConfig(upright=True, orient_grid=7))
+        assert P.features_key(P.stored_features(old)) == P.features_key(now)
+        assert now.name == P.stored_features(old).name and "-g31" not in now.name
+    assert P.features_key(C.FeatureConfig(upright=True)) == P.features_key(C.FeatureConfig(upright=True, orient_grid=7))
     assert C.FeatureConfig(min_contrast=1e-5).name != C.FeatureConfig(min_contrast=1.000001e-5).name
     assert C.FeatureConfig(backend="pyramid-nd", upright=True).name.endswith("-pyramid-nd-up")
     assert C.FeatureConfig(backend="patch").name == C.FeatureConfig(backend="patch", **KORNIAS).name

@@ -28,12 +28,11 @@ import numpy as np
 
 from benchs.common import Stage, machine, n_threads, parser, pct, photos, resize, threads, write_json
 from l2g import config as C
-from l2g import presets as P
 from l2g.features import Extractor
 
 KORNIAS = {"desc_grid": 41, "orient_grid": 19, "refine": 0.0, "resample": False, "min_contrast": 0.0}
 VARIANTS = {   # name -> FeatureConfig changes from the default (each gets its own index folder: FeatureConfig.name)
-    "classic": {k.split("__")[1]: v for k, v in P.PRESETS["classic"].items()},   # the default before issue 8's
+    "classic": {k.split("__")[1]: v for k, v in C.PRESETS["classic"].items()},   # the default before issue 8's
     #                                                                             cheaper stages (preset 'classic')
     "blurred": {"resample": False, "min_contrast": 0.0},   # every level blurred at full size
     "grid41": {"desc_grid": 41, "orient_grid": 19},        # Kornia's descriptor and orientation grids

@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 
 from . import config as C
+from . import featkey, options, paths
 from . import methods as M
-from . import options, paths, presets
 
 
 class Bar:
@@ -129,7 +129,7 @@ def cmd_search(args) -> int:
     # the query is extracted with the index's own feature settings, not the defaults; the options
     # (--device, $L2G_DEVICE) only say where
     device = options.check_device(getattr(args, "device", None) or os.environ.get("L2G_DEVICE") or "auto")
-    cfg = presets.for_extractor(stored_config(m, C.DEFAULT.replace(build__device=device)))
+    cfg = featkey.for_extractor(stored_config(m, C.DEFAULT.replace(build__device=device)))
     before = m["files"].get("global.npz")
     eng = open_engine(Path(m["root"]), Path(args.index), cfg, sync=False, with_global=method.needs_global)
     if method.needs_global and eng.gi is None:      # open_engine builds them for any index that holds images

@@ -1,9 +1,8 @@
-"""Every default of l2g lives here (and the named presets built on them in ``l2g.presets``), nowhere else.
+"""Every default of l2g lives here, the named presets (``PRESETS``) included, nowhere else.
 
 Each stage has a small frozen dataclass of parameters. A preset's ``name``
 encodes the parameters that change what is stored on disk (hloc style), so it
-doubles as the cache / index folder name. The named presets built on these
-dataclasses are in ``l2g.presets``.
+doubles as the cache / index folder name.
 """
 from __future__ import annotations
 
@@ -265,8 +264,23 @@ DEFAULT = L2GConfig()
 # The pyramid SIFT settings of the features of before issue 8's cheaper stages (preset 'classic'), and the
 # values an index records for settings that cannot shape its features (effective)
 CLASSIC_PYRAMID = {"desc_grid": 41, "orient_grid": 19, "refine": 2.0, "resample": False, "min_contrast": 0.0}
-# The named presets (PRESETS), each extractor's kernel bandwidth and how an index's feature settings are keyed
-# are in l2g.presets, which imports this module.
+# Named presets: keys are L2GConfig.replace keys.
+PRESETS = {
+    "fast": {"features__num_features": 1000, "features__max_side": 640},
+    "default": {},
+    "accurate": {"features__num_features": 4000, "features__max_side": 1600},
+    # README, "Extraction": draft = the default without SIFT's doubled first octave (~1.9x faster, -3.5 mAP)
+    "draft": {"features__backend": "pyramid-nd"},
+    # the default's features before issue 8's cheaper stages (Kornia's grids, 2N fits, every level blurred):
+    # indexes built with them keep their folder (sift-root-n2000-s1024-r2-pyramid)
+    "classic": {f"features__{k}": v for k, v in CLASSIC_PYRAMID.items()},
+}
+
+# Search kernel bandwidth per extractor where it differs from SearchConfig.p0 (RootSIFT's 0.5). ALIKED's
+# descriptor distances are about 3x larger: on realbench-dev at 512 px its local mAP is 44.7 at p0 0.5 and
+# 68.4-68.6 at 1.2-1.6 (two-fold by group: tuned on A -> 1.6, tuned on B -> 1.2; 1.4 is between them).
+EXTRACTOR_P0 = {"aliked": 1.4}
+# How an index's feature settings are keyed, and for_extractor, are l2g.featkey, which imports this module.
 
 
 def asdict(obj) -> dict:

@@ -40,6 +40,7 @@ from .ann import (  # noqa: F401 (re-exported)
     write_faiss,
 )
 from .errors import IndexFormatError
+from .featkey import features_key
 from .features import Extractor, Features
 from .gather import BuildReport, Progress, gather  # noqa: F401 (re-exported: they lived here)
 from .lock import read_consistent
@@ -53,7 +54,6 @@ from .manifest import (  # noqa: F401
     stored_config,
     write_manifest,
 )
-from .presets import features_key
 from .scan import require_readable
 
 # Files of the stages built on top of the index (l2g.store.ensure checks each one's fingerprint and image

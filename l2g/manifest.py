@@ -15,7 +15,7 @@ from pathlib import Path
 from . import config as C
 from . import store
 from .errors import IndexFormatError
-from .presets import features_key, stored_features
+from .featkey import features_key, stored_features
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """One option -> config mapper for the CLI and the app, with named presets.
 
-    --preset NAME                    L2G_PRESET           fast|default|accurate|draft|classic (presets.PRESETS)
+    --preset NAME                    L2G_PRESET           fast|default|accurate|draft|classic (config.PRESETS)
     --num-features N (--features N)  L2G_NUM_FEATURES     keypoints per image
     --max-side PX                    L2G_MAX_SIDE         longest image side for features
     --extractor NAME                 L2G_EXTRACTOR        local feature extractor (features.EXTRACTORS)
@@ -22,7 +22,7 @@ import os
 from . import config as C
 from .ann import KINDS
 from .errors import ConfigError
-from .presets import PRESETS, for_extractor
+from .featkey import for_extractor
 
 # option dest -> (L2GConfig.replace key, type, environment variable)
 OPTIONS = {
@@ -45,8 +45,8 @@ INDEX_KINDS = ("auto", *KINDS)     # l2g.ann.KINDS: each an index_factory string
 def add_arguments(p: argparse.ArgumentParser, data_dir: bool = True) -> None:
     """The config options of every command that builds or opens an index (and of the app)."""
     d = C.DEFAULT
-    p.add_argument("--preset", choices=list(PRESETS),
-                   help="named settings (" + "; ".join(f"{k}: {_describe(k)}" for k in PRESETS if k != "default")
+    p.add_argument("--preset", choices=list(C.PRESETS),
+                   help="named settings (" + "; ".join(f"{k}: {_describe(k)}" for k in C.PRESETS if k != "default")
                         + f"); ${PRESET_ENV}")
     p.add_argument("--num-features", "--features", dest="num_features", type=int,
                    help=f"keypoints per image (default {d.features.num_features})")
@@ -94,7 +94,7 @@ def add_device(p: argparse.ArgumentParser) -> None:
 
 
 def _describe(preset: str) -> str:
-    return ", ".join(f"{k.split('__')[1]}={v}" for k, v in PRESETS[preset].items()) or "config defaults"
+    return ", ".join(f"{k.split('__')[1]}={v}" for k, v in C.PRESETS[preset].items()) or "config defaults"
 
 
 def make_config(preset: str | None = None, env: dict | None = None, **options) -> C.L2GConfig:
@@ -102,9 +102,9 @@ def make_config(preset: str | None = None, env: dict | None = None, **options) -
     options not given (pass os.environ, or None to ignore the environment)."""
     env = env or {}
     preset = preset or env.get(PRESET_ENV) or "default"
-    if preset not in PRESETS:
-        raise ConfigError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
-    cfg = C.DEFAULT.replace(**PRESETS[preset])
+    if preset not in C.PRESETS:
+        raise ConfigError(f"unknown preset {preset!r}; choose from {', '.join(C.PRESETS)}")
+    cfg = C.DEFAULT.replace(**C.PRESETS[preset])
     unknown = set(options) - set(OPTIONS)
     if unknown:
         raise ConfigError(f"unknown options {sorted(unknown)}; known: {sorted(OPTIONS)}")

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from l2g import config as C
-from l2g import presets as P
+from l2g import featkey as P
 from l2g.index import add_images, build_index, load_index, read_manifest
 from l2g.search import local_search
 
@@ -190,7 +190,7 @@ def test_a_search_time_knob_reuses_faiss_index_and_a_build_setting_rebuilds_it(t
     from l2g.features import Extractor
     from l2g.index import index_fingerprint
 
-    cfg = tiny_cfg.replace(index__kind="ivf", index__nlist=4, index__nprobe=1, **P.PRESETS["classic"])
+    cfg = tiny_cfg.replace(index__kind="ivf", index__nlist=4, index__nprobe=1, **C.PRESETS["classic"])
     ext = Extractor(cfg.features)    # the features of before FeatureConfig.resample and orient_grid
     ix = tmp_path / "ix"
     build_index(tiny_gallery, ix, cfg, extractor=ext)

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from l2g import config as C
+from l2g import featkey as P
 from l2g import options, paths
-from l2g import presets as P
 from l2g.app.settings import Gallery, parse_settings
 from l2g.cli import main, parser
 from l2g.errors import ConfigError
@@ -89,6 +89,6 @@ def test_extractor_brings_its_own_kernel_bandwidth():
     """ALIKED's descriptor distances are ~3x RootSIFT's: choosing it sets its p0 unless p0 was changed."""
     assert options.make_config().search.p0 == C.SearchConfig().p0
     aliked = options.make_config(extractor="aliked")
-    assert aliked.search.p0 == P.EXTRACTOR_P0["aliked"] != C.SearchConfig().p0
+    assert aliked.search.p0 == C.EXTRACTOR_P0["aliked"] != C.SearchConfig().p0
     tuned = C.DEFAULT.replace(features__extractor="aliked", search__p0=0.9)
     assert P.for_extractor(tuned).search.p0 == 0.9          # an explicit bandwidth is kept

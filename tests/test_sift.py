@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from l2g import config as C
-from l2g import presets as P
+from l2g import featkey as P
 from l2g import sift, siftdetect, siftspace
 from l2g.images import load_image
 
@@ -351,7 +351,7 @@ def test_settings_are_in_the_name_and_checked():
     default = C.FeatureConfig()
     assert C.FeatureConfig(**KORNIAS).name == "sift-root-n2000-s1024-pyramid" != default.name    # Kornia's
     assert default.name == "sift-root-n2000-s1024-g31-r1.5-rs-o15-c1e-05-pyramid"      # the shipped preset
-    classic = C.DEFAULT.replace(**P.PRESETS["classic"]).features                  # ... and the one of before
+    classic = C.DEFAULT.replace(**C.PRESETS["classic"]).features                  # ... and the one of before
     assert classic.name == "sift-root-n2000-s1024-r2-pyramid" and P.features_key(classic) == P.features_key(
         P.stored_features({k: v for k, v in C.asdict(classic).items() if k not in P.ADDED_FEATURE_FIELDS}))
     assert "-rs-" in C.FeatureConfig(backend="pyramid-nd", resample=True).name

@@ -616,6 +616,29 @@ def _subheaders(at) -> list[str]:
     return [h.value for h in at.subheader]
 
 
+def _names_read_whole(at) -> None:
+    """Each ranking table's image names fit their column whole (no cut by the grid), a long one shortened
+    in the middle with its distinguishing end kept, so two images never read the same; the column sits next
+    to the thumbnail (in view without scrolling sideways)."""
+    from l2g.app.settings import CELL_PAD_PX, CHAR_PX
+
+    cut = 0
+    for m in ("local", "l2g", "g2l"):
+        el = at.get_by_key(f"l2g_rank_{m}").dataframe[0]
+        df, width = el.value, json.loads(el.proto.columns)["name"].get("width")
+        order = list(el.proto.column_order)
+        assert order.index("name") == order.index("thumb") + 1, order
+        assert isinstance(width, int), width
+        for cell, path in zip(df["name"], df["path"]):
+            assert len(cell) * CHAR_PX + CELL_PAD_PX <= width, (cell, width)
+            head, _, tail = cell.rpartition("…")
+            assert path.endswith(tail) and len(tail) >= len(Path(path).suffix) + 2, (cell, path)
+            assert Path(path).name.startswith(head.rsplit("/", 1)[-1]) or path.startswith(head), (cell, path)
+            cut += bool(head)
+        assert len(set(df["name"])) == len(set(df["path"])), list(df["name"])    # no two read the same
+    assert cut, "no long name in the tables: the test shows nothing"
+
+
 def test_query_page_stages_in_data_order_and_readable_cells(small_env, engine):
     at = _settle(_app().run())
     assert not at.exception, at.exception
@@ -630,6 +653,7 @@ def test_query_page_stages_in_data_order_and_readable_cells(small_env, engine):
         cells = df.astype(str).to_numpy().ravel().tolist()
         assert not any(c in ("None", "nan") for c in cells), (m, cells)
         assert all(n.count("/") <= 1 and len(n) < len(p) or n == p for n, p in zip(df["name"], df["path"]))
+    _names_read_whole(at)
     g2l = at.get_by_key("l2g_rank_g2l").dataframe[0].value
     inl = {int(j): int(n) for j, n in zip(run.results["g2l"].ids, run.results["g2l"].scores)}
     for path, cell in zip(g2l["path"], g2l["score"]):
@@ -1102,3 +1126,19 @@ def test_budget_labels_and_the_evaluation_estimate_count_what_runs():
     assert query_seconds(run) == pytest.approx(1.65)
     assert query_seconds(SimpleNamespace(timings={"search": 0.2, "total": 0.2})) is None    # g2l not run yet
     assert query_seconds(None) is None
+
+
+def test_long_names_in_one_list_keep_their_distinguishing_ends():
+    from l2g.app.fmt import distinct_names, middle_ellipsis
+    from l2g.app.settings import RANK_NAME_CHARS
+
+    stem = "IMG_20240612_holiday_photos_from_the_trip_to_the_museum_chelsea"
+    names = [f"{stem}_crop1_2.jpg", f"{stem}_crop1_12.jpg", "distractors/cells1_warp.jpg",
+             "distractors/moon_warp.jpg", "coffee_crop3.jpg"]
+    assert middle_ellipsis(names[2], RANK_NAME_CHARS) == middle_ellipsis(names[3], RANK_NAME_CHARS)  # the trap
+    shown = distinct_names(names, RANK_NAME_CHARS)
+    assert len(set(shown)) == len(names), shown
+    for name, s in zip(names, shown):
+        head, _, tail = s.rpartition("…")
+        assert name.startswith(head) and name.endswith(tail) and len(s) <= len(name), (name, s)
+    assert shown[-1] == names[-1] and len(shown[0]) < len(names[0])      # a short name whole, a long one cut

@@ -422,6 +422,32 @@ def test_how_it_works_page():
     assert "Global-to-local" in text and "Local-to-global" in text and "Match view" in text
 
 
+def test_tour_buttons_show_their_labels_whole(monkeypatch):
+    """Each tour button's label fits the room the layout gives it (TOUR_LABEL_CHARS); what the label leaves
+    out of the title is written under it, so every stop's whole title is on the page."""
+    from streamlit.testing.v1 import AppTest
+
+    from l2g import demo_tour
+    from l2g.app.settings import TOUR_LABEL_CHARS
+
+    long = demo_tour.TourStop("long", "groups/a/a.jpg", "A title with no colon that runs far beyond what one "
+                              "button of the tour can show whole", "c")
+    monkeypatch.setattr(demo_tour, "TOUR", demo_tour.TOUR + (long,))
+    at = AppTest.from_function(_howto_page, default_timeout=60).run()
+    assert not at.exception, at.exception
+    captions = [c.value for c in at.caption]
+    for stop in demo_tour.TOUR:
+        b = at.button(key=f"l2g_tour_{stop.key}")
+        assert len(b.label) <= TOUR_LABEL_CHARS, (b.label, TOUR_LABEL_CHARS)
+        assert b.help == stop.title
+        shown = b.label.rstrip("…")
+        assert stop.title.startswith(shown), (b.label, stop.title)
+        rest = stop.title[len(shown):].lstrip(" :")
+        assert not rest or any(rest in c or stop.title in c for c in captions), (stop.title, captions)
+        assert any(f"`{stop.query}`" in c for c in captions)
+    assert at.button(key="l2g_tour_long").label.endswith("…")
+
+
 # ----------------------------------------------------------------------------- tiny galleries
 
 

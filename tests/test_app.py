@@ -1024,6 +1024,26 @@ def test_tour_stop_opens_the_query_page_with_its_caption(small_env, engine, monk
     assert not any("CAPTION-MARK" in i.value for i in at.info)
 
 
+def test_a_rectangle_on_the_tour_query_ends_the_stop(small_env, engine, monkeypatch):
+    """The caption is about the stop's whole image: a rectangle drawn on it (or turned on) makes another
+    query, and the caption goes, on that run and after it (the stop has ended)."""
+    from l2g import demo_tour
+    from l2g.app import tour
+
+    rel = [m for m in engine.gt.groups.values() if len(m) > 2][1][2]
+    monkeypatch.setattr(demo_tour, "TOUR", (demo_tour.TourStop("crop-test", rel, "t", "See CAPTION-MARK."),))
+    at = _app()
+    at.query_params["tour"] = "crop-test"
+    at.run()
+    assert any("CAPTION-MARK" in i.value for i in at.info) and at.session_state[tour.TOUR_KEY] == "crop-test"
+    at.checkbox(key="l2g_crop_on").check().run()
+    assert not at.exception, at.exception
+    assert at.session_state["l2g_run"].query.bbox is not None and at.session_state["l2g_run"].query.name == rel
+    assert not any("CAPTION-MARK" in i.value for i in at.info)
+    at.checkbox(key="l2g_crop_on").uncheck().run()                      # back to the whole image: the stop
+    assert not any("CAPTION-MARK" in i.value for i in at.info)          # has ended, its caption stays gone
+
+
 def test_a_tour_stop_about_a_budget_sets_the_verification_budget(small_env, engine, monkeypatch):
     """Opening a stop that carries a budget N sets the sidebar's N (g2l@N shown); a stop without one
     leaves the user's N as it is."""

@@ -68,16 +68,18 @@ def from_url() -> None:
         open_stop(stop)
 
 
-def caption(gallery_label: str) -> None:
-    """The open stop's caption, while its query is the one shown; the stop ends when the user moves on."""
+def caption(slot, gallery_label: str, spec: dict | None, box) -> None:
+    """The open stop's caption in ``slot``, while the query shown is the stop's: its demo image, whole
+    (``spec`` and ``box``: the query the page made, query_page.query_spec and its rectangle). The stop ends
+    when the user moves on: another image, an upload, another gallery, or a rectangle drawn on it."""
     ss = st.session_state
     stop = stop_of(ss.get(TOUR_KEY))
     if stop is None:
         return
-    kind = ss.get("l2g_qkind", "Gallery image")
-    if gallery_label != DEMO or kind != "Gallery image" or ss.get("l2g_qpick") != stop.query:
+    if (gallery_label != DEMO or spec is None or spec.get("gallery_id") is None or spec.get("name") != stop.query
+            or box is not None):
         ss.pop(TOUR_KEY, None)
         return
     n = [s.key for s in demo_tour.TOUR].index(stop.key) + 1
-    with st.container(key="l2g_tour_caption"):
+    with slot, st.container(key="l2g_tour_caption"):
         st.info(f"**Tour {n}/{len(demo_tour.TOUR)} · {stop.title}**  \n{stop.caption}", icon=":material/tour:")

@@ -114,21 +114,22 @@ class Context:
         return np.array([self.shared(("inliers", int(j), vc), lambda j=j: self._verify(j).n_inliers)
                          for j in ids], np.int64)
 
-    def verify(self, j: int) -> "VerifyResult":
+    def verify(self, j: int, feats: "Features | None" = None) -> "VerifyResult":
         """The query's verification with gallery image j, matches and inlier mask included (the app's
         match view): the computation ``inliers`` counts, so its n_inliers is the pair's count there
-        (global-to-local, the confidence verdict); recorded in the memo when new."""
+        (global-to-local, the confidence verdict); recorded in the memo when new. ``feats``: image j's
+        features when the caller has them (not loaded again)."""
         t = time.perf_counter()
-        r = self._verify(j)
+        r = self._verify(j, feats)
         self.memo.setdefault(("inliers", int(j), self.cfg.verify), (r.n_inliers, time.perf_counter() - t))
         return r
 
-    def _verify(self, j: int) -> "VerifyResult":
+    def _verify(self, j: int, feats: "Features | None" = None) -> "VerifyResult":
         """Mutual nearest-neighbour matches of the query and gallery image j, then RANSAC (VerifyConfig)."""
         from .verify import verify_pair
 
         vc = self.cfg.verify
-        return verify_pair(self.feats, self.li.features(int(j)), vc, model=vc.model)
+        return verify_pair(self.feats, self.li.features(int(j)) if feats is None else feats, vc, model=vc.model)
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ QUERY_COLOUR = "#ffb000"
 QUERY_SYMBOL = "diamond"     # the one marker symbol scatter (2-D) and scatter3d (3-D) both have
 POS_COLOUR = "#00a843"
 NEG_COLOUR = "#c4c4c4"
+MODEBAR_PX = 32              # the plotly toolbar, horizontal: a band this tall at the figure's top (26 px in Chromium)
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -164,10 +165,10 @@ def mds_figure(rr: RerankResult, labels: Sequence[str] | Mapping[int, str], colo
     fig = go.Figure(traces)
     fig.update_layout(
         title=dict(text=f"Query + top-{k} · stress-1 = {rr.stress1:.3f} · {about}", font=dict(size=14),
-                   x=0.01, xanchor="left", y=0.98, yanchor="top"),
-        modebar=dict(orientation="v"),       # the toolbar down the right edge, off the title
-        margin=dict(l=10, r=40, t=60, b=10), height=520, legend=dict(orientation="h", y=-0.05, itemsizing="constant"),
-        clickmode="event+select", dragmode="pan" if dim == 2 else "orbit")
+                   x=0.01, xanchor="left", y=1 - MODEBAR_PX / 520, yanchor="top"),
+        modebar=dict(orientation="h"),     # a band above the title: title, plot and colourbar title start below it
+        margin=dict(l=10, r=40, t=MODEBAR_PX + 32, b=10), height=520, clickmode="event+select",
+        legend=dict(orientation="h", y=-0.05, itemsizing="constant"), dragmode="pan" if dim == 2 else "orbit")
     if dim == 2:
         fig.update_yaxes(scaleanchor="x", scaleratio=1, zeroline=False, showticklabels=False)
         fig.update_xaxes(zeroline=False, showticklabels=False)

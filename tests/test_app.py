@@ -422,6 +422,32 @@ def test_how_it_works_page():
     assert "Global-to-local" in text and "Local-to-global" in text and "Match view" in text
 
 
+def test_tour_buttons_show_their_labels_whole(monkeypatch):
+    """Each tour button's label fits the room the layout gives it (TOUR_LABEL_CHARS); what the label leaves
+    out of the title is written under it, so every stop's whole title is on the page."""
+    from streamlit.testing.v1 import AppTest
+
+    from l2g import demo_tour
+    from l2g.app.settings import TOUR_LABEL_CHARS
+
+    long = demo_tour.TourStop("long", "groups/a/a.jpg", "A title with no colon that runs far beyond what one "
+                              "button of the tour can show whole", "c")
+    monkeypatch.setattr(demo_tour, "TOUR", demo_tour.TOUR + (long,))
+    at = AppTest.from_function(_howto_page, default_timeout=60).run()
+    assert not at.exception, at.exception
+    captions = [c.value for c in at.caption]
+    for stop in demo_tour.TOUR:
+        b = at.button(key=f"l2g_tour_{stop.key}")
+        assert len(b.label) <= TOUR_LABEL_CHARS, (b.label, TOUR_LABEL_CHARS)
+        assert b.help == stop.title
+        shown = b.label.rstrip("…")
+        assert stop.title.startswith(shown), (b.label, stop.title)
+        rest = stop.title[len(shown):].lstrip(" :")
+        assert not rest or any(rest in c or stop.title in c for c in captions), (stop.title, captions)
+        assert any(f"`{stop.query}`" in c for c in captions)
+    assert at.button(key="l2g_tour_long").label.endswith("…")
+
+
 # ----------------------------------------------------------------------------- tiny galleries
 
 
@@ -616,6 +642,29 @@ def _subheaders(at) -> list[str]:
     return [h.value for h in at.subheader]
 
 
+def _names_read_whole(at) -> None:
+    """Each ranking table's image names fit their column whole (no cut by the grid), a long one shortened
+    in the middle with its distinguishing end kept, so two images never read the same; the column sits next
+    to the thumbnail (in view without scrolling sideways)."""
+    from l2g.app.settings import CELL_PAD_PX, CHAR_PX
+
+    cut = 0
+    for m in ("local", "l2g", "g2l"):
+        el = at.get_by_key(f"l2g_rank_{m}").dataframe[0]
+        df, width = el.value, json.loads(el.proto.columns)["name"].get("width")
+        order = list(el.proto.column_order)
+        assert order.index("name") == order.index("thumb") + 1, order
+        assert isinstance(width, int), width
+        for cell, path in zip(df["name"], df["path"]):
+            assert len(cell) * CHAR_PX + CELL_PAD_PX <= width, (cell, width)
+            head, _, tail = cell.rpartition("…")
+            assert path.endswith(tail) and len(tail) >= len(Path(path).suffix) + 2, (cell, path)
+            assert Path(path).name.startswith(head.rsplit("/", 1)[-1]) or path.startswith(head), (cell, path)
+            cut += bool(head)
+        assert len(set(df["name"])) == len(set(df["path"])), list(df["name"])    # no two read the same
+    assert cut, "no long name in the tables: the test shows nothing"
+
+
 def test_query_page_stages_in_data_order_and_readable_cells(small_env, engine):
     at = _settle(_app().run())
     assert not at.exception, at.exception
@@ -630,6 +679,7 @@ def test_query_page_stages_in_data_order_and_readable_cells(small_env, engine):
         cells = df.astype(str).to_numpy().ravel().tolist()
         assert not any(c in ("None", "nan") for c in cells), (m, cells)
         assert all(n.count("/") <= 1 and len(n) < len(p) or n == p for n, p in zip(df["name"], df["path"]))
+    _names_read_whole(at)
     g2l = at.get_by_key("l2g_rank_g2l").dataframe[0].value
     inl = {int(j): int(n) for j, n in zip(run.results["g2l"].ids, run.results["g2l"].scores)}
     for path, cell in zip(g2l["path"], g2l["score"]):
@@ -974,6 +1024,26 @@ def test_tour_stop_opens_the_query_page_with_its_caption(small_env, engine, monk
     assert not any("CAPTION-MARK" in i.value for i in at.info)
 
 
+def test_a_rectangle_on_the_tour_query_ends_the_stop(small_env, engine, monkeypatch):
+    """The caption is about the stop's whole image: a rectangle drawn on it (or turned on) makes another
+    query, and the caption goes, on that run and after it (the stop has ended)."""
+    from l2g import demo_tour
+    from l2g.app import tour
+
+    rel = [m for m in engine.gt.groups.values() if len(m) > 2][1][2]
+    monkeypatch.setattr(demo_tour, "TOUR", (demo_tour.TourStop("crop-test", rel, "t", "See CAPTION-MARK."),))
+    at = _app()
+    at.query_params["tour"] = "crop-test"
+    at.run()
+    assert any("CAPTION-MARK" in i.value for i in at.info) and at.session_state[tour.TOUR_KEY] == "crop-test"
+    at.checkbox(key="l2g_crop_on").check().run()
+    assert not at.exception, at.exception
+    assert at.session_state["l2g_run"].query.bbox is not None and at.session_state["l2g_run"].query.name == rel
+    assert not any("CAPTION-MARK" in i.value for i in at.info)
+    at.checkbox(key="l2g_crop_on").uncheck().run()                      # back to the whole image: the stop
+    assert not any("CAPTION-MARK" in i.value for i in at.info)          # has ended, its caption stays gone
+
+
 def test_a_tour_stop_about_a_budget_sets_the_verification_budget(small_env, engine, monkeypatch):
     """Opening a stop that carries a budget N sets the sidebar's N (g2l@N shown); a stop without one
     leaves the user's N as it is."""
@@ -1102,3 +1172,19 @@ def test_budget_labels_and_the_evaluation_estimate_count_what_runs():
     assert query_seconds(run) == pytest.approx(1.65)
     assert query_seconds(SimpleNamespace(timings={"search": 0.2, "total": 0.2})) is None    # g2l not run yet
     assert query_seconds(None) is None
+
+
+def test_long_names_in_one_list_keep_their_distinguishing_ends():
+    from l2g.app.fmt import distinct_names, middle_ellipsis
+    from l2g.app.settings import RANK_NAME_CHARS
+
+    stem = "IMG_20240612_holiday_photos_from_the_trip_to_the_museum_chelsea"
+    names = [f"{stem}_crop1_2.jpg", f"{stem}_crop1_12.jpg", "distractors/cells1_warp.jpg",
+             "distractors/moon_warp.jpg", "coffee_crop3.jpg"]
+    assert middle_ellipsis(names[2], RANK_NAME_CHARS) == middle_ellipsis(names[3], RANK_NAME_CHARS)  # the trap
+    shown = distinct_names(names, RANK_NAME_CHARS)
+    assert len(set(shown)) == len(names), shown
+    for name, s in zip(names, shown):
+        head, _, tail = s.rpartition("…")
+        assert name.startswith(head) and name.endswith(tail) and len(s) <= len(name), (name, s)
+    assert shown[-1] == names[-1] and len(shown[0]) < len(names[0])      # a short name whole, a long one cut

@@ -84,3 +84,25 @@ def test_a_box_on_a_gallery_image_counts_its_source_as_a_positive(engine):
     assert ap == pytest.approx(average_precision(ranking, pos))
     assert ap >= average_precision(others, pos - {src})                  # found first, it does not lower AP
     assert average_precision([src] + sorted(pos - {src}) + [j for j in others if j not in pos], pos) == 1.0
+
+
+@pytest.mark.parametrize("with_context", [True, False])
+def test_the_match_view_loads_the_candidate_s_features_once(engine, run, monkeypatch, with_context):
+    """One match view reads the candidate's features once: the drawing and the verification share them
+    (with the run's memo, as the page has it, or without, verifying afresh); shown again, none."""
+    from types import SimpleNamespace
+
+    from l2g.app import matchview
+
+    loads = []
+    real = type(engine.li).features
+    monkeypatch.setattr(type(engine.li), "features", lambda li, i: loads.append(int(i)) or real(li, i))
+    monkeypatch.setattr(matchview, "st", SimpleNamespace(session_state={"l2g_run_key": ("test", with_context)}))
+    r = run if with_context else dataclasses.replace(run, ctx=None)
+    assert (core.query_context(engine, r) is not None) == with_context
+    j = int(run.local.ids[1])
+    pm, _, _, gf = matchview._verified(engine, r, j)
+    assert loads == [j], loads
+    assert pm.n_inliers == int(run.results["g2l"].score_of().get(j, pm.n_inliers)) and len(gf) > 0
+    matchview._verified(engine, r, j)            # the inliers-only toggle, a re-ranking slider: the memo
+    assert loads == [j], loads

@@ -579,9 +579,11 @@ def test_no_match_message_for_a_photo_from_outside_the_gallery(server, page, tmp
 
 @pytest.mark.timeout(900)
 def test_tour_link_opens_the_query_page_with_its_caption(server, page):
+    from l2g.app import tour
+
     stop = TEST_TOUR[0]
     page.goto(server[0] + "how-it-works", timeout=120_000)
-    page.get_by_role("button", name=stop.title).click()
+    page.get_by_role("button", name=tour.label(stop)[0]).click()
     page.locator(".st-key-l2g_tour_caption").get_by_text(stop.caption[:30]).wait_for(timeout=300_000)
     page.get_by_text(f"Rankings for {stop.query} ready").wait_for(state="attached", timeout=300_000)
     wait_idle(page)

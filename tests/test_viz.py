@@ -125,12 +125,43 @@ def test_how_it_works_png(tmp_path):
     assert arr.std() > 10           # not blank
 
 
+def _modebar_bottom(lay) -> float:
+    """px from the figure's top to the bottom of the band the plotly toolbar takes: horizontal, a band of
+    viz.MODEBAR_PX at the top; vertical, as tall as its buttons (208 px for the app's 2-D set), which the
+    layout does not say: the whole right edge is taken."""
+    return viz.MODEBAR_PX if lay.get("modebar", {}).get("orientation") == "h" else lay["height"]
+
+
+def _px_top(title, height) -> float:
+    """px from the figure's top to a layout title's top (y in container fractions, yanchor 'top')."""
+    assert title.get("yref", "container") == "container" and title["yanchor"] == "top"
+    return (1 - title["y"]) * height
+
+
+@pytest.mark.parametrize("dim", [2, 3])
+def test_the_toolbar_leaves_the_colourbar_title_clear(dim):
+    """Every colourbar's top (with its title: plotly draws it inside the bar's length) is below the band
+    the toolbar takes, from the figure's own layout: margins, height, the bar's y / len / anchor / pad."""
+    d = json.loads(viz.mds_figure(fake_rr(), LABELS, "rank_change", dim=dim).to_json())
+    lay = d["layout"]
+    bars = [t["marker"]["colorbar"] for t in d["data"] if "colorbar" in t.get("marker", {})]
+    assert bars
+    plot_top = lay["margin"]["t"]
+    plot_h = lay["height"] - plot_top - lay["margin"]["b"]           # before the legend's automargin
+    for cb in bars:
+        assert cb.get("yref", "paper") == "paper" and cb.get("lenmode", "fraction") == "fraction", cb
+        y, n, anchor = cb.get("y", 0.5), cb.get("len", 1.0), cb.get("yanchor", "middle")
+        top = y + {"top": 0, "middle": n / 2, "bottom": n}[anchor]    # plot fractions, from its bottom
+        top_px = plot_top + (1 - top) * plot_h + cb.get("ypad", 10)
+        assert top_px >= _modebar_bottom(lay), (cb, top_px, _modebar_bottom(lay))
+
+
 @pytest.mark.parametrize("dim", [2, 3])
 def test_mds_title_clear_of_toolbar_and_clicks_grey_nothing(dim):
     d = json.loads(viz.mds_figure(fake_rr(), LABELS, "rank_change", dim=dim, selected=11).to_json())
     lay = d["layout"]
-    assert lay["modebar"]["orientation"] == "v"          # toolbar down the right edge, not over the title
     assert lay["title"]["xanchor"] == "left" and lay["margin"]["t"] >= 50
+    assert _px_top(lay["title"], lay["height"]) >= _modebar_bottom(lay)      # the title below the toolbar
     if dim == 2:         # a click (plotly selection) keeps the other points in full colour
         for t in d["data"]:
             assert t["unselected"]["marker"]["opacity"] == 1.0

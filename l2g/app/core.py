@@ -126,14 +126,17 @@ def query_context(eng: P.Engine, run: P.QueryRun):
 
 def pair_matches(eng: P.Engine, run: P.QueryRun, j: int, gallery_feats: Features | None = None) -> PairMatches:
     """The match view's numbers for candidate j: the pair verified as global-to-local verifies it
-    (methods.Context.verify, whose count its memo shares), and the local search's match count."""
+    (methods.Context.verify, whose count its memo shares), and the local search's match count.
+    ``gallery_feats``: candidate j's features when the caller has them (the match view draws with them):
+    they are not loaded again."""
     t = time.perf_counter()
     ctx = query_context(eng, run)
+    gf = eng.li.features(int(j)) if gallery_feats is None else gallery_feats
     if ctx is not None:
-        vr = ctx.verify(int(j))
+        vr = ctx.verify(int(j), gf)
     else:
         vc = eng.cfg.verify
-        vr = verify_pair(run.query.feats, gallery_feats or eng.li.features(int(j)), vc, model=vc.model)
+        vr = verify_pair(run.query.feats, gf, vc, model=vc.model)
     n_local = len(run.local.matches.get(int(j), ()))
     cap = (eng.cfg if run.ctx is None else run.ctx.cfg).search.max_matches     # the search's own setting
     return PairMatches(vr, n_local, bool(cap) and n_local >= cap, time.perf_counter() - t)

@@ -31,6 +31,23 @@ def middle_ellipsis(name: str, width: int) -> str:
     return stem[:head] + "…" + stem[len(stem) - (room - head):] + ext
 
 
+def distinct_names(names, width: int) -> list[str]:
+    """Each name through middle_ellipsis(name, width), a shortened one widened (one character at a time, up
+    to whole) while it reads the same as another's, so different names never read the same in one list."""
+    names = [str(n) for n in names]
+    w = {n: width for n in names}
+    while True:
+        shown = {n: middle_ellipsis(n, w[n]) for n in names}
+        seen: dict = {}
+        for n, s in shown.items():
+            seen.setdefault(s, set()).add(n)
+        grow = {n for group in seen.values() if len(group) > 1 for n in group if shown[n] != n}
+        if not grow:
+            return [shown[n] for n in names]
+        for n in grow:
+            w[n] += 1
+
+
 def is_count(method) -> bool:
     """Whether a registered method (l2g.methods.Method) scores by a count (e.g. RANSAC inliers)."""
     return method.fmt == "%d"

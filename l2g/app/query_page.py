@@ -217,18 +217,20 @@ def render() -> None:
     state.indexing_note(eng)
     if eng is None:
         st.stop()
-    tour.caption(g.label)
+    tour_slot = st.container()           # the open tour stop's caption, once the query is known
     clock = latency.begin(followup)      # after the gallery is open: indexing time is not query latency
     params = sidebar_params(eng)
     timing_slot = st.empty()
     left, right = st.columns([2, 3], gap="large")
     with left:
-        spec = query_spec(eng, g.label)
+        spec, box = query_spec(eng, g.label), None
+        if spec is not None:
+            for note in spec["notes"]:
+                st.warning(note)
+            box = rectangle(spec)
+        tour.caption(tour_slot, g.label, spec, box)
         if spec is None:
             return
-        for note in spec["notes"]:
-            st.warning(note)
-        box = rectangle(spec)
         run = compute(eng, spec, box, params)
     if run is not None:
         stages.render_all(eng, run, params, clock, right, timing_slot)

@@ -31,6 +31,10 @@ REALBENCH = "realbench-dev"
 # default Streamlit drops the state of a widget not drawn on a run). Uploads: query_page.UPLOAD_KEY.
 KEEP = "session"
 THUMB_NAME_CHARS = 15      # a Stage 1 thumbnail's file name is shortened to this (one line at 4 per row, 1280 px)
+RANK_NAME_CHARS = 16       # a ranking table's image name is shortened in the middle to this (its tail kept)
+CHAR_PX = 7                # about the width of one character of a table cell
+CELL_PAD_PX = 18           # a table cell's padding, both sides
+TOUR_LABEL_CHARS = 32      # a tour button's label at most this: whole in the page's width at 1000 px
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from .. import methods as M
 from .. import pipeline as P
 from .. import viz
 from . import background, budget, core, fmt, latency, matchview, state, verdict
-from .settings import KEEP, THUMB_NAME_CHARS
+from .settings import CELL_PAD_PX, CHAR_PX, KEEP, RANK_NAME_CHARS, THUMB_NAME_CHARS
 
 SEL = matchview.SEL
 DEFERRED = M.names(deferred=True, shown=True)   # slow methods (g2l): verified in the background
@@ -136,25 +136,29 @@ ROW_H = 48
 
 
 def _table(eng, run, method, n, positives):
-    """A method's first n entries: group / file name (the full path in the hidden 'path' column, and on
-    the column's help), the score as text with its unit ('0.412', '165 inliers'; none for QE)."""
+    """A method's first n entries: group / file name, shortened in the middle to about RANK_NAME_CHARS
+    (fmt.distinct_names: its distinguishing end kept, no two alike) in a column as wide as its longest
+    name, next to the thumbnail (the full path in the hidden 'path' column); the score as text with its
+    unit ('0.412', '165 inliers'; none for QE)."""
     rows = core.ranking_rows(eng, run, method, n, positives)
-    for r in rows:
+    names = fmt.distinct_names([fmt.short_name(r["name"]) for r in rows], RANK_NAME_CHARS)
+    for r, name in zip(rows, names):
         r["thumb"] = state.thumb_uri_of(eng, r["id"])
         r["✓"] = "" if r["positive"] is None else ("✓" if r["positive"] else "")
-        r["path"] = r["name"]
-        r["name"] = fmt.short_name(r["path"])
+        r["path"], r["name"] = r["name"], name
         r["score"] = fmt.score_cell(M.get(method), r["score"])
     df = pd.DataFrame(rows, columns=["rank", "thumb", "move", "score", "✓", "name", "path"])
+    name_px = CELL_PAD_PX + CHAR_PX * max(map(len, names), default=0)     # the longest name whole
     cfg = {"thumb": st.column_config.ImageColumn("", width=46),
            "score": st.column_config.TextColumn(width=78 if fmt.is_count(M.get(method)) else 52),
            "rank": st.column_config.NumberColumn(width=36), "move": st.column_config.TextColumn(width=42),
            "✓": st.column_config.TextColumn(width=26),
-           "name": st.column_config.TextColumn("image", width="large",
+           "name": st.column_config.TextColumn("image", width=name_px,
                                                help="File name (with its folder when the name does not say "
-                                                    "its group); the full gallery path is in the match view's "
-                                                    "candidate list and the exports")}
-    order = [c for c in ("rank", "thumb", "move", "score", "✓", "name")
+                                                    "its group), a long one shortened in the middle (…); the "
+                                                    "full gallery path is in the match view's candidate list "
+                                                    "and the exports")}
+    order = [c for c in ("rank", "thumb", "name", "score", "move", "✓")
              if (c != "move" or "moves" in run.results[method].extras) and (c != "✓" or positives is not None)]
     with st.container(key=f"l2g_rank_{method}"):
         st.dataframe(df, column_config=cfg, column_order=order, hide_index=True, row_height=ROW_H,

@@ -41,7 +41,7 @@ from .ann import (  # noqa: F401 (re-exported)
 )
 from .errors import IndexFormatError
 from .featkey import features_key
-from .features import Extractor, Features
+from .features import Extractor, Features, resolve_device
 from .gather import BuildReport, Progress, gather  # noqa: F401 (re-exported: they lived here)
 from .lock import read_consistent
 from .manifest import (  # noqa: F401
@@ -211,6 +211,8 @@ def build_index(gallery: Path, out: Path, cfg: C.L2GConfig = C.DEFAULT, paths: l
     (cfg.store.lock_timeout). Returns the loaded index and a BuildReport. A gallery none of whose
     images decodes is refused (DatasetError) before anything is made or written (scan.require_readable).
     """
+    if extractor is None:
+        resolve_device(cfg.build.device)       # a device that is not there is refused before the gallery is read
     require_readable(gallery, paths, cfg.features.max_side)
     with store.folder_lock(out, cfg.store.lock_timeout, cfg.store):
         return _build(Path(gallery), Path(out), cfg, paths, extractor, progress)

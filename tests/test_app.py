@@ -1188,3 +1188,35 @@ def test_long_names_in_one_list_keep_their_distinguishing_ends():
         head, _, tail = s.rpartition("…")
         assert name.startswith(head) and name.endswith(tail) and len(s) <= len(name), (name, s)
     assert shown[-1] == names[-1] and len(shown[0]) < len(names[0])      # a short name whole, a long one cut
+
+
+def test_query_picker_and_rectangle_read_whole_in_a_narrow_window(small_env, engine):
+    """At a 1000-px window with the sidebar open the query's column is narrow (settings.NARROW_MAIN_PX): the
+    gallery image picker's label starts with the image's name shortened to what that column shows whole (its
+    distinguishing end kept, no two alike), then the full path (typed to search); its value stays the path.
+    The query rectangle's checkbox wraps its label instead of cutting it."""
+    from l2g.app import fmt
+    from l2g.app import settings as S
+
+    CHAR_PX, QPICK_CHARS = S.CHAR_PX, S.QPICK_CHARS
+
+    at = _app().run()
+    assert not at.exception, at.exception
+    pick = at.selectbox(key="l2g_qpick")
+    assert pick.value in engine.li.paths
+    room = S.column_px(S.NARROW_MAIN_PX, S.QUERY_SPLIT, 0, S.QUERY_GAP) - S.SELECT_CHROME_PX
+    assert QPICK_CHARS * CHAR_PX <= room, (QPICK_CHARS, room)
+    heads = []
+    for label, path in zip(pick.options, engine.li.paths):
+        assert label.endswith(path), (label, path)                   # the full path: typed to search
+        head = label[:-len(path)].removesuffix(" · ") or path
+        short = fmt.short_name(path)
+        at_most = [fmt.middle_ellipsis(fmt.short_name(p), QPICK_CHARS) for p in engine.li.paths]
+        # whole at 1000 px, or widened (as little as it takes) only to tell two names apart
+        assert len(head) <= QPICK_CHARS or at_most.count(fmt.middle_ellipsis(short, QPICK_CHARS)) > 1, head
+        start, _, tail = head.rpartition("…")
+        assert path.endswith(tail) and len(tail) >= len(Path(path).suffix) + 2, (head, path)
+        heads.append(head)
+    assert len(set(heads)) == len(heads)                             # no two read the same
+    assert any("…" in h for h in heads) and any(len(p) * CHAR_PX > room for p in engine.li.paths)
+    assert at.checkbox(key="l2g_crop_on").proto.wrap is True

@@ -35,6 +35,17 @@ RANK_NAME_CHARS = 16       # a ranking table's image name is shortened in the mi
 CHAR_PX = 7                # about the width of one character of a table cell
 CELL_PAD_PX = 18           # a table cell's padding, both sides
 TOUR_LABEL_CHARS = 32      # a tour button's label at most this: whole in the page's width at 1000 px
+# What must read whole at a 1000-px window with the sidebar open is sized from these (Chromium, measured):
+NARROW_MAIN_PX = 540       # the page's main column there (1280 px: 820, 800 px: 468)
+GAP_PX = {"small": 16, "medium": 32, "large": 64}    # st.columns gaps
+QUERY_SPLIT, QUERY_GAP = (2, 3), "large"             # the query's column beside Stage 1
+SELECT_CHROME_PX = 44      # a selectbox's padding and arrow
+QPICK_CHARS = 16           # the gallery image picker's name shortened to this, its end kept (whole at 800 px too)
+
+
+def column_px(total: float, split, i: int, gap: str) -> float:
+    """Width of column i of st.columns(split, gap=gap) in a container ``total`` px wide."""
+    return (total - GAP_PX[gap] * (len(split) - 1)) * split[i] / sum(split)
 
 
 @dataclass(frozen=True)

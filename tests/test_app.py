@@ -1220,3 +1220,24 @@ def test_query_picker_and_rectangle_read_whole_in_a_narrow_window(small_env, eng
     assert len(set(heads)) == len(heads)                             # no two read the same
     assert any("…" in h for h in heads) and any(len(p) * CHAR_PX > room for p in engine.li.paths)
     assert at.checkbox(key="l2g_crop_on").proto.wrap is True
+
+
+def test_embedding_title_fits_the_plot_s_column_in_a_narrow_window(small_env, engine):
+    """The embedding's title, in every view (2-D/3-D, PCA/fresh MDS), is broken into lines that fit the plot's
+    column at a 1000-px window with the sidebar open (settings.NARROW_MAIN_PX, the Stage 2 split): none is cut
+    at the right."""
+    from l2g.app import settings as S
+
+    room = S.column_px(S.NARROW_MAIN_PX, S.EMBED_SPLIT, 0, S.EMBED_GAP) - S.TITLE_PAD_PX
+    at = _app().run()
+    longest = 0
+    for dim, view in [("2-D", "PCA"), ("3-D", "PCA"), ("2-D", "fresh MDS"), ("3-D", "fresh MDS")]:
+        at.radio(key="l2g_mds_dim").set_value(dim)
+        at.radio(key="l2g_mds_view").set_value(view).run()
+        assert not at.exception, at.exception
+        title = _embedding_specs(at)[0]["layout"]["title"]["text"]
+        lines = title.split("<br>")
+        assert all(len(x) * S.CHAR_PX <= room for x in lines), (lines, room)
+        assert "stress-1" in title and ("PCA view" in title if view == "PCA" else "MDS view" in title)
+        longest = max(longest, len(title))
+    assert longest * S.CHAR_PX > room          # one line would not fit: the test shows something

@@ -48,6 +48,12 @@ def column_px(total: float, split, i: int, gap: str) -> float:
     return (total - GAP_PX[gap] * (len(split) - 1)) * split[i] / sum(split)
 
 
+EMBED_SPLIT, EMBED_GAP = (3, 2), "medium"            # Stage 2: the plot's column beside its options
+TITLE_PAD_PX = 16          # the plot's left margin and the title's offset in it
+# the embedding's title broken into lines this long: whole in the plot's column at 1000 px (41 characters)
+EMBED_TITLE_CHARS = int((column_px(NARROW_MAIN_PX, EMBED_SPLIT, 0, EMBED_GAP) - TITLE_PAD_PX) // CHAR_PX)
+
+
 @dataclass(frozen=True)
 class Gallery:
     label: str        # shown in the selectbox, unique

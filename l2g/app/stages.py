@@ -13,6 +13,7 @@ from .. import methods as M
 from .. import pipeline as P
 from .. import viz
 from . import background, budget, core, fmt, latency, matchview, state, verdict
+from . import settings as S
 from .settings import CELL_PAD_PX, CHAR_PX, KEEP, RANK_NAME_CHARS, THUMB_NAME_CHARS
 
 SEL = matchview.SEL
@@ -90,7 +91,7 @@ def embedding(eng: P.Engine, run: P.QueryRun, params: dict, positives):
     rr = _l2g(run, params)
     ss = st.session_state
     st.subheader(f"Stage 2 · Similarity embedding  ·  {_ms(run.timings.get('l2g'))}")
-    plot, side = st.columns([3, 2], gap="medium")
+    plot, side = st.columns(S.EMBED_SPLIT, gap=S.EMBED_GAP)
     side.caption("The query and its top-k as points whose distances reproduce 1 − (pairwise local similarity), "
                  "by MDS in d dimensions; candidates are re-ranked by cosine to the query (the diamond). "
                  "Click a point (2-D) or pick it below (2-D and 3-D) to open it in the match view (Stage 4). "
@@ -121,7 +122,8 @@ def embedding(eng: P.Engine, run: P.QueryRun, params: dict, positives):
                 disabled=sel is None)
     fig = viz.mds_figure(rr, eng.li.paths, "ground_truth" if colour == "ground truth" else "rank_change",
                          positives or set(), 2 if dim == "2-D" else 3, local_scores=run.local.all_scores,
-                         query_label=run.query.name, selected=sel, view="pca" if view == "PCA" else "mds")
+                         query_label=run.query.name, selected=sel, view="pca" if view == "PCA" else "mds",
+                         title_chars=S.EMBED_TITLE_CHARS)
     name = run.query.name.replace("/", "_").rsplit(".", 1)[0]
     with plot, st.container(key="l2g_mds_plot"):
         if dim == "2-D":

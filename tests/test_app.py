@@ -1241,3 +1241,31 @@ def test_embedding_title_fits_the_plot_s_column_in_a_narrow_window(small_env, en
         assert "stress-1" in title and ("PCA view" in title if view == "PCA" else "MDS view" in title)
         longest = max(longest, len(title))
     assert longest * S.CHAR_PX > room          # one line would not fit: the test shows something
+
+
+def test_rankings_sit_in_a_grid_that_wraps_rather_than_squeeze_the_names(small_env, engine):
+    """Stage 3's lists are cells of a grid whose least column width keeps each table's rank, thumbnail and image
+    name whole: the browser puts as many side by side as fit (the server cannot tell the window's width), and
+    wraps the rest below instead of squeezing the names out of view. Local and local-to-global come first, so
+    they stay side by side at a 1000-px and an 800-px window with the sidebar open; all three at 1280 px."""
+    from l2g.app import settings as S
+
+    at = _settle(_app().run())
+    assert not at.exception, at.exception
+    grid = at.get_by_key("l2g_rankings")
+    keys = [e.key for e in grid if str(getattr(e, "key", "")).startswith("l2g_rank_")]
+    assert keys == ["l2g_rank_local", "l2g_rank_l2g", "l2g_rank_g2l"], keys
+    least, gap = grid.min_column_width, S.GAP_PX[grid.gap]
+
+    def fit(main: int, least: int = least) -> int:               # columns the browser makes at that width
+        return min(len(keys), (main + gap) // (least + gap))
+
+    assert fit(S.MAIN_PX[1280]) == 3 and fit(S.MAIN_PX[1000]) == 2
+    assert fit(S.MAIN_PX[800], S.table_min_px()) == 2             # names of RANK_NAME_CHARS: two side by side
+    cell_1000 = (S.MAIN_PX[1000] - gap) / 2
+    for k in keys:
+        cols = json.loads(at.get_by_key(k).dataframe[0].proto.columns)
+        need = sum(cols[c]["width"] for c in ("rank", "thumb", "name"))
+        assert need <= cell_1000, (k, need, cell_1000)            # every list's names whole at 1000 px
+        if k != "l2g_rank_g2l":
+            assert need <= least, (k, need, least)                # the pair's names whole in a cell of least width

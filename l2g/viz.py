@@ -13,14 +13,14 @@ import plotly.graph_objects as go
 from PIL import Image, ImageDraw, ImageFont
 
 from .rerank import RerankResult
-from .viz_budget import ap_scatter, budget_figure, budget_points  # noqa: F401 (evaluation figures, re-exported)
+
+# the figures' positive / other colours; the evaluation figures, re-exported
+from .viz_budget import NEG_COLOUR, POS_COLOUR, ap_scatter, budget_figure, budget_points  # noqa: F401
 
 INLIER = (40, 200, 70)
 OUTLIER = (230, 50, 40)
 QUERY_COLOUR = "#ffb000"
 QUERY_SYMBOL = "diamond"     # the one marker symbol scatter (2-D) and scatter3d (3-D) both have
-POS_COLOUR = "#00a843"
-NEG_COLOUR = "#c4c4c4"
 MODEBAR_PX = 32              # the plotly toolbar, horizontal: a band this tall at the figure's top (26 px in Chromium)
 TITLE_LINE_PX = 20           # a title line (font size 14): the top margin grows by this per line after the first
 

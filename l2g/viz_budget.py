@@ -13,8 +13,11 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
+import numpy as np
 import plotly.graph_objects as go
 
+POS_COLOUR = "#00a843"      # a positive (a query improved); shared by every figure of l2g.viz
+NEG_COLOUR = "#c4c4c4"      # any other (a query unchanged)
 CURVE_COLOUR = "#d73027"
 LINE_COLOURS = ("#1f77b4", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#17becf")
 LINE_DASHES = ("dash", "dot", "dashdot", "longdash", "longdashdot")
@@ -108,10 +111,6 @@ def ap_scatter(before: Sequence[float], after: Sequence[float], names: Sequence[
 
     customdata[0] of each point is its position in ``names`` (to open that query).
     """
-    import numpy as np
-
-    from .viz import NEG_COLOUR, POS_COLOUR
-
     b = np.asarray(before, np.float64)
     a = np.asarray(after, np.float64)
     if not (len(b) == len(a) == len(names)):

@@ -8,6 +8,9 @@ cores) and at least ``BuildConfig.parallel_min`` images, it runs them in a
 thread and its own ``Extractor`` built once. In the build's own process extraction runs with
 one torch thread too: torch's results differ in the last bits with the thread count (descriptors
 by ~1e-8), and this way the features files are the same bytes whatever the number of workers.
+A worker does not run the caller's ``__main__``
+(spawn re-runs it by default): everything it needs is in ``l2g``, and the main module of an app
+that embeds l2g may not run outside its host (Streamlit's script module, a notebook, a test's).
 Each worker writes its features file atomically (unique temporary file, then rename), so a
 killed build keeps every finished image and a resume re-uses it. A worker that dies (killed,
 out of memory) fails the build with an L2GError; the features already written stay on disk.
@@ -20,12 +23,13 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import contextlib
-import multiprocessing as mp
 import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from multiprocessing import context as mp_context
+from multiprocessing import spawn as mp_spawn
 from pathlib import Path
 
 from . import config as C
@@ -192,8 +196,45 @@ def _batched(leaders: dict, out: Path, cfg: C.L2GConfig, extractor: Extractor, s
             yield j, results[j.name], True
 
 
+_WITHOUT_MAIN = threading.local()   # .on while this thread starts one of l2g's own workers
+_LOCK = threading.Lock()
+_PREPARATION_DATA: list = []        # spawn's own get_preparation_data, once _preparation_data wraps it
+
+
+def _preparation_data(name):
+    """multiprocessing.spawn's preparation data, without the main module to re-run while
+    ``_WITHOUT_MAIN.on`` (only in the thread starting an l2g worker: any other spawn is unchanged)."""
+    d = _PREPARATION_DATA[0](name)
+    if getattr(_WITHOUT_MAIN, "on", False):
+        d.pop("init_main_from_path", None)
+        d.pop("init_main_from_name", None)
+    return d
+
+
+class _Process(mp_context.SpawnProcess):
+    """A spawned process that does not re-run the parent's ``__main__``: spawn re-runs it (as
+    ``__mp_main__``) in every child by default, and an embedding app's main module may fail
+    there (Streamlit's script module, a notebook's) or cost a whole app start per worker."""
+
+    @staticmethod
+    def _Popen(process_obj):
+        with _LOCK:
+            if not _PREPARATION_DATA:       # wrap it once (another wrapper put on later keeps calling ours)
+                _PREPARATION_DATA.append(mp_spawn.get_preparation_data)
+                mp_spawn.get_preparation_data = _preparation_data
+        _WITHOUT_MAIN.on = True
+        try:
+            return mp_context.SpawnProcess._Popen(process_obj)
+        finally:
+            _WITHOUT_MAIN.on = False
+
+
+class _Spawn(mp_context.SpawnContext):
+    Process = _Process
+
+
 def _pool(leaders: dict, out: Path, cfg: C.L2GConfig, workers: int, results: dict, progress, done, total):
-    pool = cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init,
+    pool = cf.ProcessPoolExecutor(workers, mp_context=_Spawn(), initializer=_init,
                                   initargs=(cfg.features,))
     try:
         futs = {pool.submit(_work, j.path, out / j.name, cfg.features.max_side): j for j in leaders.values()}

@@ -1,5 +1,5 @@
-"""Figures of l2g: the MDS embedding, match overlays, AP scatter (the how-it-works diagram: viz_howto;
-the verification-budget curve: viz_budget).
+"""Figures of l2g: the MDS embedding, match overlays (the how-it-works diagram: viz_howto; the evaluation's
+figures, the verification-budget curve and the AP scatter: viz_budget).
 
 No Streamlit here: every function returns a plotly figure or an RGB array (or
 writes a file), so the app, notebooks and tests share them.
@@ -13,15 +13,16 @@ import plotly.graph_objects as go
 from PIL import Image, ImageDraw, ImageFont
 
 from .rerank import RerankResult
-from .viz_budget import budget_figure, budget_points  # noqa: F401 (the evaluation figures, re-exported)
+
+# the figures' positive / other colours; the evaluation figures, re-exported
+from .viz_budget import NEG_COLOUR, POS_COLOUR, ap_scatter, budget_figure, budget_points  # noqa: F401
 
 INLIER = (40, 200, 70)
 OUTLIER = (230, 50, 40)
 QUERY_COLOUR = "#ffb000"
 QUERY_SYMBOL = "diamond"     # the one marker symbol scatter (2-D) and scatter3d (3-D) both have
-POS_COLOUR = "#00a843"
-NEG_COLOUR = "#c4c4c4"
 MODEBAR_PX = 32              # the plotly toolbar, horizontal: a band this tall at the figure's top (26 px in Chromium)
+TITLE_LINE_PX = 20           # a title line (font size 14): the top margin grows by this per line after the first
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -68,7 +69,8 @@ def _name(labels, j: int) -> str:
 
 def mds_figure(rr: RerankResult, labels: Sequence[str] | Mapping[int, str], colors_by: str = "rank_change",
                positives: set | frozenset = frozenset(), dim: int = 2, local_scores=None,
-               query_label: str = "query", selected: int | None = None, view: str = "pca") -> go.Figure:
+               query_label: str = "query", selected: int | None = None, view: str = "pca",
+               title_chars: int | None = None) -> go.Figure:
     """Scatter of the query (a diamond, in 2-D and 3-D) and its k candidates in the similarity embedding.
 
     rr.X is (k+1, d), row 0 the query; rows 1.. are rr.head (local-search order).
@@ -79,7 +81,8 @@ def mds_figure(rr: RerankResult, labels: Sequence[str] | Mapping[int, str], colo
     Each candidate point carries its gallery id as customdata[0].
     view (used when d > dim): 'pca' projects rr.X (the embedding the ranking used) on its main
     axes; 'mds' embeds the same dissimilarities afresh in ``dim`` dimensions.
-    The title shows stress-1 and how the view was made (variance kept, or the view's own stress).
+    The title shows stress-1 and how the view was made (variance kept, or the view's own stress), in lines of
+    at most ``title_chars`` characters where it is given (title_lines: the width the figure gets).
     selected (a gallery id among the candidates): ringed in black, in 2-D by the point's outline, in 3-D
     (no per-point outlines there) by a trace of its own, 'selected: NAME' in the legend.
     """
@@ -96,7 +99,7 @@ def mds_figure(rr: RerankResult, labels: Sequence[str] | Mapping[int, str], colo
         raise ValueError(f"view must be 'pca' or 'mds', got {view!r}")
     d = X.shape[1]
     if not k:
-        Y, about = np.zeros((1, dim)), f"{d}-D"
+        Y, about = np.zeros((1, dim)), [f"{d}-D"]
     elif view == "mds" and d > dim:     # a fresh low-dimensional MDS of the same dissimilarities
         from .mds import embed
         from .rerank import dissimilarity
@@ -104,10 +107,10 @@ def mds_figure(rr: RerankResult, labels: Sequence[str] | Mapping[int, str], colo
         # SMACOF on purpose: classical MDS in 2-D / 3-D would only repeat the PCA view of a classical embedding
         m = embed(dissimilarity(np.asarray(rr.S, np.float64), rr.params.get("transform", "1-s")), dim,
                   method="smacof")
-        Y, about = m.X, f"{dim}-D MDS view, its stress-1 = {m.stress1:.3f}; ranking uses {d}-D"
+        Y, about = m.X, [f"{dim}-D MDS view, its stress-1 = {m.stress1:.3f}", f"ranking uses {d}-D"]
     else:
         Y, kept = project(X, dim)
-        about = f"{d}-D" + (f", PCA view: {100 * kept:.0f}% of variance" if d > dim else "")
+        about = [f"{d}-D"] + ([f"PCA view: {100 * kept:.0f}% of variance"] if d > dim else [])
     change = rr.rank_change()
     new_score = {int(j): float(s) for j, s in zip(rr.ids[:k], rr.scores)}
     new_rank = {int(j): r + 1 for r, j in enumerate(rr.ids[:k])}
@@ -163,16 +166,30 @@ def mds_figure(rr: RerankResult, labels: Sequence[str] | Mapping[int, str], colo
         for t in traces:
             t.update(unselected=dict(marker=dict(opacity=1.0)), selected=dict(marker=dict(opacity=1.0)))
     fig = go.Figure(traces)
+    lines = title_lines([f"Query + top-{k}", f"stress-1 = {rr.stress1:.3f}", *about], title_chars)
     fig.update_layout(
-        title=dict(text=f"Query + top-{k} · stress-1 = {rr.stress1:.3f} · {about}", font=dict(size=14),
-                   x=0.01, xanchor="left", y=1 - MODEBAR_PX / 520, yanchor="top"),
+        title=dict(text="<br>".join(lines), font=dict(size=14), x=0.01, xanchor="left", y=1 - MODEBAR_PX / 520,
+                   yanchor="top"),
         modebar=dict(orientation="h"),     # a band above the title: title, plot and colourbar title start below it
-        margin=dict(l=10, r=40, t=MODEBAR_PX + 32, b=10), height=520, clickmode="event+select",
+        margin=dict(l=10, r=40, t=MODEBAR_PX + 32 + TITLE_LINE_PX * (len(lines) - 1), b=10), height=520,
+        clickmode="event+select",
         legend=dict(orientation="h", y=-0.05, itemsizing="constant"), dragmode="pan" if dim == 2 else "orbit")
     if dim == 2:
         fig.update_yaxes(scaleanchor="x", scaleratio=1, zeroline=False, showticklabels=False)
         fig.update_xaxes(zeroline=False, showticklabels=False)
     return fig
+
+
+def title_lines(parts: Sequence[str], chars: int | None = None) -> list[str]:
+    """``parts`` joined by ' · ' into lines of at most ``chars`` characters, broken only between parts (a part
+    longer than ``chars`` gets a line of its own); one line when ``chars`` is None."""
+    lines: list[str] = []
+    for p in parts:
+        if lines and (chars is None or len(lines[-1]) + 3 + len(p) <= chars):
+            lines[-1] += " · " + p
+        else:
+            lines.append(p)
+    return lines
 
 
 def _arrow(move: int) -> str:
@@ -264,37 +281,3 @@ def to_png(rgb: np.ndarray) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(np.asarray(rgb, np.uint8)).save(buf, "PNG")
     return buf.getvalue()
-
-
-# ----------------------------------------------------------------------------- evaluation
-
-
-def ap_scatter(before: Sequence[float], after: Sequence[float], names: Sequence[str],
-               before_label: str = "local", after_label: str = "l2g") -> go.Figure:
-    """Per-query AP before (x) vs after (y) re-ranking; points above the diagonal improved.
-
-    customdata[0] of each point is its position in ``names`` (to open that query).
-    """
-    b = np.asarray(before, np.float64)
-    a = np.asarray(after, np.float64)
-    if not (len(b) == len(a) == len(names)):
-        raise ValueError(f"before/after/names lengths differ: {len(b)}, {len(a)}, {len(names)}")
-    delta = a - b
-    colour = np.where(delta > 1e-9, POS_COLOUR, np.where(delta < -1e-9, "#d73027", NEG_COLOUR))
-    text = [f"<b>{n}</b><br>AP {before_label} {x:.3f} → {after_label} {y:.3f} ({y - x:+.3f})"
-            for n, x, y in zip(names, b, a)]
-    fig = go.Figure([
-        go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line=dict(color="#bbbbbb", dash="dash"),
-                   hoverinfo="skip", showlegend=False),
-        go.Scatter(x=b.tolist(), y=a.tolist(), mode="markers", customdata=[[i] for i in range(len(b))], text=text,
-                   hovertemplate="%{text}<extra></extra>", showlegend=False,
-                   marker=dict(size=9, color=list(colour), line=dict(width=0.5, color="black"))),
-    ])
-    better, worse = int((delta > 1e-9).sum()), int((delta < -1e-9).sum())
-    fig.update_layout(
-        title=dict(text=f"AP per query: {before_label} vs {after_label} "
-                        f"({better} better, {worse} worse, {len(b) - better - worse} equal)", font=dict(size=14)),
-        xaxis=dict(title=f"AP {before_label}", range=[-0.02, 1.02]),
-        yaxis=dict(title=f"AP {after_label}", range=[-0.02, 1.02]),
-        margin=dict(l=10, r=10, t=50, b=10), height=480, clickmode="event+select")
-    return fig

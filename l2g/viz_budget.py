@@ -1,6 +1,7 @@
-"""The verification-budget figure of an evaluation: mAP against N, the images a method verifies.
+"""The evaluation's figures: mAP against the verification budget N (the images a method verifies), and
+the per-query AP scatter (``ap_scatter``).
 
-No Streamlit here (re-exported by ``l2g.viz``). It reads ``evaluate``'s results dict: a method
+No Streamlit here (re-exported by ``l2g.viz``). The budget figure reads ``evaluate``'s results dict: a method
 with ``budget: {n, fraction}`` is a point of the verifying curve (global-to-local at N = 5, 10,
 ...); every other method does not depend on N and is a horizontal line, each with its own colour and dash,
 labelled in the right margin. Labels keep a minimum gap whatever the values (``label_positions``): two
@@ -10,10 +11,13 @@ first is wider, so it shows around a coincident one drawn over it.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
+import numpy as np
 import plotly.graph_objects as go
 
+POS_COLOUR = "#00a843"      # a positive (a query improved); shared by every figure of l2g.viz
+NEG_COLOUR = "#c4c4c4"      # any other (a query unchanged)
 CURVE_COLOUR = "#d73027"
 LINE_COLOURS = ("#1f77b4", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#17becf")
 LINE_DASHES = ("dash", "dot", "dashdot", "longdash", "longdashdot")
@@ -98,4 +102,35 @@ def budget_figure(results: dict, labels: Mapping[str, str] | None = None) -> go.
                    tickvals=ns, ticktext=[f"{n} ({f:.0%})" for n, f, _, _ in pts]),
         yaxis=dict(title="mAP", range=[y0, y1]), legend=dict(orientation="h", y=-0.25),
         margin=dict(l=10, r=30 + CHAR_PX * max((len(n) for n, _ in flat), default=0), t=50, b=10), height=HEIGHT)
+    return fig
+
+
+def ap_scatter(before: Sequence[float], after: Sequence[float], names: Sequence[str],
+               before_label: str = "local", after_label: str = "l2g") -> go.Figure:
+    """Per-query AP before (x) vs after (y) re-ranking; points above the diagonal improved.
+
+    customdata[0] of each point is its position in ``names`` (to open that query).
+    """
+    b = np.asarray(before, np.float64)
+    a = np.asarray(after, np.float64)
+    if not (len(b) == len(a) == len(names)):
+        raise ValueError(f"before/after/names lengths differ: {len(b)}, {len(a)}, {len(names)}")
+    delta = a - b
+    colour = np.where(delta > 1e-9, POS_COLOUR, np.where(delta < -1e-9, "#d73027", NEG_COLOUR))
+    text = [f"<b>{n}</b><br>AP {before_label} {x:.3f} → {after_label} {y:.3f} ({y - x:+.3f})"
+            for n, x, y in zip(names, b, a)]
+    fig = go.Figure([
+        go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line=dict(color="#bbbbbb", dash="dash"),
+                   hoverinfo="skip", showlegend=False),
+        go.Scatter(x=b.tolist(), y=a.tolist(), mode="markers", customdata=[[i] for i in range(len(b))], text=text,
+                   hovertemplate="%{text}<extra></extra>", showlegend=False,
+                   marker=dict(size=9, color=list(colour), line=dict(width=0.5, color="black"))),
+    ])
+    better, worse = int((delta > 1e-9).sum()), int((delta < -1e-9).sum())
+    fig.update_layout(
+        title=dict(text=f"AP per query: {before_label} vs {after_label} "
+                        f"({better} better, {worse} worse, {len(b) - better - worse} equal)", font=dict(size=14)),
+        xaxis=dict(title=f"AP {before_label}", range=[-0.02, 1.02]),
+        yaxis=dict(title=f"AP {after_label}", range=[-0.02, 1.02]),
+        margin=dict(l=10, r=10, t=50, b=10), height=480, clickmode="event+select")
     return fig

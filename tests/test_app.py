@@ -1188,3 +1188,84 @@ def test_long_names_in_one_list_keep_their_distinguishing_ends():
         head, _, tail = s.rpartition("…")
         assert name.startswith(head) and name.endswith(tail) and len(s) <= len(name), (name, s)
     assert shown[-1] == names[-1] and len(shown[0]) < len(names[0])      # a short name whole, a long one cut
+
+
+def test_query_picker_and_rectangle_read_whole_in_a_narrow_window(small_env, engine):
+    """At a 1000-px window with the sidebar open the query's column is narrow (settings.NARROW_MAIN_PX): the
+    gallery image picker's label starts with the image's name shortened to what that column shows whole (its
+    distinguishing end kept, no two alike), then the full path (typed to search); its value stays the path.
+    The query rectangle's checkbox wraps its label instead of cutting it."""
+    from l2g.app import fmt
+    from l2g.app import settings as S
+
+    CHAR_PX, QPICK_CHARS = S.CHAR_PX, S.QPICK_CHARS
+
+    at = _app().run()
+    assert not at.exception, at.exception
+    pick = at.selectbox(key="l2g_qpick")
+    assert pick.value in engine.li.paths
+    room = S.column_px(S.NARROW_MAIN_PX, S.QUERY_SPLIT, 0, S.QUERY_GAP) - S.SELECT_CHROME_PX
+    assert QPICK_CHARS * CHAR_PX <= room, (QPICK_CHARS, room)
+    heads = []
+    for label, path in zip(pick.options, engine.li.paths):
+        assert label.endswith(path), (label, path)                   # the full path: typed to search
+        head = label[:-len(path)].removesuffix(" · ") or path
+        short = fmt.short_name(path)
+        at_most = [fmt.middle_ellipsis(fmt.short_name(p), QPICK_CHARS) for p in engine.li.paths]
+        # whole at 1000 px, or widened (as little as it takes) only to tell two names apart
+        assert len(head) <= QPICK_CHARS or at_most.count(fmt.middle_ellipsis(short, QPICK_CHARS)) > 1, head
+        start, _, tail = head.rpartition("…")
+        assert path.endswith(tail) and len(tail) >= len(Path(path).suffix) + 2, (head, path)
+        heads.append(head)
+    assert len(set(heads)) == len(heads)                             # no two read the same
+    assert any("…" in h for h in heads) and any(len(p) * CHAR_PX > room for p in engine.li.paths)
+    assert at.checkbox(key="l2g_crop_on").proto.wrap is True
+
+
+def test_embedding_title_fits_the_plot_s_column_in_a_narrow_window(small_env, engine):
+    """The embedding's title, in every view (2-D/3-D, PCA/fresh MDS), is broken into lines that fit the plot's
+    column at a 1000-px window with the sidebar open (settings.NARROW_MAIN_PX, the Stage 2 split): none is cut
+    at the right."""
+    from l2g.app import settings as S
+
+    room = S.column_px(S.NARROW_MAIN_PX, S.EMBED_SPLIT, 0, S.EMBED_GAP) - S.TITLE_PAD_PX
+    at = _app().run()
+    longest = 0
+    for dim, view in [("2-D", "PCA"), ("3-D", "PCA"), ("2-D", "fresh MDS"), ("3-D", "fresh MDS")]:
+        at.radio(key="l2g_mds_dim").set_value(dim)
+        at.radio(key="l2g_mds_view").set_value(view).run()
+        assert not at.exception, at.exception
+        title = _embedding_specs(at)[0]["layout"]["title"]["text"]
+        lines = title.split("<br>")
+        assert all(len(x) * S.CHAR_PX <= room for x in lines), (lines, room)
+        assert "stress-1" in title and ("PCA view" in title if view == "PCA" else "MDS view" in title)
+        longest = max(longest, len(title))
+    assert longest * S.CHAR_PX > room          # one line would not fit: the test shows something
+
+
+def test_rankings_sit_in_a_grid_that_wraps_rather_than_squeeze_the_names(small_env, engine):
+    """Stage 3's lists are cells of a grid whose least column width keeps each table's rank, thumbnail and image
+    name whole: the browser puts as many side by side as fit (the server cannot tell the window's width), and
+    wraps the rest below instead of squeezing the names out of view. Local and local-to-global come first, so
+    they stay side by side at a 1000-px and an 800-px window with the sidebar open; all three at 1280 px."""
+    from l2g.app import settings as S
+
+    at = _settle(_app().run())
+    assert not at.exception, at.exception
+    grid = at.get_by_key("l2g_rankings")
+    keys = [e.key for e in grid if str(getattr(e, "key", "")).startswith("l2g_rank_")]
+    assert keys == ["l2g_rank_local", "l2g_rank_l2g", "l2g_rank_g2l"], keys
+    least, gap = grid.min_column_width, S.GAP_PX[grid.gap]
+
+    def fit(main: int, least: int = least) -> int:               # columns the browser makes at that width
+        return min(len(keys), (main + gap) // (least + gap))
+
+    assert fit(S.MAIN_PX[1280]) == 3 and fit(S.MAIN_PX[1000]) == 2
+    assert fit(S.MAIN_PX[800], S.table_min_px()) == 2             # names of RANK_NAME_CHARS: two side by side
+    cell_1000 = (S.MAIN_PX[1000] - gap) / 2
+    for k in keys:
+        cols = json.loads(at.get_by_key(k).dataframe[0].proto.columns)
+        need = sum(cols[c]["width"] for c in ("rank", "thumb", "name"))
+        assert need <= cell_1000, (k, need, cell_1000)            # every list's names whole at 1000 px
+        if k != "l2g_rank_g2l":
+            assert need <= least, (k, need, least)                # the pair's names whole in a cell of least width

@@ -88,6 +88,26 @@ def test_parallel_build_equals_serial_and_reports_bad_files(serial, small_galler
     assert rep2.skipped == keep and not rep2.added and not rep2.reused
 
 
+def test_workers_do_not_run_the_callers_main_module(tiny_gallery, tiny_cfg, tmp_path, monkeypatch):
+    """An app embedding l2g may have a main module that cannot run outside it (Streamlit installs its
+    script as __main__, with names only its runner defines): spawn re-runs __main__ in each child by
+    default, and the build's workers died of it. They must not run it at all; other spawns still do."""
+    import multiprocessing as mp
+    import types
+
+    ran = tmp_path / "main_ran"
+    script = tmp_path / "host_script.py"
+    script.write_text(f"from pathlib import Path\nPath({str(ran)!r}).touch()\nrender(*__args)\n")
+    main = types.ModuleType("__main__")
+    main.__file__, main.__spec__ = str(script), None
+    monkeypatch.setitem(sys.modules, "__main__", main)
+    li, rep = build_index(tiny_gallery, tmp_path / "ix", tiny_cfg.replace(build__workers=2, build__parallel_min=1))
+    assert len(rep.added) == li.n_images == 6 and not rep.failed
+    assert not ran.exists(), "a worker ran the caller's __main__"
+    assert sys.modules["__main__"] is main
+    assert "init_main_from_path" in mp.spawn.get_preparation_data("other")   # any other spawn: unchanged
+
+
 def _cli(*args) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     return subprocess.Popen([sys.executable, "-m", "l2g", *map(str, args)], cwd=REPO, env=env,

@@ -72,6 +72,24 @@ def test_mds_view_option():
         viz.mds_figure(rr, LABELS, view="tsne")
 
 
+@pytest.mark.parametrize("dim,view", [(2, "pca"), (3, "pca"), (2, "mds"), (3, "mds")])
+def test_mds_title_lines_fit_the_width_given(dim, view):
+    """Given title_chars, the title is broken between its parts into lines that long, and the top margin
+    grows by a line's height per line after the first (the plot starts below the title); without it, one
+    line as before. No part is lost."""
+    rr = fake_rr(k=100, d=32)
+    rr.S = np.eye(101) * 0.5 + 0.5 / 101
+    one = viz.mds_figure(rr, LABELS, dim=dim, view=view).layout
+    assert "<br>" not in one.title.text
+    for chars in (41, 35):
+        lay = viz.mds_figure(rr, LABELS, dim=dim, view=view, title_chars=chars).layout
+        lines = lay.title.text.split("<br>")
+        assert len(lines) > 1 and all(len(x) <= chars for x in lines), lines
+        assert " · ".join(lines) == one.title.text
+        assert lay.margin.t == one.margin.t + viz.TITLE_LINE_PX * (len(lines) - 1)
+    assert viz.title_lines(["a" * 50, "b"], 41) == ["a" * 50, "b"]       # a part longer than a line: its own
+
+
 def test_project_keeps_low_dim_and_reduces_high_dim():
     X = np.random.default_rng(1).normal(size=(9, 2))
     Y, kept = viz.project(X, 3)

@@ -85,7 +85,7 @@ def rectangle(spec: dict) -> tuple | None:
     rgb = spec["rgb"]
     h, w = rgb.shape[:2]
     apply_drawn(spec)
-    on = st.checkbox("Query rectangle (search with a crop)", key="l2g_crop_on", persist_state=KEEP,
+    on = st.checkbox("Query rectangle (search with a crop)", key="l2g_crop_on", persist_state=KEEP, wrap=True,
                      help="Drag a box on the image, or turn this on and use the sliders")
     box = None
     if on:

@@ -1,6 +1,7 @@
 """The query page: pick a query, run every method, show each stage (see stages.py)."""
 from __future__ import annotations
 
+import functools
 import hashlib
 import random
 import time
@@ -13,8 +14,8 @@ from .. import methods as M
 from .. import pipeline as P
 from ..errors import L2GError
 from ..images import ImageError
-from . import budget, core, latency, qbox, stages, state, tour
-from .settings import KEEP
+from . import budget, core, fmt, latency, qbox, stages, state, tour
+from .settings import KEEP, QPICK_CHARS, QUERY_GAP, QUERY_SPLIT
 from .uploads import MAX_FILE_BYTES
 
 OPEN_KEY = "l2g_open_query"      # set by the Evaluation page: a gallery path to open
@@ -75,6 +76,15 @@ def _default_query(eng: P.Engine) -> str:
     return eng.li.paths[0]
 
 
+@functools.lru_cache(maxsize=4)           # per gallery, not per page run
+def _pick_labels(paths: tuple) -> dict:
+    """path -> the gallery image picker's label: its name first, shortened in the middle to QPICK_CHARS (its
+    distinguishing end kept, no two alike: whole in the query's column at 1000 px, where the browser cuts
+    what follows), then the full path (typed to search). The picker's value stays the path."""
+    short = fmt.distinct_names([fmt.short_name(p) for p in paths], QPICK_CHARS)
+    return {p: p if s == p else f"{s} · {p}" for p, s in zip(paths, short)}
+
+
 def _gallery_pick(eng: P.Engine) -> str:
     paths = eng.li.paths
     if st.session_state.get("l2g_qpick") not in paths:
@@ -83,10 +93,11 @@ def _gallery_pick(eng: P.Engine) -> str:
     def rnd():
         st.session_state["l2g_qpick"] = random.choice(paths)
 
-    c1, c2 = st.columns([3, 1.3], vertical_alignment="bottom")
-    c1.selectbox("Gallery image", paths, key="l2g_qpick", persist_state=KEEP)
-    c2.button("Random", icon=":material/casino:", on_click=rnd, help="A random gallery image as the query",
-              width="stretch")
+    st.selectbox("Gallery image", paths, key="l2g_qpick", persist_state=KEEP,
+                 format_func=_pick_labels(tuple(paths)).get,
+                 help="Type part of its path to search. Each image reads as its name, shortened in the middle "
+                      "(…) to what the narrowest layout shows whole, then its full path.")
+    st.button("Random", icon=":material/casino:", on_click=rnd, help="A random gallery image as the query")
     return st.session_state["l2g_qpick"]
 
 
@@ -221,7 +232,7 @@ def render() -> None:
     clock = latency.begin(followup)      # after the gallery is open: indexing time is not query latency
     params = sidebar_params(eng)
     timing_slot = st.empty()
-    left, right = st.columns([2, 3], gap="large")
+    left, right = st.columns(QUERY_SPLIT, gap=QUERY_GAP)
     with left:
         spec, box = query_spec(eng, g.label), None
         if spec is not None:

@@ -34,7 +34,38 @@ THUMB_NAME_CHARS = 15      # a Stage 1 thumbnail's file name is shortened to thi
 RANK_NAME_CHARS = 16       # a ranking table's image name is shortened in the middle to this (its tail kept)
 CHAR_PX = 7                # about the width of one character of a table cell
 CELL_PAD_PX = 18           # a table cell's padding, both sides
+TABLE_COL_PX = {"rank": 36, "thumb": 46, "move": 42, "✓": 26, "score": 52, "count": 78}   # a ranking table's
+#                            columns ("count": a score in inliers); its name column: as wide as its longest name
 TOUR_LABEL_CHARS = 32      # a tour button's label at most this: whole in the page's width at 1000 px
+# What must read whole at a 1000-px window with the sidebar open is sized from these (Chromium, measured):
+MAIN_PX = {1280: 820, 1000: 540, 800: 468}          # the page's main column at these window widths
+NARROW_MAIN_PX = MAIN_PX[1000]
+GAP_PX = {"small": 16, "medium": 32, "large": 64}    # st.columns gaps
+QUERY_SPLIT, QUERY_GAP = (2, 3), "large"             # the query's column beside Stage 1
+SELECT_CHROME_PX = 44      # a selectbox's padding and arrow
+QPICK_CHARS = 16           # the gallery image picker's name shortened to this, its end kept (whole at 800 px too)
+
+
+def column_px(total: float, split, i: int, gap: str) -> float:
+    """Width of column i of st.columns(split, gap=gap) in a container ``total`` px wide."""
+    return (total - GAP_PX[gap] * (len(split) - 1)) * split[i] / sum(split)
+
+
+
+def table_min_px() -> int:
+    """The least width of a ranking table's cell in Stage 3's grid: its rank, thumbnail and a RANK_NAME_CHARS
+    name whole (wider when a list's names are longer: the grid gives a list a row of its own rather than squeeze
+    it). Three lists fit side by side at a 1280-px window, local and local-to-global still do at 800 px."""
+    return TABLE_COL_PX["rank"] + TABLE_COL_PX["thumb"] + CELL_PAD_PX + CHAR_PX * RANK_NAME_CHARS + 2
+
+
+TABLE_GAP = "small"        # between two lists of Stage 3
+
+
+EMBED_SPLIT, EMBED_GAP = (3, 2), "medium"            # Stage 2: the plot's column beside its options
+TITLE_PAD_PX = 16          # the plot's left margin and the title's offset in it
+# the embedding's title broken into lines this long: whole in the plot's column at 1000 px (41 characters)
+EMBED_TITLE_CHARS = int((column_px(NARROW_MAIN_PX, EMBED_SPLIT, 0, EMBED_GAP) - TITLE_PAD_PX) // CHAR_PX)
 
 
 @dataclass(frozen=True)

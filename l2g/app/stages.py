@@ -6,14 +6,14 @@ import time
 from contextlib import nullcontext
 from pathlib import PurePosixPath
 
-import pandas as pd
 import streamlit as st
 
 from .. import methods as M
 from .. import pipeline as P
 from .. import viz
-from . import background, budget, core, fmt, latency, matchview, state, verdict
-from .settings import CELL_PAD_PX, CHAR_PX, KEEP, RANK_NAME_CHARS, THUMB_NAME_CHARS
+from . import background, budget, core, fmt, latency, matchview, state, tables, verdict
+from . import settings as S
+from .settings import KEEP, THUMB_NAME_CHARS
 
 SEL = matchview.SEL
 DEFERRED = M.names(deferred=True, shown=True)   # slow methods (g2l): verified in the background
@@ -90,7 +90,7 @@ def embedding(eng: P.Engine, run: P.QueryRun, params: dict, positives):
     rr = _l2g(run, params)
     ss = st.session_state
     st.subheader(f"Stage 2 · Similarity embedding  ·  {_ms(run.timings.get('l2g'))}")
-    plot, side = st.columns([3, 2], gap="medium")
+    plot, side = st.columns(S.EMBED_SPLIT, gap=S.EMBED_GAP)
     side.caption("The query and its top-k as points whose distances reproduce 1 − (pairwise local similarity), "
                  "by MDS in d dimensions; candidates are re-ranked by cosine to the query (the diamond). "
                  "Click a point (2-D) or pick it below (2-D and 3-D) to open it in the match view (Stage 4). "
@@ -121,7 +121,8 @@ def embedding(eng: P.Engine, run: P.QueryRun, params: dict, positives):
                 disabled=sel is None)
     fig = viz.mds_figure(rr, eng.li.paths, "ground_truth" if colour == "ground truth" else "rank_change",
                          positives or set(), 2 if dim == "2-D" else 3, local_scores=run.local.all_scores,
-                         query_label=run.query.name, selected=sel, view="pca" if view == "PCA" else "mds")
+                         query_label=run.query.name, selected=sel, view="pca" if view == "PCA" else "mds",
+                         title_chars=S.EMBED_TITLE_CHARS)
     name = run.query.name.replace("/", "_").rsplit(".", 1)[0]
     with plot, st.container(key="l2g_mds_plot"):
         if dim == "2-D":
@@ -130,39 +131,6 @@ def embedding(eng: P.Engine, run: P.QueryRun, params: dict, positives):
         else:
             st.plotly_chart(fig, key="l2g_mds3", config=plot_config(name))
     return fig
-
-
-ROW_H = 48
-
-
-def _table(eng, run, method, n, positives):
-    """A method's first n entries: group / file name, shortened in the middle to about RANK_NAME_CHARS
-    (fmt.distinct_names: its distinguishing end kept, no two alike) in a column as wide as its longest
-    name, next to the thumbnail (the full path in the hidden 'path' column); the score as text with its
-    unit ('0.412', '165 inliers'; none for QE)."""
-    rows = core.ranking_rows(eng, run, method, n, positives)
-    names = fmt.distinct_names([fmt.short_name(r["name"]) for r in rows], RANK_NAME_CHARS)
-    for r, name in zip(rows, names):
-        r["thumb"] = state.thumb_uri_of(eng, r["id"])
-        r["✓"] = "" if r["positive"] is None else ("✓" if r["positive"] else "")
-        r["path"], r["name"] = r["name"], name
-        r["score"] = fmt.score_cell(M.get(method), r["score"])
-    df = pd.DataFrame(rows, columns=["rank", "thumb", "move", "score", "✓", "name", "path"])
-    name_px = CELL_PAD_PX + CHAR_PX * max(map(len, names), default=0)     # the longest name whole
-    cfg = {"thumb": st.column_config.ImageColumn("", width=46),
-           "score": st.column_config.TextColumn(width=78 if fmt.is_count(M.get(method)) else 52),
-           "rank": st.column_config.NumberColumn(width=36), "move": st.column_config.TextColumn(width=42),
-           "✓": st.column_config.TextColumn(width=26),
-           "name": st.column_config.TextColumn("image", width=name_px,
-                                               help="File name (with its folder when the name does not say "
-                                                    "its group), a long one shortened in the middle (…); the "
-                                                    "full gallery path is in the match view's candidate list "
-                                                    "and the exports")}
-    order = [c for c in ("rank", "thumb", "name", "score", "move", "✓")
-             if (c != "move" or "moves" in run.results[method].extras) and (c != "✓" or positives is not None)]
-    with st.container(key=f"l2g_rank_{method}"):
-        st.dataframe(df, column_config=cfg, column_order=order, hide_index=True, row_height=ROW_H,
-                     height=ROW_H * (len(df) + 1) + 3)
 
 
 def _head(eng: P.Engine, m: str, run: P.QueryRun, params: dict, ap: dict, tk: str) -> str:
@@ -185,7 +153,10 @@ def rankings(eng: P.Engine, run: P.QueryRun, params: dict, positives, clock: dic
              for m in M.SIDE_BY_SIDE]        # the verifying column at the sidebar's budget N (g2l@N)
     ap = core.aps(eng, run, positives)
     n = st.select_slider("Ranks shown", [10, 20, 30, 50, 100], value=20, key="l2g_nrank", persist_state=KEEP)
-    cols = st.columns(len(M.SIDE_BY_SIDE))
+    made = {m: tables.table(eng, run, m, n, positives) for m, _ in shown
+            if m in run.rankings() and m not in background.missing(run, DEFERRED)}
+    pair = [made[m] for m, _ in shown[:2] if m in made]        # local and l2g: side by side whenever two fit
+    cols = tables.grid(len(shown), "l2g_rankings", pair)
     for c, (m, tk) in zip(cols, shown):
         with c:
             if m in background.missing(run, DEFERRED):
@@ -199,7 +170,7 @@ def rankings(eng: P.Engine, run: P.QueryRun, params: dict, positives, clock: dic
                 st.info(f"{core.METHOD_LABELS[m]}: not available (no global descriptors)")
                 continue
             st.markdown(_head(eng, m, run, params, ap, tk))
-            _table(eng, run, m, n, positives)
+            tables.show(made[m])
             note = budget.unverified_note(eng, run, m, positives)    # partial matches the budget N misses
             if note:
                 st.caption(note)
@@ -213,11 +184,11 @@ def rankings(eng: P.Engine, run: P.QueryRun, params: dict, positives, clock: dic
         if nested:           # inside the collapsed lists (no confident match): expanders do not nest
             st.markdown(f"**{title}**")
         with nullcontext() if nested else st.expander(title):
-            cols = st.columns(len(more))
-            for c, m in zip(cols, more):
+            made = {m: tables.table(eng, run, m, n, positives) for m in more}
+            for c, m in zip(tables.grid(len(more), "l2g_more_rankings", made.values()), more):
                 with c:
                     st.markdown(f"**{core.METHOD_LABELS[m]}**" + (f" · AP **{ap[m]:.3f}**" if m in ap else ""))
-                    _table(eng, run, m, n, positives)
+                    tables.show(made[m])
     return ap
 
 

@@ -98,7 +98,7 @@ def test_query_page_shows_every_stage(small_env, engine, monkeypatch):
     q = run.query
     assert q.gallery_id is not None and engine.gt.group_of(q.name) is not None   # a group image by default
     # (a) the shortlist: thumbnails with rank, score and matched keypoints
-    caps = [c for im in at.image for c in im.captions if c.startswith("#")]
+    caps = [c.value for c in at.caption if c.value.startswith("#")]     # Stage 1: rank · score, matches, name
     top = int(run.local.ids[0])
     assert len(caps) >= 12 and f"{run.local.scores[0]:.3f}" in caps[0] and "matches" in caps[0]
     assert caps[0].startswith("#1") and f"{run.local.n_matches(top)} matches" in caps[0]
@@ -685,14 +685,14 @@ def test_query_page_stages_in_data_order_and_readable_cells(small_env, engine):
     for path, cell in zip(g2l["path"], g2l["score"]):
         n = inl[engine.li.id_of(path)]
         assert cell == f"{n} inlier" + ("" if n == 1 else "s")
-    caps = [c for im in at.image for c in im.captions if c.startswith("#")]
+    caps = [c.value for c in at.caption if c.value.startswith("#")]     # Stage 1: rank · score, matches, name
     for c, j in zip(caps, run.local.ids):
         n = run.local.n_matches(int(j))
         assert (f"≥ {cap} matches" in c) == (n >= cap) and ("None" not in c)
     # the thumbnails' file names: one line each (a long one shortened in the middle, its extension kept);
     # the full path on the button's tooltip
     from l2g.app.settings import THUMB_NAME_CHARS
-    small = [c.value for c in at.caption]
+    small = [c.value.split("  \n")[-1] for c in at.caption]
     for j in run.local.ids[:len(caps)]:
         name = Path(engine.li.paths[int(j)]).name
         short = next(s for s in small if s == name or ("…" in s and name.endswith(s.split("…")[1])
@@ -1269,3 +1269,45 @@ def test_rankings_sit_in_a_grid_that_wraps_rather_than_squeeze_the_names(small_e
         assert need <= cell_1000, (k, need, cell_1000)            # every list's names whole at 1000 px
         if k != "l2g_rank_g2l":
             assert need <= least, (k, need, least)                # the pair's names whole in a cell of least width
+
+
+def _thumb_cells(grid, n: int, main: int) -> tuple[int, float]:
+    """(thumbnails in a row, a cell's width) that the browser gives Stage 1's grid when the page's main column
+    is ``main`` px wide: the query's column beside it (settings.QUERY_SPLIT), as many cells of the grid's least
+    width as fit, sharing what is left."""
+    from l2g.app import settings as S
+
+    col = S.column_px(main, S.QUERY_SPLIT, 1, S.QUERY_GAP)
+    gap = S.GAP_PX[grid.gap]
+    per_row = max(1, min(n, int((col + gap) // (grid.min_column_width + gap))))
+    return per_row, (col - gap * (per_row - 1)) / per_row
+
+
+def test_shortlist_thumbnails_read_whole_at_narrow_windows(small_env, engine):
+    """Stage 1's thumbnails sit in a grid that wraps rather than squeeze them: at a 1000-px and an 800-px window
+    with the sidebar open, each one's caption lines (rank and score, matches, the name) and its button's label
+    fit its cell (four in a column of about 280 px cut them to 'astro…' and 'ma…'); four in a row stay at
+    1280 px."""
+    from l2g.app import settings as S
+
+    at = _settle(_app().run())
+    assert not at.exception, at.exception
+    grid = at.get_by_key("l2g_shortlist")
+    assert getattr(grid, "type", None) == "grid_container", "Stage 1's thumbnails are not in a wrapping grid"
+    run = at.session_state["l2g_run"]
+    n = min(at.session_state["l2g_nthumb"], len(run.local.ids))
+    buttons = [b for b in grid.button if b.key.startswith("l2g_sl_")]
+    captions = [c.value for c in grid.caption]
+    assert len(buttons) == len(captions) == n, (len(buttons), len(captions), n)
+    lines = [line for c in captions for line in c.split("  \n")]
+    assert len(lines) == 3 * n and all(c.startswith(f"#{r + 1} ") for r, c in enumerate(captions)), captions
+    assert max(map(len, lines)) * S.CHAR_PX > (S.column_px(S.MAIN_PX[1000], S.QUERY_SPLIT, 1, S.QUERY_GAP)
+                                               - 3 * S.GAP_PX[grid.gap]) / 4   # four in a row would cut them
+    rows = {}
+    for w, main in S.MAIN_PX.items():
+        rows[w], cell = _thumb_cells(grid, n, main)
+        for line in lines:
+            assert len(line) * S.CHAR_PX <= cell, (w, line, cell)
+        for b in buttons:
+            assert len(b.label) * S.CHAR_PX + S.BUTTON_PAD_PX <= cell, (w, b.label, cell)
+    assert rows[1280] == 4 and rows[1000] >= 2 and rows[800] >= 2, rows

@@ -30,7 +30,8 @@ REALBENCH = "realbench-dev"
 # with ``persist_state=KEEP``: its value survives a visit to another page, where it is not drawn (by
 # default Streamlit drops the state of a widget not drawn on a run). Uploads: query_page.UPLOAD_KEY.
 KEEP = "session"
-THUMB_NAME_CHARS = 15      # a Stage 1 thumbnail's file name is shortened to this (one line at 4 per row, 1280 px)
+THUMB_NAME_CHARS = 14      # a Stage 1 thumbnail's file name is shortened to this (one line; 4 in a row at 1280 px)
+THUMB_BUTTON = "matches"   # a Stage 1 thumbnail's button (opens it in the match view)
 RANK_NAME_CHARS = 16       # a ranking table's image name is shortened in the middle to this (its tail kept)
 CHAR_PX = 7                # about the width of one character of a table cell
 CELL_PAD_PX = 18           # a table cell's padding, both sides
@@ -60,6 +61,15 @@ def table_min_px() -> int:
 
 
 TABLE_GAP = "small"        # between two lists of Stage 3
+BUTTON_PAD_PX = 26         # a button's padding and border, both sides
+THUMB_GAP = "small"        # between two thumbnails of Stage 1
+
+
+def thumb_min_px() -> int:
+    """The least width of a Stage 1 thumbnail's cell: its caption lines (rank and score, '≥ 500 matches', a
+    THUMB_NAME_CHARS name) and its button's label whole. Four fit in a row beside the query at a 1280-px
+    window, two at 1000 and 800 px (three would cut the names)."""
+    return max(CHAR_PX * THUMB_NAME_CHARS, CHAR_PX * len(THUMB_BUTTON) + BUTTON_PAD_PX) + 2
 
 
 EMBED_SPLIT, EMBED_GAP = (3, 2), "medium"            # Stage 2: the plot's column beside its options

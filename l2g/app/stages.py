@@ -50,20 +50,17 @@ def shortlist(eng: P.Engine, run: P.QueryRun, positives) -> None:
                f"kept up to {cap} per image for drawing (\"≥ {cap}\" when the cap is hit).")
     n = st.select_slider("Thumbnails shown", [8, 12, 16, 24, 36, 48], value=12, key="l2g_nthumb", persist_state=KEEP)
     ids = run.local.ids[:n]
-    per_row = 4
-    for r0 in range(0, len(ids), per_row):
-        row = range(r0, min(r0 + per_row, len(ids)))
-        for c, r in zip(st.columns(per_row), row):      # rank, score and matches (no long word), the file name
-            j = int(ids[r])                             # on one line: shortened in the middle, cut if narrower
-            mark = "" if positives is None else (" ✓" if j in positives else " ✗")
-            c.image(state.thumb_of(eng, j), width="stretch", caption=f"#{r + 1}{mark} · {run.local.scores[r]:.3f} · "
-                                                                     f"{fmt.matches_text(run.local.n_matches(j), cap)}")
-            c.caption(fmt.middle_ellipsis(PurePosixPath(eng.li.paths[j]).name, THUMB_NAME_CHARS), wrap=False,
-                      text_alignment="center")
-        for c, r in zip(st.columns(per_row), row):      # the buttons in a row of their own: level
-            j = int(ids[r])
-            c.button("matches", key=f"l2g_sl_{j}", on_click=_select, args=(j,), width="stretch",
-                     help=f"Open `{eng.li.paths[j]}` in the match view (Stage 4)")
+    cells = st.grid(min_column_width=S.thumb_min_px(), gap=S.THUMB_GAP, vertical_alignment="bottom",
+                    key="l2g_shortlist")    # as many in a row as fit whole: 4 at 1280 px, 2 at 1000 and 800
+    for r, j in enumerate(int(i) for i in ids):
+        mark = "" if positives is None else (" ✓" if j in positives else " ✗")
+        lines = (f"#{r + 1}{mark} · {run.local.scores[r]:.3f}", fmt.matches_text(run.local.n_matches(j), cap),
+                 fmt.middle_ellipsis(PurePosixPath(eng.li.paths[j]).name, THUMB_NAME_CHARS))
+        with cells.cell():      # a line each (rank and score, matches, the name shortened in the middle), the
+            st.image(state.thumb_of(eng, j), width="stretch")         # button below: level along a row
+            st.caption("  \n".join(lines), wrap=False, text_alignment="center")
+            st.button(S.THUMB_BUTTON, key=f"l2g_sl_{j}", on_click=_select, args=(j,), width="stretch",
+                      help=f"Open `{eng.li.paths[j]}` in the match view (Stage 4)")
 
 
 def _clear_selection() -> None:

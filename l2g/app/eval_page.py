@@ -13,6 +13,7 @@ from .. import viz
 from ..datasets import load_eval_dataset
 from ..errors import DatasetError, L2GError
 from . import core, state
+from . import settings as S
 
 OPEN_KEY = "l2g_open_query"     # a gallery path the query page opens on its next run
 
@@ -83,9 +84,9 @@ def render() -> None:
         st.error(f"The ground truth of {g.label} cannot be used: {e}")
         return
     avail = list(M.available(P.METHODS, eng.gi is not None))
-    c1, c2 = st.columns([3, 1])
-    methods = c1.multiselect("Methods", avail, default=[m for m in avail if M.get(m).default],
-                             format_func=lambda m: core.METHOD_LABELS[m])
+    c1, c2 = st.columns(S.EVAL_SPLIT)        # the number input wide enough for its − and + at 800 px
+    methods = c1.multiselect("Methods", avail, default=[m for m in avail if M.get(m).default], wrap=True,
+                             format_func=lambda m: core.METHOD_LABELS[m])     # every chosen method in view
     max_q = c2.number_input("Queries (0 = all)", 0, len(ds.queries), 0,
                             help=f"{len(ds.queries)} queries: every group image queries the rest of its group")
     key = f"l2g_eval::{g.label}"

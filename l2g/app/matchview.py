@@ -7,6 +7,7 @@ from .. import methods as M
 from .. import pipeline as P
 from .. import viz
 from . import core, fmt, state
+from . import settings as S
 from .settings import KEEP
 from .verdict import pair_text
 
@@ -73,7 +74,7 @@ def match_view(eng: P.Engine, run: P.QueryRun, params: dict, positives, verdict=
     st.session_state["l2g_match_pick"] = sel
     fmt_c = lambda j: (f"{eng.li.paths[j]}  (local #{ids.index(j) + 1}, l2g #{new_rank.get(j, '—')})"  # noqa: E731
                        + ("" if positives is None else "  ✓ positive" if j in positives else ""))
-    c1, c2 = st.columns([4, 1], vertical_alignment="bottom")
+    c1, c2 = st.columns(S.MATCH_SPLIT, vertical_alignment="bottom")       # the toggle's label whole at 800 px
     j = c1.selectbox("Candidate", ids, format_func=fmt_c, key="l2g_match_pick", on_change=lambda: _select(
         st.session_state["l2g_match_pick"]))
     only = c2.toggle("Inliers only", key="l2g_inliers_only", persist_state=KEEP, help="Hide the outlier lines (red)")
@@ -96,28 +97,35 @@ def match_view(eng: P.Engine, run: P.QueryRun, params: dict, positives, verdict=
                      f"inliers ({vr.model})" + ("" if only else ", red = outliers") +
                      f". Verified in {_ms(pm.seconds)}. The local search voted for this image with "
                      f"{fmt.matches_text(pm.n_local, cap)} of its own (not drawn).")
-    c = st.columns(5)
-    c[0].metric("matches", n_all, help="Mutual nearest-neighbour keypoint matches of the pair (drawn)")
-    c[1].metric("inliers", n_in, help="Verified inliers: matches consistent with one RANSAC model: the count "
-                "global-to-local ranks by and the confidence check uses")
-    c[2].metric("local votes", f"≥ {pm.n_local}" if pm.local_capped else pm.n_local,
-                help=f"Matches the local search found with this image (what voted for it, not drawn), kept up "
-                     f"to {cap} per image (search.max_matches)")
-    c[3].metric("local rank", ids.index(j) + 1)
-    c[4].metric("l2g rank", new_rank.get(j, "—"))
+    metrics = [("matches", n_all, "Mutual nearest-neighbour keypoint matches of the pair (drawn)"),
+               ("inliers", n_in, "Verified inliers: matches consistent with one RANSAC model: the count "
+                                 "global-to-local ranks by and the confidence check uses"),
+               ("local votes", f"≥ {pm.n_local}" if pm.local_capped else pm.n_local,
+                f"Matches the local search found with this image (what voted for it, not drawn), kept up to "
+                f"{cap} per image (search.max_matches)"),
+               ("local rank", ids.index(j) + 1, None), ("l2g rank", new_rank.get(j, "—"), None)]
+    g = st.grid(min_column_width=S.metric_min_px([(lab, v, h is not None) for lab, v, h in metrics]),
+                key="l2g_match_metrics")      # wraps rather than cut a label ('local vo…' at 800 px)
+    for lab, v, h in metrics:
+        g.metric(lab, v, help=h)
     return png, j
 
 
 def export(eng, run, params, positives, fig, png, j) -> None:
     st.subheader("Export")
     name = run.query.name.replace("/", "_").rsplit(".", 1)[0]
-    c = st.columns(4)
-    c[0].download_button("Rankings (CSV)", lambda: core.export_csv(eng, run, positives),
-                         f"l2g_{name}.csv", "text/csv", on_click="ignore", key="l2g_dl_csv")
-    c[1].download_button("Rankings + scores (JSON)", lambda: core.export_json(eng, run, positives, params),
-                         f"l2g_{name}.json", "application/json", on_click="ignore", key="l2g_dl_json")
-    c[2].download_button("Embedding figure (HTML)", lambda: fig.to_html(include_plotlyjs=True),
-                         f"l2g_{name}_mds.html", "text/html", on_click="ignore", key="l2g_dl_html",
-                         help="Interactive; for a PNG use the camera button of the plot's toolbar")
-    c[3].download_button("Match view (PNG)", lambda: viz.to_png(png),
-                         f"l2g_{name}_matches_{j}.png", "image/png", on_click="ignore", key="l2g_dl_png")
+    labels = ["Rankings (CSV)", "Rankings (JSON)", "Embedding (HTML)", "Match view (PNG)"]
+    c = st.grid(min_column_width=max(S.label_px(x, S.BUTTON_PAD_PX) for x in labels),
+                key="l2g_export")           # as many in a row as show their labels whole
+    c.download_button(labels[0], lambda: core.export_csv(eng, run, positives),
+                      f"l2g_{name}.csv", "text/csv", on_click="ignore", key="l2g_dl_csv",
+                      help="Every method's ranking: rank, image path, score, positive or not")
+    c.download_button(labels[1], lambda: core.export_json(eng, run, positives, params),
+                      f"l2g_{name}.json", "application/json", on_click="ignore", key="l2g_dl_json",
+                      help="Every method's ranking with its scores, AP, the timings and the settings used")
+    c.download_button(labels[2], lambda: fig.to_html(include_plotlyjs=True),
+                      f"l2g_{name}_mds.html", "text/html", on_click="ignore", key="l2g_dl_html",
+                      help="The embedding figure, interactive; for a PNG use the camera button of the plot's toolbar")
+    c.download_button(labels[3], lambda: viz.to_png(png),
+                      f"l2g_{name}_matches_{j}.png", "image/png", on_click="ignore", key="l2g_dl_png",
+                      help="The match view as drawn")

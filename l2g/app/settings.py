@@ -63,6 +63,23 @@ def table_min_px() -> int:
 TABLE_GAP = "small"        # between two lists of Stage 3
 BUTTON_PAD_PX = 26         # a button's padding and border, both sides
 THUMB_GAP = "small"        # between two thumbnails of Stage 1
+HELP_PX = 20               # a label's help icon (?) and its margin (16 + 4, measured)
+TOGGLE_PX = 40             # a toggle's switch and its margin (32 + 8, measured)
+METRIC_CHAR_PX = 18        # about the width of one character of a metric's value (2.25rem digits)
+MATCH_SPLIT = (2, 1)       # Stage 4: the candidate picker beside the "Inliers only" toggle (whole at 800 px)
+EVAL_SPLIT = (2, 1)        # Evaluation: the methods beside the number of queries (its − and + shown at 800 px)
+NUMBER_STEPPERS_PX = 120   # a number input narrower than this hides its − and + (Streamlit's 7.5rem breakpoint)
+
+
+def label_px(text: str, pad: int = 0) -> int:
+    """The width that shows a label whole: its characters, and ``pad`` for what sits beside it (a button's
+    padding, a help icon)."""
+    return CHAR_PX * len(text) + pad + 2
+
+
+def metric_min_px(metrics) -> int:
+    """The least width of a cell of a metrics grid (Stage 4): each (label, value, has help) whole."""
+    return max(max(label_px(lab, HELP_PX if hlp else 0), METRIC_CHAR_PX * len(str(v)) + 2) for lab, v, hlp in metrics)
 
 
 def thumb_min_px() -> int:

@@ -28,6 +28,9 @@ TITLE_LINE_PX = 20           # a title line (font size 14): the top margin grows
 # ----------------------------------------------------------------------------- helpers
 
 
+MATCH_TITLE_PX = 13        # the match view's caption this many px high where the figure is shown narrowest
+
+
 def _font(size: int) -> ImageFont.ImageFont:
     try:
         return ImageFont.load_default(size=size)
@@ -180,6 +183,19 @@ def mds_figure(rr: RerankResult, labels: Sequence[str] | Mapping[int, str], colo
     return fig
 
 
+def wrap_px(text: str, font, width: float) -> list[str]:
+    """``text`` broken between words into lines at most ``width`` px long in ``font`` (a longer word: a line
+    of its own)."""
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1))).textlength
+    lines: list[str] = []
+    for word in text.split():
+        if lines and measure(f"{lines[-1]} {word}", font=font) <= width:
+            lines[-1] += f" {word}"
+        else:
+            lines.append(word)
+    return lines or [""]
+
+
 def title_lines(parts: Sequence[str], chars: int | None = None) -> list[str]:
     """``parts`` joined by ' · ' into lines of at most ``chars`` characters, broken only between parts (a part
     longer than ``chars`` gets a line of its own); one line when ``chars`` is None."""
@@ -218,13 +234,15 @@ def count_points(fig: go.Figure | dict) -> int:
 
 def match_figure(img_q: np.ndarray, img_g: np.ndarray, kpts_q: np.ndarray, kpts_g: np.ndarray,
                  matches: np.ndarray, inliers: np.ndarray | None = None, height: int = 480,
-                 max_lines: int = 400, title: str | None = None) -> np.ndarray:
+                 max_lines: int = 400, title: str | None = None, shown_px: int | None = None) -> np.ndarray:
     """Side-by-side RGB overlay: query left, gallery image right, one line per match.
 
     img_*: (H, W, 3) uint8 in the pixel frame of their keypoints kpts_* (N, >=2; x, y first).
     matches: (m, 2) int (query keypoint, gallery keypoint); inliers: (m,) bool or None.
     Inliers are drawn green over outliers in red; at most ``max_lines`` lines (inliers
-    first, then an even sample of outliers). A caption band above states the counts.
+    first, then an even sample of outliers). A caption band above states the counts; ``shown_px``: the least
+    width the figure is shown at (the app's narrowest column), its caption then drawn large enough to read
+    MATCH_TITLE_PX high there, in as many lines as it needs.
     Returns an (H', W', 3) uint8 array.
     """
     matches = np.asarray(matches, np.int64).reshape(-1, 2)
@@ -241,15 +259,19 @@ def match_figure(img_q: np.ndarray, img_g: np.ndarray, kpts_q: np.ndarray, kpts_
         w = max(1, round(img.shape[1] * s))
         ims.append(Image.fromarray(img.astype(np.uint8)).resize((w, height), Image.Resampling.BILINEAR))
         scales.append(s)
-    gap, band = 8, 34
+    gap = 8
     W = ims[0].width + gap + ims[1].width
-    canvas = Image.new("RGB", (W, height + band), (255, 255, 255))
-    canvas.paste(ims[0], (0, band))
-    canvas.paste(ims[1], (ims[0].width + gap, band))
     n_in = int(inl.sum())
     caption = title or (f"{m} matches: {n_in} inliers (green), {m - n_in} outliers (red)"
                         if inliers is not None else f"{m} matches (not verified)")
-    ImageDraw.Draw(canvas).text((6, 6), caption, fill=(0, 0, 0), font=_font(18))
+    size = max(18, round(MATCH_TITLE_PX * W / shown_px)) if shown_px else 18
+    font = _font(size)
+    lines = wrap_px(caption, font, W - 12)
+    band = 16 + len(lines) * (size + 4)
+    canvas = Image.new("RGB", (W, height + band), (255, 255, 255))
+    canvas.paste(ims[0], (0, band))
+    canvas.paste(ims[1], (ims[0].width + gap, band))
+    ImageDraw.Draw(canvas).multiline_text((6, 6), "\n".join(lines), fill=(0, 0, 0), font=font, spacing=4)
     if m:
         kq = np.asarray(kpts_q, np.float64)[:, :2]
         kg = np.asarray(kpts_g, np.float64)[:, :2]

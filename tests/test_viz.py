@@ -250,3 +250,26 @@ def test_budget_labels_never_overprint(flat):
         later = [u for u in order[i + 1:] if u.y[0] == t.y[0]]
         assert t.line.width > max((u.line.width for u in later), default=0)
     assert lay.margin.r >= max(len(n) for n in names.values()) * viz_budget.CHAR_PX    # the labels' room on the right
+
+
+def test_match_figure_caption_reads_where_it_is_shown_narrowest():
+    """The match view's caption (drawn into the figure) at a 800-px window's main column: its letters at least
+    8 px high once the figure is scaled down to that width (18 px on a 968-px figure read 6 px there), broken
+    into lines that stay inside the figure rather than run off its right edge."""
+    white = np.full((512, 512, 3), 255, np.uint8)
+    kp = np.zeros((1, 2))
+    title = ("not a confident match: 1391 tentative matches: 1347 verified inliers (green), 44 outliers (red)")
+    shown = 468
+    out = viz.match_figure(white, white, kp, kp, np.zeros((0, 2), int), np.zeros(0, bool), height=480,
+                           title=title, shown_px=shown)
+    dark = (out < 128).any(axis=2)
+    rows = np.flatnonzero(dark.any(axis=1))
+    cols = np.flatnonzero(dark.any(axis=0))
+    assert len(rows) and cols.max() < out.shape[1] - 4             # inside the figure
+    groups = np.split(rows, np.flatnonzero(np.diff(rows) > 2) + 1)   # one run of dark rows per line
+    assert len(groups) >= 2, len(groups)                             # too long for one line at that size
+    tallest = max(g[-1] - g[0] + 1 for g in groups)
+    assert tallest * shown / out.shape[1] >= 8, (tallest, out.shape)
+    plain = viz.match_figure(white, white, kp, kp, np.zeros((0, 2), int), np.zeros(0, bool), height=480,
+                             title="short")
+    assert plain.shape[1] == out.shape[1] and plain.shape[0] < out.shape[0]   # a larger band, same pair

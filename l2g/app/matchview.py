@@ -89,7 +89,8 @@ def match_view(eng: P.Engine, run: P.QueryRun, params: dict, positives, verdict=
              f"{n_in} verified inliers (green), " + ("outliers hidden" if only else f"{n_all - n_in} outliers (red)"))
     if doubt:
         st.warning(doubt, icon=":material/help:")
-    png = viz.match_figure(img_q, img_g, run.query.feats.kpts, gf.kpts, m, inl, title=title)
+    png = viz.match_figure(img_q, img_g, run.query.feats.kpts, gf.kpts, m, inl, title=title,
+                           shown_px=min(S.MAIN_PX.values()))      # its caption readable at an 800-px window
     cap = eng.cfg.search.max_matches
     st.image(png, width="stretch",
              caption=f"Left: query. Right: {eng.li.paths[j]}. Lines join mutual nearest-neighbour keypoint "

@@ -10,12 +10,15 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 import plotly.graph_objects as go
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 
 from .rerank import RerankResult
 
 # the figures' positive / other colours; the evaluation figures, re-exported
 from .viz_budget import NEG_COLOUR, POS_COLOUR, ap_scatter, budget_figure, budget_points  # noqa: F401
+
+# the font, lines broken to fit a width (re-exported)
+from .viz_text import MATCH_TITLE_PX, _font, title_lines, wrap_px  # noqa: F401
 
 INLIER = (40, 200, 70)
 OUTLIER = (230, 50, 40)
@@ -26,16 +29,6 @@ TITLE_LINE_PX = 20           # a title line (font size 14): the top margin grows
 
 
 # ----------------------------------------------------------------------------- helpers
-
-
-MATCH_TITLE_PX = 13        # the match view's caption this many px high where the figure is shown narrowest
-
-
-def _font(size: int) -> ImageFont.ImageFont:
-    try:
-        return ImageFont.load_default(size=size)
-    except (TypeError, OSError):       # Pillow without FreeType: fixed bitmap font
-        return ImageFont.load_default()
 
 
 def project(X: np.ndarray, dim: int) -> tuple[np.ndarray, float]:
@@ -181,31 +174,6 @@ def mds_figure(rr: RerankResult, labels: Sequence[str] | Mapping[int, str], colo
         fig.update_yaxes(scaleanchor="x", scaleratio=1, zeroline=False, showticklabels=False)
         fig.update_xaxes(zeroline=False, showticklabels=False)
     return fig
-
-
-def wrap_px(text: str, font, width: float) -> list[str]:
-    """``text`` broken between words into lines at most ``width`` px long in ``font`` (a longer word: a line
-    of its own)."""
-    measure = ImageDraw.Draw(Image.new("RGB", (1, 1))).textlength
-    lines: list[str] = []
-    for word in text.split():
-        if lines and measure(f"{lines[-1]} {word}", font=font) <= width:
-            lines[-1] += f" {word}"
-        else:
-            lines.append(word)
-    return lines or [""]
-
-
-def title_lines(parts: Sequence[str], chars: int | None = None) -> list[str]:
-    """``parts`` joined by ' · ' into lines of at most ``chars`` characters, broken only between parts (a part
-    longer than ``chars`` gets a line of its own); one line when ``chars`` is None."""
-    lines: list[str] = []
-    for p in parts:
-        if lines and (chars is None or len(lines[-1]) + 3 + len(p) <= chars):
-            lines[-1] += " · " + p
-        else:
-            lines.append(p)
-    return lines
 
 
 def _arrow(move: int) -> str:

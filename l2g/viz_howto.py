@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .viz import _font
+from .viz_text import _font
 
 _G2L = [("Query", "whole image\nor its crop"),
         ("Global descriptor", "one vector per image\n(VLAD here)"),

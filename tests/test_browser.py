@@ -393,7 +393,7 @@ def test_stages_in_data_order_and_readable_cells(server, page):
         assert not any(t in ("None", "nan", "NaN") for t in cells[m]), (m, cells[m])
     inl = [t for t in cells["g2l"] if "inlier" in t]
     assert len(inl) >= 20 and all(re.fullmatch(r"\d+ inliers?", t) for t in inl), inl
-    caps = page.locator("[data-testid=stImageCaption]").all_inner_texts()
+    caps = page.locator(".st-key-l2g_shortlist [data-testid=stCaptionContainer]").all_inner_texts()   # Stage 1
     counts = [re.search(r"(≥ )?(\d+) matches", c) for c in caps if c.startswith("#")]
     assert counts and all(c is not None for c in counts)
     assert all(c.group(1) for c in counts if int(c.group(2)) >= 500), caps     # the cap reads "≥ 500"

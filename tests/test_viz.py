@@ -273,3 +273,19 @@ def test_match_figure_caption_reads_where_it_is_shown_narrowest():
     plain = viz.match_figure(white, white, kp, kp, np.zeros((0, 2), int), np.zeros(0, bool), height=480,
                              title="short")
     assert plain.shape[1] == out.shape[1] and plain.shape[0] < out.shape[0]   # a larger band, same pair
+
+
+def test_how_it_works_diagram_reads_at_narrow_windows():
+    """The app's how-it-works diagram (two columns, step under step): shown no wider than drawn and scaled down
+    to a 1000- or 800-px window's main column, a step's text is still at least 10 px high (the one-row diagram,
+    1400 px wide, read 5 px); everything drawn lies inside the image."""
+    from l2g.app import settings as S
+
+    im = viz_howto.how_it_works_columns()
+    assert im.shape[1] == viz_howto.COLUMNS_WIDTH
+    for w, main in S.MAIN_PX.items():
+        shown = min(main, viz_howto.COLUMNS_WIDTH)                  # st.image at COLUMNS_WIDTH, capped by its column
+        assert viz_howto.BODY_FONT * shown / im.shape[1] >= 10, (w, shown)
+    dark = (im < 200).any(axis=2)
+    assert not dark[:, -3:].any() and not dark[-3:].any()           # nothing runs off the right or the bottom
+    assert dark.mean() > 0.02                                       # something is drawn

@@ -1,29 +1,24 @@
 """How it works: global-to-local vs local-to-global, and what to look at on the query page."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import streamlit as st
 
 from .. import viz_howto
 from . import state, tour
 
-FIGURE = Path(__file__).resolve().parents[2] / "assets" / "how_it_works.png"
+
+@st.cache_data(show_spinner=False)
+def _diagram():
+    """The two pipelines side by side, step under step (viz_howto.how_it_works_columns): the wide one-row
+    diagram (assets/how_it_works.png, the README's) read 5-px letters at a 1000-px window."""
+    return viz_howto.how_it_works_columns()
 
 
 def render() -> None:
     st.title("How it works")
     state.indexing_note()
     tour.links()
-    if not FIGURE.is_file():
-        try:
-            viz_howto.write_how_it_works(FIGURE)
-        except OSError:
-            pass
-    if FIGURE.is_file():
-        st.image(str(FIGURE), width="stretch")
-    else:
-        st.image(viz_howto.how_it_works_image(), width="stretch")
+    st.image(_diagram(), width=viz_howto.COLUMNS_WIDTH)     # as drawn, smaller in a narrower window: readable
     c1, c2 = st.columns(2)
     c1.markdown("""
 ### Global-to-local (the classic pipeline)

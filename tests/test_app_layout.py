@@ -122,3 +122,21 @@ def test_evaluation_controls_read_whole_at_narrow_windows():
     num = at.number_input[0]
     for w in (1000, 800):
         assert _column_px(at, num.id, S.MAIN_PX[w]) >= S.NUMBER_STEPPERS_PX, w
+
+
+def test_match_candidates_show_name_and_ranks_before_the_cut():
+    """Stage 4's candidate picker: each option's name and its local → l2g ranks come before its full path, and
+    fit the picker's column at a 800-px window (the browser cuts what follows; the path was first, so the ranks
+    were cut away at 1000 and 800 px)."""
+    at = _settle(_app().run())
+    assert not at.exception, at.exception
+    box = at.selectbox(key="l2g_match_pick")
+    run = at.session_state["l2g_run"]
+    ranks = {int(j): r + 1 for r, j in enumerate(run.l2g.ids)}
+    room = _column_px(at, "l2g_match_pick", S.MAIN_PX[800]) - S.SELECT_CHROME_PX
+    assert len(box.options) == len(run.local.ids)
+    for r, (j, label) in enumerate(zip(run.local.ids, box.options)):
+        head, path = label.rsplit(" · ", 1)
+        assert f"#{r + 1} → #{ranks[int(j)]}" in head, (label, r)      # local rank → l2g rank
+        assert len(head) * S.CHAR_PX <= room, (label, room)             # whole before the cut at 800 px
+        assert path.endswith(head.split(" · ")[0].split("…")[-1])       # the name's end, then its full path

@@ -1,6 +1,8 @@
 """Stage 4 of the query page, the match view (with an inliers-only toggle), and the exports."""
 from __future__ import annotations
 
+from pathlib import PurePosixPath
+
 import streamlit as st
 
 from .. import methods as M
@@ -72,11 +74,15 @@ def match_view(eng: P.Engine, run: P.QueryRun, params: dict, positives, verdict=
     if sel not in ids:
         sel = int(rr.ids[0])
     st.session_state["l2g_match_pick"] = sel
-    fmt_c = lambda j: (f"{eng.li.paths[j]}  (local #{ids.index(j) + 1}, l2g #{new_rank.get(j, '—')})"  # noqa: E731
-                       + ("" if positives is None else "  ✓ positive" if j in positives else ""))
+    names = dict(zip(ids, fmt.distinct_names([PurePosixPath(eng.li.paths[j]).name for j in ids], S.QPICK_CHARS)))
+    mark = {j: "" if positives is None else " ✓" if j in positives else " ✗" for j in ids}
     c1, c2 = st.columns(S.MATCH_SPLIT, vertical_alignment="bottom")       # the toggle's label whole at 800 px
-    j = c1.selectbox("Candidate", ids, format_func=fmt_c, key="l2g_match_pick", on_change=lambda: _select(
-        st.session_state["l2g_match_pick"]))
+    j = c1.selectbox("Candidate", ids, key="l2g_match_pick", on_change=lambda: _select(
+        st.session_state["l2g_match_pick"]),     # what tells the candidates apart first, cut last: the full path
+        format_func=lambda j: (f"{names[j]} · #{ids.index(j) + 1} → #{new_rank.get(j, '—')}{mark[j]} · "
+                               f"{eng.li.paths[j]}"),
+        help="The image's name (shortened in the middle), its rank in local search → its rank after re-ranking "
+             "(l2g), ✓ / ✗ positive or not (with ground truth), then its gallery path")
     only = c2.toggle("Inliers only", key="l2g_inliers_only", persist_state=KEEP, help="Hide the outlier lines (red)")
     pm, img_q, img_g, gf = _verified(eng, run, j)
     vr = pm.verified

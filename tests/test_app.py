@@ -1269,4 +1269,8 @@ def test_rankings_sit_in_a_grid_that_wraps_rather_than_squeeze_the_names(small_e
         assert need <= cell_1000, (k, need, cell_1000)            # every list's names whole at 1000 px
         if k != "l2g_rank_g2l":
             assert need <= least, (k, need, least)                # the pair's names whole in a cell of least width
+        order = list(at.get_by_key(k).dataframe[0].proto.column_order)
+        if k == "l2g_rank_l2g":      # the re-ranking's rank moves, the point of its list, in view at 1000 px too
+            assert order.index("move") == order.index("name") + 1, order
+            assert need + cols["move"]["width"] <= cell_1000, (need, cols["move"]["width"], cell_1000)
 

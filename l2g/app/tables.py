@@ -1,4 +1,4 @@
-"""Stage 3's ranking tables: one method's list (rank, thumbnail, name, score, move, ✓), and the grid that
+"""Stage 3's ranking tables: one method's list (rank, thumbnail, name, move, score, ✓), and the grid that
 lays the lists side by side as far as the page's width allows."""
 from __future__ import annotations
 
@@ -56,7 +56,7 @@ def table(eng, run, method, n, positives) -> Table:
                                                     "its group), a long one shortened in the middle (…); the "
                                                     "full gallery path is in the match view's candidate list "
                                                     "and the exports")}
-    order = [c for c in ("rank", "thumb", "name", "score", "move", "✓")
+    order = [c for c in ("rank", "thumb", "name", "move", "score", "✓")   # the rank move before the score: in view
              if (c != "move" or "moves" in run.results[method].extras) and (c != "✓" or positives is not None)]
     return Table(method, df, cfg, order)
 

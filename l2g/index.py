@@ -200,20 +200,22 @@ def _load_index(folder: Path, root, cfg: C.L2GConfig, full: bool | None) -> Loca
 
 
 def build_index(gallery: Path, out: Path, cfg: C.L2GConfig = C.DEFAULT, paths: list[str] | None = None,
-                extractor: Extractor | None = None, progress: Progress = None) -> tuple[LocalIndex, BuildReport]:
+                extractor: Extractor | None = None, progress: Progress = None,
+                readable_checked: bool = False) -> tuple[LocalIndex, BuildReport]:
     """Index (or update, or repair, the index of) the images of ``gallery`` into folder ``out``.
 
-    ``paths`` (relative to gallery) defaults to every image under it. Images
-    already in ``out`` with the same content hash are kept; new ones are
-    appended in sorted order. Unreadable files are listed in the report and
-    never stop the build. A damaged manifest, features file or faiss.index is
-    rebuilt and listed in ``report.repaired``. Holds the folder's lock
+    ``paths`` (relative to gallery) defaults to every image under it. Images already in ``out`` with the
+    same content hash are kept; new ones are appended in sorted order. Unreadable files are listed in the
+    report and never stop the build. A damaged manifest, features file or faiss.index is rebuilt and
+    listed in ``report.repaired``. Holds the folder's lock
     (cfg.store.lock_timeout). Returns the loaded index and a BuildReport. A gallery none of whose
-    images decodes is refused (DatasetError) before anything is made or written (scan.require_readable).
+    images decodes is refused (DatasetError) before anything is made or written (scan.require_readable;
+    ``readable_checked``: the caller has just done that check, as open_engine does before its own lock).
     """
     if extractor is None:
         resolve_device(cfg.build.device)       # a device that is not there is refused before the gallery is read
-    require_readable(gallery, paths, cfg.features.max_side)
+    if not readable_checked:
+        require_readable(gallery, paths, cfg.features.max_side)
     with store.folder_lock(out, cfg.store.lock_timeout, cfg.store):
         return _build(Path(gallery), Path(out), cfg, paths, extractor, progress)
 

@@ -68,7 +68,7 @@ def open_engine(gallery: Path, index_dir: Path | None = None, cfg: C.L2GConfig =
     gallery = Path(gallery)
     index_dir = Path(index_dir) if index_dir else index_dir_for(gallery, cfg, data_dir)
     extractor = extractor or Extractor(cfg.features, device=cfg.build.device)
-    if sync or not (index_dir / store.MANIFEST).is_file():     # a build: refused before the lock makes the folder
+    if sync:        # a build under this lock, which makes the folder: refused before it (build_index checks its own)
         require_readable(gallery, paths, cfg.features.max_side)
     lock = store.folder_lock(index_dir, cfg.store.lock_timeout, cfg.store) if sync else contextlib.nullcontext()
     with lock:
@@ -76,7 +76,8 @@ def open_engine(gallery: Path, index_dir: Path | None = None, cfg: C.L2GConfig =
         if not sync and (index_dir / "manifest.json").is_file():
             li = load_index(index_dir, gallery, cfg)
         else:
-            li, report = build_index(gallery, index_dir, cfg, paths=paths, extractor=extractor, progress=progress)
+            li, report = build_index(gallery, index_dir, cfg, paths=paths, extractor=extractor, progress=progress,
+                                     readable_checked=sync)
         if li.n_images and not li.ntotal:      # saved as it is (nothing lost), but nothing can be searched
             raise NoDescriptorsError(_no_descriptors(gallery, li, report))
         li.cfg = li.cfg.replace(search=cfg.search, graph=cfg.graph, rerank=cfg.rerank, verify=cfg.verify,

@@ -108,11 +108,13 @@ class Context:
                 del self.memo[k]
         return self.shared(key, lambda: rerank(self.local, self.graph, rcfg, exclude=self.exclude))
 
+    def _pair_key(self, j: int) -> tuple:
+        return ("inliers", int(j), self.cfg.verify)     # the memo entry inliers and verify share per pair
+
     def inliers(self, ids: np.ndarray) -> np.ndarray:
         """(len(ids),) RANSAC inlier counts of the query against each gallery id (each verified once)."""
-        vc = self.cfg.verify
-        return np.array([self.shared(("inliers", int(j), vc), lambda j=j: self._verify(j).n_inliers)
-                         for j in ids], np.int64)
+        return np.array([self.shared(self._pair_key(j), lambda j=j: self._verify(j).n_inliers) for j in ids],
+                        np.int64)
 
     def verify(self, j: int, feats: "Features | None" = None) -> "VerifyResult":
         """The query's verification with gallery image j, matches and inlier mask included (the app's
@@ -121,7 +123,7 @@ class Context:
         features when the caller has them (not loaded again)."""
         t = time.perf_counter()
         r = self._verify(j, feats)
-        self.memo.setdefault(("inliers", int(j), self.cfg.verify), (r.n_inliers, time.perf_counter() - t))
+        self.memo.setdefault(self._pair_key(j), (r.n_inliers, time.perf_counter() - t))
         return r
 
     def _verify(self, j: int, feats: "Features | None" = None) -> "VerifyResult":

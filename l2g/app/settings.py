@@ -52,7 +52,6 @@ def column_px(total: float, split, i: int, gap: str) -> float:
     return (total - GAP_PX[gap] * (len(split) - 1)) * split[i] / sum(split)
 
 
-
 def table_min_px() -> int:
     """The least width of a ranking table's cell in Stage 3's grid: its rank, thumbnail and a RANK_NAME_CHARS
     name whole (wider when a list's names are longer: the grid gives a list a row of its own rather than squeeze
@@ -86,7 +85,7 @@ def thumb_min_px() -> int:
     """The least width of a Stage 1 thumbnail's cell: its caption lines (rank and score, '≥ 500 matches', a
     THUMB_NAME_CHARS name) and its button's label whole. Four fit in a row beside the query at a 1280-px
     window, two at 1000 and 800 px (three would cut the names)."""
-    return max(CHAR_PX * THUMB_NAME_CHARS, CHAR_PX * len(THUMB_BUTTON) + BUTTON_PAD_PX) + 2
+    return max(label_px("x" * THUMB_NAME_CHARS), label_px(THUMB_BUTTON, BUTTON_PAD_PX))
 
 
 EMBED_SPLIT, EMBED_GAP = (3, 2), "medium"            # Stage 2: the plot's column beside its options
